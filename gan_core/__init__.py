@@ -1,0 +1,1 @@
+"""mnist-gan-bench library: config, data, models, training loop, metrics."""

@@ -1,0 +1,157 @@
+"""`python -m gan_core.train`: flags for every RunConfig field on top of a preset.
+
+Thin: it builds one RunConfig, validates it (and the data) before anything is written, then calls
+gan_core.train.train. ``--dry-run`` prints the final config as JSON and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gan_core import cli
+from gan_core.config import (
+    ARCHS,
+    COMPILE_MODES,
+    HEADS,
+    LOSSES,
+    PRESETS,
+    SOURCES,
+    OptimizerConfig,
+    override,
+    parse_ratio,
+    preset,
+)
+from gan_core.errors import ConfigError
+
+PROG = "python -m gan_core.train"
+
+# flag -> (config key, argparse options). Keys are dotted RunConfig paths.
+FLAGS = {
+    "--arch": ("model.arch", {"choices": ARCHS}),
+    "--depth": ("model.depth", {"type": int}),
+    "--width": ("model.width", {"type": float}),
+    "--channels": ("model.channels", {"type": int, "choices": (1, 3)}),
+    "--head": ("model.head", {"choices": HEADS}),
+    "--latent-dim": ("model.latent_dim", {"type": int}),
+    "--batch-size": ("schedule.batch_size", {"type": int}),
+    "--loss": ("schedule.loss", {"choices": LOSSES}),
+    "--reuse-noise": ("schedule.reuse_noise", {"action": argparse.BooleanOptionalAction}),
+    "--data": ("data.source", {"choices": SOURCES}),
+    "--data-root": ("data.root", {}),
+    "--download": ("data.download", {"action": argparse.BooleanOptionalAction}),
+    "--heldout-per-class": ("data.heldout_per_class", {"type": int}),
+    "--device": ("device.device", {}),
+    "--amp": ("device.amp", {"action": argparse.BooleanOptionalAction}),
+    "--channels-last": ("device.channels_last", {"action": argparse.BooleanOptionalAction}),
+    "--compile": ("device.compile", {"choices": COMPILE_MODES}),
+    "--cudnn-benchmark": ("device.cudnn_benchmark", {"action": argparse.BooleanOptionalAction}),
+    "--steps": ("steps", {"type": int}),
+    "--seed": ("seed", {"type": int}),
+    "--log-every": ("log_every", {"type": int}),
+    "--sample-every": ("sample_every", {"type": int}),
+    "--checkpoint-every": ("checkpoint_every", {"type": int}),
+    "--eval-every": ("eval_every", {"type": int}),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog=PROG, description="Train one GAN and write a run folder.")
+    p.add_argument("--preset", default="default", help=f"starting point: {', '.join(PRESETS)} (seed = the blog)")
+    p.add_argument("--out", help="run folder (default: runs/train/<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the final config as JSON and exit")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on when stderr is a terminal)")
+    p.add_argument("--ratio", help="D:G steps per iteration, e.g. 1:5 (the blog) or 1:1")
+    p.add_argument("--train-limit", help="use the first N train images, or 'all' (the blog: 900)")
+    for net in ("", "g-", "d-"):
+        which = {"": "both networks", "g-": "the generator", "d-": "the discriminator"}[net]
+        p.add_argument(f"--{net}optim", help=f"torch.optim class for {which}, e.g. Adam, Adadelta, RMSprop, SGD")
+        p.add_argument(f"--{net}lr", type=float, help=f"learning rate of {which}")
+        p.add_argument(f"--{net}optim-args", help=f"extra optimizer arguments for {which} as JSON, "
+                                                  'e.g. \'{"betas": [0.5, 0.999]}\'')
+    for flag, (key, opts) in FLAGS.items():
+        p.add_argument(flag, dest=key, default=None, help=f"sets {key}", **opts)
+    return p
+
+
+def _optimizer(base: OptimizerConfig, name, lr, args) -> OptimizerConfig:
+    """A changed optimizer name drops the preset's extra arguments (Adam's betas mean nothing to SGD)."""
+    kwargs = base.kwargs if name is None or name.lower() == base.name.lower() else {}
+    if args is not None:
+        try:
+            kwargs = json.loads(args)
+        except json.JSONDecodeError:
+            raise ConfigError(f"optimizer arguments must be a JSON object, got {args!r}") from None
+    return OptimizerConfig(name or base.name, lr if lr is not None else base.lr, kwargs)
+
+
+def config_from_args(args: argparse.Namespace):
+    cfg = preset(args.preset)
+    changes = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key) is not None}
+    if args.ratio is not None:
+        changes["schedule.d_steps"], changes["schedule.g_steps"] = parse_ratio(args.ratio)
+    if args.train_limit is not None:
+        if args.train_limit == "all":
+            changes["data.train_limit"] = None
+        elif args.train_limit.isdigit() and int(args.train_limit) > 0:
+            changes["data.train_limit"] = int(args.train_limit)
+        else:
+            raise ConfigError(f"--train-limit must be a positive integer or 'all', got {args.train_limit!r}")
+    for net in ("g", "d"):
+        base = getattr(cfg, f"{net}_optim")
+        name = getattr(args, f"{net}_optim") or args.optim
+        lr = getattr(args, f"{net}_lr") if getattr(args, f"{net}_lr") is not None else args.lr
+        extra = getattr(args, f"{net}_optim_args") or args.optim_args
+        if name is not None or lr is not None or extra is not None:
+            changes[f"{net}_optim"] = _optimizer(base, name, lr, extra)
+    return override(cfg, changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str] | None) -> int:
+    from gan_core import data, train
+
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR (the run folder to continue)")
+    train.resolve_device(cfg.device.device)
+    split = data.load(cfg.data)  # missing data fails here, before the run folder exists
+    out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}")
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, unit="G step", file=sys.stderr)
+
+    def on_log(record: dict) -> None:
+        if bar is not None:
+            bar.n = record["g_step"]
+            bar.set_postfix(img_s=f"{record['g_images_per_s']:.0f}", loss_d=f"{record['loss_d']:.3f}",
+                            loss_g=f"{record['loss_g']:.3f}")
+            bar.refresh()
+
+    try:
+        result = train.train(cfg, out, on_log=on_log, resume=args.resume, split=split)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{out}: {result.g_steps} G steps, {result.d_steps} D steps in {result.wall_s:.1f} s "
+          f"({result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9):.0f} generated images/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+import pytest
+
+from gan_core import data
+from gan_core.config import DataConfig, RunConfig, override
+
+
+@pytest.fixture(scope="session")
+def split():
+    return data.load(DataConfig())
+
+
+def tiny_config(**changes) -> RunConfig:
+    """A DCGAN-style family member small enough to train for a few steps in well under a second."""
+    base = {
+        "model.arch": "dcgan", "model.depth": 4, "model.width": 1 / 16, "model.head": "tanh",
+        "schedule.batch_size": 8, "schedule.d_steps": 1, "schedule.g_steps": 1, "schedule.loss": "bce_logits",
+        "g_optim.name": "Adam", "g_optim.lr": 2e-4, "d_optim.name": "Adam", "d_optim.lr": 2e-4,
+        "device.device": "cpu", "steps": 10, "log_every": 5, "checkpoint_every": 0,
+    }
+    base.update(changes)
+    return override(RunConfig(), base)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config

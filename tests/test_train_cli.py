@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gan_core import train_cli
+from gan_core.config import RunConfig, preset
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gan_core.train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--arch", "resnet"], "invalid choice: 'resnet' (choose from 'seed', 'dcgan')"),
+    (["--optim", "Adamx"], "not in torch.optim; choose one of:"),
+    (["--ratio", "0:1"], "ratio '0:1' is not valid; write D:G with positive integers"),
+    (["--ratio", "abc"], "ratio 'abc' is not valid"),
+    (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
+    (["--depth", "12"], "depth must be an integer from 4 to 9"),
+    (["--preset", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
+    (["--train-limit", "zero"], "--train-limit must be a positive integer or 'all'"),
+    (["--g-optim-args", "{betas"], "must be a JSON object"),
+    (["--data", "folder"], "needs a root folder"),
+    (["--data", "folder", "--data-root", "/nonexistent/pics"], "is not a folder"),
+    (["--data", "mnist", "--data-root", "/nonexistent/mnist"], "MNIST raw files not found"),
+    (["--resume"], "--resume needs --out"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, match):
+    out = tmp_path / "run"
+    try:
+        code = train_cli.main([*args, "--out", str(out)] if "--resume" not in args else args)
+    except SystemExit as e:  # argparse exits by itself for flags it rejects
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert match in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_input_from_the_real_command_line(tmp_path):
+    p = run_cli("--ratio", "1:0", "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        "python -m gan_core.train: error: ratio '1:0' is not valid; write D:G with positive integers, e.g. 1:5 or 2:1"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_prints_the_final_config(capsys):
+    assert train_cli.main(["--preset", "seed", "--ratio", "1:1", "--g-lr", "0.5", "--dry-run"]) == 0
+    cfg = RunConfig.from_json(capsys.readouterr().out)
+    blog = preset("seed")
+    assert cfg.schedule.d_steps == 1 and cfg.schedule.g_steps == 1
+    assert cfg.g_optim.lr == 0.5 and cfg.d_optim == blog.d_optim
+    assert cfg.model == blog.model
+
+
+def test_changing_the_optimizer_drops_the_presets_arguments(capsys):
+    assert train_cli.main(["--preset", "dcgan", "--optim", "SGD", "--lr", "0.01", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["g_optim"] == {"name": "SGD", "lr": 0.01, "kwargs": {}} == cfg["d_optim"]
+
+
+def test_adam_with_explicit_betas(capsys):
+    assert train_cli.main(["--optim", "adam", "--optim-args", '{"betas": [0.5, 0.999]}', "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["d_optim"] == {"name": "Adam", "lr": 0.001, "kwargs": {"betas": [0.5, 0.999]}}
+
+
+@pytest.mark.parametrize("args", [
+    ["--preset", "seed", "--batch-size", "10", "--steps", "5"],  # the blog, shortened
+    ["--preset", "dcgan", "--steps", "6", "--log-every", "3"],  # a DCGAN-style family member
+])
+def test_short_cpu_runs_write_the_run_folder(tmp_path, args):
+    out = tmp_path / "run"
+    p = run_cli(*args, "--device", "cpu", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    for name in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "summary.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    steps = int(args[args.index("--steps") + 1])
+    assert summary["g_steps"] == steps and summary["status"] == "finished"
+    # resuming a finished run with a larger budget continues it
+    p = run_cli(*args[:-2], "--steps", str(steps + 2), "--device", "cpu", "--out", str(out), "--resume")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "summary.json").read_text())["g_steps"] == steps + 2
