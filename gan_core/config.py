@@ -16,7 +16,7 @@ from gan_core.errors import ConfigError
 
 ARCHS = ("seed", "dcgan")
 DEPTHS = range(4, 10)  # 9 = the blog's depth
-HEADS = ("bn_sigmoid", "tanh")  # bn_sigmoid = the blog's BatchNorm before the output Sigmoid
+HEADS = ("bn_sigmoid", "sigmoid", "tanh")  # bn_sigmoid = the blog's BatchNorm before the output Sigmoid
 LOSSES = ("bce", "bce_logits")  # bce = the blog's Sigmoid + BCELoss; bce_logits is the safe form
 SOURCES = ("embedded", "mnist", "folder")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # reduce-overhead = CUDA graphs

@@ -62,6 +62,8 @@ def cbl(c_in: int, c_out: int, k: int, s: int, p: int = 0, bias: bool = False, n
 def output_head(channels: int, head: str) -> list[nn.Module]:
     if head == "bn_sigmoid":  # the blog: BatchNorm right before the Sigmoid, images in [0, 1]
         return [nn.BatchNorm2d(channels), nn.Sigmoid()]
+    if head == "sigmoid":  # the blog's head without its BatchNorm, images in [0, 1]
+        return [nn.Sigmoid()]
     if head == "tanh":  # the usual choice, images in [-1, 1]
         return [nn.Tanh()]
     raise ValueError(f"unknown head {head!r}")

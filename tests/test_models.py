@@ -73,7 +73,7 @@ def test_seed_spatial_sizes_follow_the_blog():
 @pytest.mark.parametrize("depth", range(4, 10))
 @pytest.mark.parametrize("width", [1 / 8, 0.25, 0.5, 1.0])
 def test_every_family_member_maps_noise_to_32x32_and_images_to_one_logit(arch, depth, width):
-    for channels, head in ((1, "tanh"), (3, "bn_sigmoid")):
+    for channels, head in ((1, "tanh"), (3, "bn_sigmoid"), (1, "sigmoid")):
         g, d = models.build(arch, depth, width, channels, head)
         convs = [m for m in list(g.modules()) + list(d.modules()) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         assert len(convs) == 2 * depth  # depth counts the conv blocks of each network
