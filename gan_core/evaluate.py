@@ -1,0 +1,107 @@
+"""`python -m gan_core.evaluate RUN_DIR`: metrics of a trained run against held-out MNIST -> RUN_DIR/metrics.json.
+
+`python -m gan_core.evaluate --real-vs-real [--data SOURCE]`: the floor (a class-balanced draw
+from the train split against the held-out set), the best score any generator can reach here.
+
+Thin: parsing and printing; the work is gan_core.evaluation. Errors are one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gan_core import cli
+from gan_core.errors import UserError
+
+PROG = "python -m gan_core.evaluate"
+
+
+def _samples(text: str) -> int:
+    from gan_core.metrics import MIN_SAMPLES
+
+    if not text.isdigit() or int(text) < MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {MIN_SAMPLES}, got {text!r}")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog=PROG, description="FID/KID/precision/recall/classifier score/mode coverage "
+                                                  "against held-out MNIST, with the MNIST feature extractor.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (config.json + checkpoint.pt)")
+    p.add_argument("--real-vs-real", action="store_true",
+                   help="print the floor: a class-balanced train draw vs the held-out set (no run folder)")
+    p.add_argument("--n", type=_samples, default=None,
+                   help="generated samples (default: the held-out size: 1000 embedded, 10000 full MNIST)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
+    p.add_argument("--inception", action="store_true",
+                   help="add Inception-v3 metrics (suffix _inception), weights from torch's hub cache")
+    p.add_argument("--inception-weights", metavar="PATH", default=None,
+                   help="torch-fidelity's Inception-v3 weights file; implies --inception")
+    p.add_argument("--cache-dir", default=None, help="real-feature cache (default: $MNIST_GAN_BENCH_CACHE or "
+                                                     "~/.cache/mnist-gan-bench)")
+    # no argparse choices: importing gan_core.config imports torch (seconds); DataConfig checks the value
+    p.add_argument("--data", default="embedded", help="with --real-vs-real: embedded, mnist or folder")
+    p.add_argument("--data-root", default=None, help="with --real-vs-real: the data folder (mnist, folder)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parser().parse_args(argv)
+    if args.real_vs_real == (args.run_dir is not None):
+        raise UserError("give either RUN_DIR or --real-vs-real (exactly one)")
+    if args.run_dir is not None and not Path(args.run_dir).is_dir():  # fail before the slow imports
+        raise UserError(f"run folder {args.run_dir} does not exist")
+    from gan_core import data, evaluation
+    from gan_core.config import DataConfig
+
+    inception = args.inception or args.inception_weights is not None
+    if args.real_vs_real:
+        split = data.load(DataConfig(source=args.data, root=args.data_root))
+        result = evaluation.floor(split, args.n, device=args.device, cache_dir=args.cache_dir, inception=inception,
+                                  inception_weights=args.inception_weights)
+        print(json.dumps(result, indent=2) if args.json else _table(result))
+        return 0
+    result = evaluation.evaluate_run(args.run_dir, args.n, device=args.device, cache_dir=args.cache_dir,
+                                     inception=inception, inception_weights=args.inception_weights,
+                                     with_floor=args.floor)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_table(result, result.get("floor")))
+        print(f"wrote {args.run_dir.rstrip('/')}/{evaluation.METRICS_FILE} ({result['seconds']:.1f} s)")
+    return 0
+
+
+def _table(result: dict, floor: dict | None = None) -> str:
+    """metric, value (and floor) per line; the per-digit shares on one line."""
+    head = (f"{result['extractor']}: {result['n_generated']} generated vs {result['n_real']} real "
+            f"({result['real_set']})")
+    if "extractor_inception" in result:
+        head += f"; {result['extractor_inception']}"
+    lines = [head, f"{'metric':<24}{'value':>12}" + (f"{'floor':>12}" if floor else "")]
+    shares = []
+    for key, value in result.items():
+        if not isinstance(value, float) or key == "seconds":
+            continue
+        if key.startswith("share"):
+            shares.append(f"{key.rsplit('_', 1)[-1]}:{value:.3f}")
+            continue
+        row = f"{key:<24}{value:>12.5g}"
+        if floor and isinstance(floor.get(key), float):
+            row += f"{floor[key]:>12.5g}"
+        lines.append(row)
+    if shares:
+        lines.append("digit shares  " + " ".join(shares))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

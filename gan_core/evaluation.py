@@ -1,0 +1,211 @@
+"""Judging generators against held-out MNIST: the API behind ``python -m gan_core.evaluate``.
+
+- ``Reference``: the real side (held-out features per extractor, disk-cached) and the floor.
+- ``evaluate_generator`` / ``evaluate_images``: a flat dict, metric name -> float, plus the
+  extractor's name and both sample counts (a metric value never travels without them).
+- ``floor``: the same metrics for a class-balanced random draw from the *train* split against the
+  held-out set, same counts: what a perfect generator (one that reproduces the data distribution)
+  would score here. It is not zero, because two finite samples differ.
+- ``evaluate_run``: a run folder's generator -> ``metrics.json`` (atomic), floor included.
+- ``Evaluator``: the callback ``gan_core.train.train(on_eval=...)`` calls at intervals.
+
+Generated images come from fixed noise (``EVAL_NOISE_SEED``, the same for every run, so that runs
+are compared on the same latent vectors), in eval mode, quantised to uint8 like the real data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gan_core import files, sampling
+from gan_core.data import Split
+from gan_core.errors import UserError
+from gan_core.features import Extractor, FeatureSet, cached_features, mnist_extractor
+from gan_core.metrics import MIN_SAMPLES, compare
+
+EVAL_NOISE_SEED = 20240612  # latent vectors of every evaluation (pictures use the run's own seed)
+FLOOR_SEED = 20240613  # the floor's class-balanced draw from the train split
+MAX_DEFAULT_N = 10_000  # full MNIST: fid10k against its 10k test set
+INCEPTION_SUFFIX = "_inception"
+METRICS_FILE = "metrics.json"
+
+
+def default_n(split: Split) -> int:
+    """Generated samples per evaluation: as many as there are held-out images (1000 embedded, 10k MNIST)."""
+    return min(len(split.heldout), MAX_DEFAULT_N)
+
+
+def check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < MIN_SAMPLES:
+        raise UserError(f"the number of samples must be an integer >= {MIN_SAMPLES}, got {n!r}")
+    return n
+
+
+def balanced_draw(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int = FLOOR_SEED) -> torch.Tensor:
+    """n images drawn without replacement, every class equally often (n % K classes, chosen at random, get one more)."""
+    rng = np.random.default_rng(seed)
+    labels_np = labels.cpu().numpy()
+    classes = np.unique(labels_np)
+    per_class = np.full(len(classes), n // len(classes))
+    per_class[rng.permutation(len(classes))[: n % len(classes)]] += 1
+    picks = []
+    for c, k in zip(classes, per_class, strict=True):
+        pool = np.flatnonzero(labels_np == c)
+        if k > len(pool):
+            raise UserError(f"the floor needs {k} train images of class {c} for n={n}, but the train split has "
+                            f"{len(pool)}; use a smaller --n")
+        picks.append(rng.choice(pool, size=k, replace=False))
+    order = rng.permutation(np.concatenate(picks))
+    return images[torch.from_numpy(order)]
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {str(device)!r} was asked for but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device {str(device)!r} is not valid; choose one of: auto, cpu, cuda, cuda:N") from None
+
+
+class Reference:
+    """The real side of every comparison for one data split.
+
+    Extractors are built once; held-out features are computed once per extractor (then read from the
+    disk cache, keyed on content). ``inception=True`` adds Inception-v3 metrics (suffix
+    ``_inception``), from ``inception_weights`` or torch's hub cache; otherwise a UserError.
+    """
+
+    def __init__(self, split: Split, *, device: torch.device | str | None = "cpu",
+                 cache_dir: str | os.PathLike | None = None, inception: bool = False,
+                 inception_weights: str | os.PathLike | None = None, mnist: Extractor | None = None):
+        self.split = split
+        self.device = resolve_device(device)
+        self.cache_dir = cache_dir
+        self.extractors: dict[str, Extractor] = {"": mnist or mnist_extractor(self.device)}
+        if inception or inception_weights is not None:
+            from gan_core.inception import inception_extractor
+
+            self.extractors[INCEPTION_SUFFIX] = inception_extractor(inception_weights, self.device)
+        self.tags = {"data": split.name, "heldout_fingerprint": split.fingerprint()}
+        self._heldout: dict[str, FeatureSet] = {}
+
+    @property
+    def extractor_name(self) -> str:
+        return self.extractors[""].name
+
+    def heldout(self, suffix: str = "") -> FeatureSet:
+        if suffix not in self._heldout:
+            self._heldout[suffix] = cached_features(self.extractors[suffix], self.split.heldout, self.cache_dir,
+                                                    {**self.tags, "set": "heldout"})
+        return self._heldout[suffix]
+
+    def score(self, images: torch.Tensor, cache_tags: dict | None = None) -> dict:
+        """Metrics of uint8 images [N, 1, 32, 32] against the held-out set, for every extractor.
+
+        ``cache_tags`` marks a fixed real image set (the floor's draw) whose features may be cached.
+        """
+        check_n(len(images))
+        out: dict = {"extractor": self.extractor_name, "n_generated": len(images),
+                     "n_real": len(self.split.heldout), "real_set": f"{self.split.name} held-out "
+                                                                  f"{self.split.fingerprint()}"}
+        for suffix, ex in self.extractors.items():
+            gen = cached_features(ex, images, self.cache_dir, {**self.tags, **cache_tags}) if cache_tags \
+                else ex(images)
+            if suffix:
+                out[f"extractor{suffix}"] = ex.name
+            out.update(compare(gen, self.heldout(suffix), suffix))
+        return out
+
+    def floor(self, n: int | None = None) -> dict:
+        """The same metrics for a class-balanced random draw of n train images (the best a generator can do)."""
+        n = check_n(n or default_n(self.split))
+        draw = balanced_draw(self.split.train, self.split.train_labels, n)
+        return {**self.score(draw, {"set": "floor", "n": n, "seed": FLOOR_SEED}), "floor_seed": FLOOR_SEED}
+
+
+def evaluate_images(images: torch.Tensor, split: Split, **reference_kwargs) -> dict:
+    """Metrics of uint8 images [N, 1, 32, 32] against ``split``'s held-out set (see Reference for options)."""
+    return Reference(split, **reference_kwargs).score(images)
+
+
+def generate_for_eval(generator: nn.Module, head: str, n: int, device: torch.device | str,
+                      seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
+    """n uint8 images from the fixed evaluation noise; the generator's train/eval mode is restored after."""
+    return sampling.generate(generator, check_n(n), head, seed=seed, batch_size=500, device=device)
+
+
+def evaluate_generator(generator: nn.Module, head: str, split: Split, n: int | None = None, *,
+                       seed: int = EVAL_NOISE_SEED, reference: Reference | None = None, **reference_kwargs) -> dict:
+    """Metrics of n generated samples (default: as many as held-out images) against the held-out set."""
+    ref = reference or Reference(split, **reference_kwargs)
+    device = next(generator.parameters()).device
+    images = generate_for_eval(generator, head, n or default_n(split), device, seed)
+    return {**ref.score(images), "eval_noise_seed": seed}
+
+
+def floor(split: Split, n: int | None = None, **reference_kwargs) -> dict:
+    """Real-vs-real: a class-balanced draw from the train split against the held-out set."""
+    return Reference(split, **reference_kwargs).floor(n)
+
+
+def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: torch.device | str | None = "auto",
+                 cache_dir: str | os.PathLike | None = None, inception: bool = False,
+                 inception_weights: str | os.PathLike | None = None, with_floor: bool = True) -> dict:
+    """Evaluate a run folder's checkpoint; write ``metrics.json`` into it (atomically) and return its content."""
+    from gan_core import data
+    from gan_core.train import load_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    cfg, generator = load_run(run_dir)
+    split = data.load(cfg.data)
+    n = check_n(n if n is not None else default_n(split))
+    t0 = time.perf_counter()
+    ref = Reference(split, device=device, cache_dir=cache_dir, inception=inception,
+                    inception_weights=inception_weights)
+    result = evaluate_generator(generator.to(ref.device), cfg.model.head, split, n, reference=ref)
+    if with_floor:
+        result["floor"] = ref.floor(n)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    files.write_json(run_dir / METRICS_FILE, result)
+    return result
+
+
+class Evaluator:
+    """``train(cfg, out, on_eval=Evaluator(n=...))``: metrics at every ``eval_every`` generator steps.
+
+    The held-out features and extractor are prepared at the first call and kept; each call then only
+    generates n samples and computes features for them. Smaller n than the final evaluation is
+    fine for anytime curves and pruning: the names carry the count (``fid500``), so they are never
+    confused with final numbers.
+    """
+
+    def __init__(self, n: int | None = None, *, split: Split | None = None,
+                 cache_dir: str | os.PathLike | None = None, seed: int = EVAL_NOISE_SEED):
+        self.n = check_n(n) if n is not None else None
+        self.split = split
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self._ref: Reference | None = None
+
+    def __call__(self, point) -> dict:
+        """``point``: gan_core.train.EvalPoint (g_step, generator, cfg, device, ...)."""
+        if self._ref is None or self._ref.device != torch.device(point.device):
+            from gan_core import data
+
+            split = self.split or data.load(point.cfg.data)
+            self._ref = Reference(split, device=point.device, cache_dir=self.cache_dir)
+        split = self._ref.split
+        images = generate_for_eval(point.generator, point.cfg.model.head, self.n or default_n(split), point.device,
+                                   self.seed)
+        return self._ref.score(images)

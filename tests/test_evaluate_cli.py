@@ -1,0 +1,113 @@
+"""`python -m gan_core.evaluate`: a run folder -> metrics.json, the floor, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gan_core import data, evaluate, train
+from tests.conftest import tiny_config
+from tests.metric_helpers import embedded_split, one_thread
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _embedded_once(monkeypatch):
+    split = embedded_split()
+    monkeypatch.setattr(data, "load", lambda cfg: split)  # every config here reads the embedded default
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train.train(tiny_config(steps=2), out, split=embedded_split())
+    return out
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = evaluate.main(argv)
+    except SystemExit as e:  # argparse's errors exit from inside the parser
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"{evaluate.PROG}: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_run_dir_writes_metrics_json(run_dir, cache_dir, capsys):
+    code, out, _ = cli([str(run_dir), "--n", "100", "--device", "cpu", "--cache-dir", str(cache_dir)], capsys)
+    assert code == 0
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["n_generated"] == 100 and "fid100" in saved and "fid100" in saved["floor"]
+    assert "fid100" in out and "metrics.json" in out
+
+
+def test_json_output_and_no_floor(run_dir, cache_dir, capsys):
+    code, out, _ = cli([str(run_dir), "--n", "50", "--no-floor", "--json", "--cache-dir", str(cache_dir)], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert "floor" not in result and result["n_generated"] == 50 and "kid50_mean" in result
+
+
+def test_real_vs_real_prints_the_floor(cache_dir, capsys):
+    code, out, _ = cli(["--real-vs-real", "--n", "100", "--cache-dir", str(cache_dir), "--json"], capsys)
+    assert code == 0
+    floor = json.loads(out)
+    assert floor["n_generated"] == 100 and floor["modes100"] == 10
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], ["RUN_DIR", "--real-vs-real"]),
+    (["some/run", "--real-vs-real"], ["exactly one"]),
+    (["--real-vs-real", "--n", "0"], ["--n", ">= 10"]),
+    (["--real-vs-real", "--n", "abc"], ["--n"]),
+    (["--real-vs-real", "--n", "5"], ["--n"]),
+    (["--real-vs-real", "--n", "100000"], ["smaller --n"]),
+    (["--real-vs-real", "--device", "tpu"], ["device", "cpu"]),
+    (["--real-vs-real", "--data", "imagenet"], ["data source", "embedded"]),
+])
+def test_usage_errors_are_one_line(argv, words, capsys, cache_dir):
+    code, _, err = cli([*argv, "--cache-dir", str(cache_dir)], capsys)
+    assert_one_line_error(code, err, *words)
+
+
+def test_missing_run_folder(tmp_path, capsys):
+    assert_one_line_error(*cli([str(tmp_path / "nope")], capsys)[::2], "does not exist")
+
+
+def test_run_folder_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(tiny_config().to_json())
+    assert_one_line_error(*cli([str(tmp_path)], capsys)[::2], "checkpoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(*cli([str(empty)], capsys)[::2], "config.json")
+
+
+def test_a_real_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gan_core.evaluate", str(tmp_path / "missing")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr

@@ -1,0 +1,151 @@
+"""The MNIST feature extractor: preprocessing, registration, shipped weights, deterministic training."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from gan_core import data, extractor, sampling, train_extractor
+from gan_core.errors import UserError
+from gan_core.evaluation import generate_for_eval
+from gan_core.features import mnist_extractor
+from tests.metric_helpers import ReplayGenerator, embedded_split, one_thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return embedded_split()
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return mnist_extractor()
+
+
+def test_preprocess_takes_uint8_only():
+    # A float batch in [0, 1] read as 0..255 would give plausible but wrong features: refuse, don't guess.
+    with pytest.raises(TypeError, match="uint8"):
+        extractor.preprocess(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="32"):
+        extractor.preprocess(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    x = extractor.preprocess(torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 1, 32, 32))
+    assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
+
+
+@pytest.mark.parametrize("head", ["tanh", "bn_sigmoid"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_real_images_through_the_generated_path_give_the_same_features(embedded, ex, head, channels):
+    real = embedded.heldout[:300]
+    direct = ex(real)
+    # What a generator of this head/channel count emits for these digits, then the evaluation's own sampling path.
+    g = ReplayGenerator(real, head, channels)
+    generated = generate_for_eval(g, head, len(real), "cpu")
+    assert torch.equal(generated, real)
+    via_generator = ex(generated)
+    assert torch.equal(via_generator.features, direct.features)
+    assert torch.equal(via_generator.logits, direct.logits)
+    # RGB copies of grey digits (the blog's 3-channel models) meet the network as the same grey.
+    rgb = sampling.to_uint8(sampling.to_float(real, head, 3), head).expand(-1, 3, -1, -1)
+    assert torch.equal(extractor.load_model()(rgb.contiguous())[0], extractor.load_model()(real)[0])
+
+
+def test_features_are_deterministic_and_batch_size_independent(embedded, ex):
+    images = embedded.heldout[:400]
+    a, b = ex(images), ex(images)
+    assert torch.equal(a.features, b.features) and torch.equal(a.logits, b.logits)
+    for batch_size in (1, 7, 400):
+        other = mnist_extractor(batch_size=batch_size)(images)
+        torch.testing.assert_close(other.features, a.features, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(other.logits, a.logits, rtol=1e-5, atol=1e-5)
+    assert a.features.shape == (400, extractor.FEATURE_DIM) and a.logits.shape == (400, 10)
+
+
+def test_registered_once_under_a_name_with_the_weights_sha():
+    info = extractor.load_info()
+    sha = extractor.sha256_file(extractor.WEIGHTS)
+    assert info["sha256"] == sha and info["version"] == extractor.VERSION
+    name = extractor.register()
+    assert name == f"mnist-cnn-{extractor.VERSION}-{sha[:8]}"
+    assert extractor.register() == name  # a second registration is a no-op, not torch-fidelity's ValueError
+    assert FEATURE_EXTRACTORS_REGISTRY[name] is extractor.FidelityMnistCNN
+
+
+def test_shipped_weights_are_small_and_reach_the_stated_heldout_accuracy(embedded):
+    info = extractor.load_info()
+    assert extractor.WEIGHTS.stat().st_size < 1_000_000
+    acc = train_extractor.accuracy(extractor.load_model(), embedded.heldout, embedded.heldout_labels)
+    assert acc >= 0.97
+    assert abs(acc - info["heldout_accuracy"]) <= 0.005
+    assert info["heldout_fingerprint"] == embedded.fingerprint()  # measured on this very held-out set
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    weights = tmp_path / "w.pt"
+    shutil.copy(extractor.WEIGHTS, weights)
+    shutil.copy(extractor.info_path(extractor.WEIGHTS), extractor.info_path(weights))
+    assert extractor.extractor_name(weights) == extractor.extractor_name()
+    blob = bytearray(weights.read_bytes())
+    blob[-100] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="SHA-256"):
+        extractor.load_model(weights)
+    with pytest.raises(UserError, match="not found"):
+        extractor.load_model(tmp_path / "missing.pt")
+
+
+def test_training_is_deterministic_and_never_touches_the_heldout_set(embedded):
+    # Held-out tensors replaced by None: any use of them during training would raise.
+    train_only = dataclasses.replace(embedded, heldout=None, heldout_labels=None)
+    rng_before, deterministic_before = torch.get_rng_state(), torch.are_deterministic_algorithms_enabled()
+
+    def digest(seed: int) -> str:
+        model = train_extractor.train_extractor(train_only, epochs=1, seed=seed, train_limit=256)
+        return hashlib.sha256(extractor.state_bytes(model)).hexdigest()
+
+    first, second = digest(0), digest(0)
+    assert first == second
+    assert digest(1) != first  # the hash does depend on the training (a constant would pass the check above)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's global RNG is left alone
+    assert torch.are_deterministic_algorithms_enabled() == deterministic_before
+
+
+def test_training_cli_writes_weights_whose_hash_does_not_depend_on_the_path(tmp_path, capsys, monkeypatch, embedded):
+    monkeypatch.setattr(data, "load", lambda cfg: embedded)  # the data is tested elsewhere; save 2 s per run
+    args = ["--epochs", "1", "--train-limit", "200", "--quiet"]
+    assert train_extractor.main([*args, "--out", str(tmp_path / "a" / "w.pt")]) == 0
+    assert train_extractor.main([*args, "--out", str(tmp_path / "b.pt")]) == 0
+    a, b = json.loads((tmp_path / "a" / "w.json").read_text()), json.loads((tmp_path / "b.json").read_text())
+    assert a["sha256"] == b["sha256"] == extractor.sha256_file(tmp_path / "b.pt")
+    assert a["train_images"] == 200 and a["epochs"] == 1 and 0 <= a["heldout_accuracy"] <= 1
+    name = extractor.register(tmp_path / "b.pt")
+    assert name != extractor.register() and name.endswith(a["sha256"][:8])
+    assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_training_cli_rejects_bad_epochs(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_extractor.main(["--epochs", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--epochs" in err
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_shipped_accuracy(embedded):
+    # The full recipe (~30 s on one core here): the shipped weights must be what the script makes.
+    info = extractor.load_info()
+    model = train_extractor.train_extractor(embedded, epochs=info["epochs"], seed=info["seed"])
+    acc = train_extractor.accuracy(model, embedded.heldout, embedded.heldout_labels)
+    assert abs(acc - info["heldout_accuracy"]) <= 0.005
