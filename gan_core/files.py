@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Atomic file writes (a reader, or a crash, never sees a half-written file) and the cache folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+CACHE_ENV = "MNIST_GAN_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where derived data is cached (parsed digits, real-image features): $MNIST_GAN_BENCH_CACHE or ~/.cache."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-gan-bench"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:

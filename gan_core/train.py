@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_core import data, files, models, sampling
-from gan_core.config import OptimizerConfig, RunConfig
+from gan_core.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.errors import Diverged, UserError
 
 CHECKPOINT = "checkpoint.pt"
@@ -95,11 +96,15 @@ def gan_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 def count_flops(cfg: RunConfig) -> tuple[float, float]:
     """Model FLOPs (forward + backward) of one D step and one G step, counted once on the meta device."""
+    return _count_flops(cfg.model, cfg.schedule.batch_size)
+
+
+@cache  # a study counts the same model many times
+def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    b, m = cfg.schedule.batch_size, cfg.model
     with torch.device("meta"):
-        g, d = build_models(cfg)
+        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim)
         z = torch.randn(b, m.latent_dim)
         real = torch.randn(b, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
     with FlopCounterMode(display=False) as counter:  # a D step: G forward, D on real and fake, D backward
