@@ -1,0 +1,343 @@
+"""`python -m ablations.run --study NAME`: run a study with Optuna, then print its table and build the report.
+
+Grid studies enqueue every arm x seed once; workers (local processes, or the same command on other
+hosts with the same --storage) pop queued trials until none is left. Re-running the command
+resumes: finished trials are kept and only missing arm x seed pairs are queued. A worker killed
+mid-trial leaves a trial whose heartbeat goes stale; Optuna fails it and queues a retry, which
+resumes from the run folder's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+from gan_core import cli
+from gan_core.config import PRESETS, SOURCES
+from gan_core.errors import UserError
+
+PROG = "python -m ablations.run"
+
+
+def parser() -> argparse.ArgumentParser:
+    from ablations.budgets import BUDGETS
+    from ablations.storage import DEFAULT_URL
+
+    p = cli.ArgumentParser(prog=PROG, description="Run an ablation study (Optuna) and write reports/summary.html.")
+    p.add_argument("--study", help="which study; --list shows them")
+    p.add_argument("--list", action="store_true", help="list the studies with their arms and the budgets")
+    p.add_argument("--base", default="seed", help=f"preset every arm starts from: {', '.join(PRESETS)}")
+    p.add_argument("--budget", default="auto", help=f"auto (quick on CPU, standard on CUDA), {', '.join(BUDGETS)}")
+    p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 3 except smoke)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (CPU threads are shared out)")
+    p.add_argument("--storage", default=DEFAULT_URL,
+                   help="Optuna storage: sqlite:///FILE, postgresql://..., journal:FILE")
+    p.add_argument("--study-name", help="Optuna study name (default: STUDY-BASE-BUDGET)")
+    p.add_argument("--runs", default="runs", help="folder for the trials' run folders")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data", choices=SOURCES, help="data source (default: the base preset's, embedded)")
+    p.add_argument("--data-root", help="folder of the mnist or folder data source")
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between trial heartbeats (RDB storages)")
+    p.add_argument("--report", default="reports/summary.html", help="where the HTML report goes")
+    p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (arms, seeds, budget) and exit")
+    return p
+
+
+def listing() -> str:
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY
+
+    lines = ["studies:"]
+    for s in REGISTRY.values():
+        arms = ", ".join(a.label for a in s.arms) if s.is_grid else "searched by TPE with pruning"
+        lines.append(f"  {s.name:<12} {s.knob}: {arms}")
+    lines.append("budgets (unit: generator steps per trial):")
+    for b in BUDGETS.values():
+        lines.append(f"  {b.name:<9} {b.g_steps:>6} G steps, {b.seeds} seed(s): {b.note}")
+    lines.append("  auto      quick on a CPU, standard on CUDA")
+    return "\n".join(lines)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """Validate every input before anything is written; return plain settings a worker process can take."""
+    import torch
+
+    from ablations import budgets
+    from ablations.studies import REGISTRY
+    from gan_core.config import override, preset
+    from gan_core.train import resolve_device
+
+    if not args.study:
+        raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
+    if args.study not in REGISTRY:
+        raise UserError(f"unknown study {args.study!r}; choose one of: {', '.join(REGISTRY)}")
+    base = preset(args.base)
+    changes = {"device.device": args.device}
+    if args.data:
+        changes["data.source"] = args.data
+    if args.data_root:
+        changes["data.root"] = args.data_root
+    base = override(base, changes)
+    device = resolve_device(base.device.device)
+    budget = budgets.resolve(args.budget, cuda=device.type == "cuda" and torch.cuda.is_available())
+    seeds = budget.seeds if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be an integer >= 1, got {args.workers}")
+    if args.heartbeat <= 0:
+        raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
+    return {
+        "study": args.study, "base_name": args.base, "base": base.to_dict(), "budget": budget.name,
+        "seeds": seeds, "storage": args.storage, "heartbeat": args.heartbeat,
+        "study_name": args.study_name or f"{args.study}-{args.base}-{budget.name}",
+        "runs": args.runs, "workers": args.workers,
+    }
+
+
+def open_study(settings: dict):
+    import optuna
+
+    from ablations.storage import open_storage
+    from ablations.studies import REGISTRY
+
+    spec = REGISTRY[settings["study"]]
+    storage = open_storage(settings["storage"], settings["heartbeat"])
+    if spec.is_grid:  # every arm x seed runs to the end: no sampling, no pruning
+        sampler, pruner = optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
+    else:
+        from ablations.budgets import BUDGETS
+
+        b = BUDGETS[settings["budget"]]
+        sampler = optuna.samplers.TPESampler(seed=0)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=b.eval_every)
+    try:
+        return optuna.create_study(study_name=settings["study_name"], storage=storage, sampler=sampler,
+                                   pruner=pruner, direction="minimize", load_if_exists=True)
+    except Exception as e:  # noqa: BLE001 - a storage that cannot hold the study: one line for the user
+        raise UserError(f"cannot open study in {settings['storage']!r}: {str(e).splitlines()[0]}") from None
+
+
+def make_context(settings: dict):
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY
+    from ablations.trial import Context
+    from gan_core import data
+    from gan_core.config import RunConfig
+    from gan_core.evaluation import Evaluator, Reference, default_n
+    from gan_core.metrics import count_tag
+
+    base = RunConfig.from_dict(settings["base"])
+    budget = BUDGETS[settings["budget"]]
+    split = data.load(base.data)
+    from gan_core.train import resolve_device
+
+    reference = Reference(split, device=resolve_device(base.device.device))
+    n = budget.eval_n or default_n(split)
+    return Context(REGISTRY[settings["study"]], budget, base, split, reference,
+                   Evaluator(n=budget.eval_n_intermediate, split=split),
+                   Path(settings["runs"]) / settings["study_name"], f"fid{count_tag(n)}")
+
+
+def trial_key(t) -> tuple | None:
+    """(arm, seed) of a grid trial: set as user attrs when queued, copied by Optuna into retries."""
+    a = t.user_attrs
+    return (a["arm"], a["seed"]) if "arm" in a and "seed" in a else None
+
+
+def enqueue_missing(study, spec, seeds: int) -> int:
+    """Queue every arm x seed that is neither done, running, queued nor finally failed. Returns how many."""
+    from optuna.trial import TrialState
+
+    from ablations.trial import FINAL_FAILURES
+
+    taken = set()
+    for t in study.get_trials(deepcopy=False):
+        key = trial_key(t)
+        if key is None or t.user_attrs.get("spare") or t.user_attrs.get("duplicate"):
+            continue
+        if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
+            taken.add(key)
+    queued = 0
+    for seed in range(seeds):
+        for arm in spec.arms:
+            if (arm.label, seed) not in taken:
+                study.enqueue_trial({"arm": arm.label, "seed": seed}, user_attrs={"arm": arm.label, "seed": seed})
+                queued += 1
+    return queued
+
+
+def work(settings: dict, threads: int | None = None, ctx=None, study=None) -> None:
+    """A worker: run queued trials (grid) or new ones (searched) until the study is done.
+
+    ``ctx`` and ``study`` are passed in-process; a worker process builds its own.
+    """
+    import optuna
+    import torch
+    from optuna.trial import TrialState
+
+    from ablations.trial import objective
+
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = study or open_study(settings)
+    ctx = ctx or make_context(settings)
+    poll = max(0.5, settings["heartbeat"] / 2)
+    # How long an idle worker waits for running trials: long enough for a dead worker's trial to go
+    # stale (3 heartbeats) and be queued again. Live trials of other workers are theirs to finish.
+    patience = 3 * settings["heartbeat"] + 2 * poll
+    idle_since = None
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then queued again
+        trials = study.get_trials(deepcopy=False)
+        if ctx.study.is_grid:
+            if not any(t.state == TrialState.WAITING for t in trials):
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                idle_since = idle_since or time.monotonic()
+                if running and time.monotonic() - idle_since < patience:
+                    time.sleep(poll)
+                    continue
+                if running:
+                    print(f"{running} trial(s) still running in other workers; this worker is done", flush=True)
+                return
+            idle_since = None
+        elif sum(t.state not in (TrialState.WAITING, TrialState.RUNNING) for t in trials) >= ctx.budget.joint_trials:
+            return
+        study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
+
+
+def _print_trial(study, trial) -> None:
+    attrs = trial.user_attrs
+    if attrs.get("spare") or attrs.get("duplicate"):
+        return
+    what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {trial.params.get('seed', '?')}"
+    if trial.state.name == "COMPLETE":
+        wall = attrs.get("budget", {}).get("wall_s", 0)
+        print(f"{what}: {trial.value:.2f} ({wall:.0f} s training)", flush=True)
+    else:
+        print(f"{what}: {trial.state.name.lower()} ({attrs.get('fail_reason', 'see the trial')})", flush=True)
+
+
+def _worker_process(settings: dict, threads: int) -> None:
+    try:
+        work(settings, threads)
+    except KeyboardInterrupt:
+        pass
+
+
+def summary_table(study, ctx, floor: dict | None) -> str:
+    """Per arm: seeds finished, objective and KID mean +- standard deviation, failures."""
+    from optuna.trial import TrialState
+
+    kid_key = ctx.objective.replace("fid", "kid", 1) + "_mean"
+    rows: dict[str, dict] = {}
+    order = [a.label for a in ctx.study.arms]
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("spare") or t.user_attrs.get("duplicate") or "arm" not in t.user_attrs:
+            continue
+        row = rows.setdefault(t.user_attrs["arm"], {"fid": [], "kid": [], "failed": []})
+        if t.state == TrialState.COMPLETE:
+            row["fid"].append(t.user_attrs["metrics"][ctx.objective])
+            row["kid"].append(t.user_attrs["metrics"][kid_key])
+        elif t.state == TrialState.FAIL:
+            row["failed"].append(t.user_attrs.get("fail_kind", "error"))
+        elif t.state == TrialState.PRUNED:
+            row["failed"].append("pruned")
+
+    def spread(xs):
+        if not xs:
+            return "-"
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.mean(xs):.4g} +- {sd:.2g}"
+
+    header = f"{'arm':<22} {'seeds':>5}  {ctx.objective + ' (mean +- sd)':<22} {kid_key + ' (mean +- sd)':<26} failed"
+    lines = [header, "-" * len(header)]
+    for arm in sorted(rows, key=lambda a: order.index(a) if a in order else len(order)):
+        r = rows[arm]
+        failed = ", ".join(f"{r['failed'].count(k)} {k}" for k in sorted(set(r["failed"]))) or "-"
+        lines.append(f"{arm:<22} {len(r['fid']):>5}  {spread(r['fid']):<22} {spread(r['kid']):<26} {failed}")
+    if floor:
+        lines.append(f"{'real-data floor':<22} {'':>5}  {floor[ctx.objective]:<22.4g} {floor[kid_key]:<26.4g}")
+    complete = sum(len(r["fid"]) for r in rows.values())
+    if rows and complete == 0:
+        lines.append("every trial of this study failed: see the reasons above and in the run folders")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        print(listing())
+        return 0
+    settings = settings_from_args(args)
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY
+
+    spec, budget = REGISTRY[settings["study"]], BUDGETS[settings["budget"]]
+    size = f"{len(spec.arms)} arms x {settings['seeds']} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
+    plan = f"{spec.name}: {size}, base {settings['base_name']}, budget {budget.name} ({budget.note})"
+    if args.dry_run:
+        print(plan)
+        return 0
+    ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
+    study = open_study(settings)
+    if study.user_attrs.get("study") is None:
+        for key, value in {"study": spec.name, "base": settings["base_name"], "budget": budget.to_dict(),
+                           "objective": ctx.objective, "data": ctx.base.data.source,
+                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
+                           "extractor": ctx.reference.extractor_name}.items():
+            study.set_user_attr(key, value)
+    study.set_user_attr("seeds", max(settings["seeds"], study.user_attrs.get("seeds", 0)))
+    if "floor" not in study.user_attrs:
+        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
+    queued = enqueue_missing(study, spec, settings["seeds"]) if spec.is_grid else 0
+    print(f"{plan}\n{queued} trial(s) queued now; storage {settings['storage']}, study {study.study_name}",
+          flush=True)
+    workers = settings["workers"]
+    try:
+        if workers == 1:
+            work(settings, ctx=ctx, study=study)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            mp = multiprocessing.get_context("spawn")
+            procs = [mp.Process(target=_worker_process, args=(settings, threads)) for _ in range(workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(summary_table(study, ctx, study.user_attrs.get("floor")))
+    if budget.width_scale != 1:
+        print(f"note: models were shrunk to {budget.width_scale:g} of their width for this budget")
+    if not args.no_report:
+        print(build_report(settings, args.report))
+    return 0
+
+
+def build_report(settings: dict, out: str) -> str:
+    try:
+        from reports.build import build
+    except ImportError:
+        return "report: not built (reports.build is not available yet)"
+    path = build(storage=settings["storage"], runs=settings["runs"], out=out)
+    return f"report: {path}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

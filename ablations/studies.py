@@ -1,0 +1,114 @@
+"""The studies, as data: one search-space function per study, in a registry.
+
+A grid study has arms (a label and the config changes it makes to the base); each arm is trained
+with every seed exactly once. The joint study has no arms: TPE samples every knob at once.
+A search-space function takes an Optuna trial and returns dotted RunConfig overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import optuna
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    changes: dict
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    knob: str  # what varies: the x axis of the report
+    question: str  # the blog's question this study answers
+    space: Callable[[optuna.Trial], dict]
+    arms: tuple[Arm, ...] = ()  # empty for searched (not gridded) studies
+    baseline: str | None = None  # the arm that is the blog's own setting
+
+    @property
+    def is_grid(self) -> bool:
+        return bool(self.arms)
+
+    def arm(self, label: str) -> Arm:
+        return next(a for a in self.arms if a.label == label)
+
+
+REGISTRY: dict[str, Study] = {}
+
+
+def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str) -> Study:
+    labels = [a.label for a in arms]
+
+    def space(trial: optuna.Trial) -> dict:
+        return next(a for a in arms if a.label == trial.suggest_categorical("arm", labels)).changes
+
+    study = Study(name, knob, question, space, tuple(arms), baseline)
+    REGISTRY[name] = study
+    return study
+
+
+def _ratio(d: int, g: int) -> Arm:
+    return Arm(f"{d}:{g}", {"schedule.d_steps": d, "schedule.g_steps": g})
+
+
+def _optim(name: str, lr: float, kwargs: dict | None = None, d_lr: float | None = None) -> dict:
+    kwargs = kwargs or {}
+    return {"g_optim.name": name, "g_optim.lr": lr, "g_optim.kwargs": kwargs,
+            "d_optim.name": name, "d_optim.lr": d_lr or lr, "d_optim.kwargs": kwargs}
+
+
+ADAM = {"betas": [0.5, 0.999]}
+OPTIMIZER_ARMS = [
+    Arm("Adadelta lr=1e-3", _optim("Adadelta", 1e-3)),  # the blog
+    Arm("Adadelta lr=1.0", _optim("Adadelta", 1.0)),  # Adadelta's usual learning rate
+    Arm("Adam 2e-4", _optim("Adam", 2e-4, ADAM)),  # DCGAN's recipe
+    Arm("Adam TTUR 1e-4/4e-4", _optim("Adam", 1e-4, ADAM, d_lr=4e-4)),  # two time-scale update rule
+    Arm("RMSprop 2e-4", _optim("RMSprop", 2e-4)),
+    Arm("SGD 0.01 m=0.9", _optim("SGD", 0.01, {"momentum": 0.9})),
+]
+
+grid("step_ratio", "D:G steps per iteration",
+     "Does training the generator five times per discriminator step help?",
+     [_ratio(5, 1), _ratio(2, 1), _ratio(1, 1), _ratio(1, 2), _ratio(1, 5)], baseline="1:5")
+grid("optimizer", "optimizer", "Adadelta at lr 1e-3, or something else?", OPTIMIZER_ARMS,
+     baseline="Adadelta lr=1e-3")
+grid("depth", "blocks in G and D", "Is the plain 9-block stack too deep?",
+     [Arm(str(d), {"model.depth": d}) for d in range(4, 10)], baseline="9")
+grid("width", "channel multiplier", "How wide must the layers be?",
+     [Arm(w, {"model.width": float(Fraction(w))}) for w in ("1/8", "1/4", "1/2", "1")], baseline="1")
+
+# Each quirk of the blog fixed on its own, then all at once: which one made the digits blurry?
+QUIRK_FIXES = {
+    "fresh noise": {"schedule.reuse_noise": False},
+    "no BatchNorm before Sigmoid": {"model.head": "sigmoid"},
+    "1 channel": {"model.channels": 1},
+    "all 4000 images": {"data.train_limit": None},
+    "Adadelta lr=1.0": {"g_optim.lr": 1.0, "d_optim.lr": 1.0},
+}
+grid("seed_quirks", "quirk fixed", "Why were the blog's digits blurry?",
+     [Arm("blog", {})] + [Arm(k, v) for k, v in QUIRK_FIXES.items()]
+     + [Arm("all fixed", {k: v for fix in QUIRK_FIXES.values() for k, v in fix.items()})],
+     baseline="blog")
+
+
+def _joint_space(trial: optuna.Trial) -> dict:
+    ratio = trial.suggest_categorical("ratio", ["5:1", "2:1", "1:1", "1:2", "1:5"])
+    d, g = (int(x) for x in ratio.split(":"))
+    optim = trial.suggest_categorical("optimizer", [a.label for a in OPTIMIZER_ARMS])
+    return {
+        "schedule.d_steps": d, "schedule.g_steps": g,
+        **next(a for a in OPTIMIZER_ARMS if a.label == optim).changes,
+        "model.depth": trial.suggest_int("depth", 4, 9),
+        "model.width": trial.suggest_categorical("width", [0.125, 0.25, 0.5, 1.0]),
+        "model.head": trial.suggest_categorical("head", ["bn_sigmoid", "sigmoid", "tanh"]),
+        "schedule.reuse_noise": trial.suggest_categorical("reuse_noise", [True, False]),
+        "schedule.loss": trial.suggest_categorical("loss", ["bce", "bce_logits"]),
+    }
+
+
+REGISTRY["joint"] = Study("joint", "all knobs", "What is the best configuration this budget can buy?",
+                          _joint_space)

@@ -1,0 +1,151 @@
+"""One Optuna trial = one RunConfig x seed: train it, evaluate it, record everything in the trial.
+
+A trial's run folder is fixed by its study, arm and seed, so a trial retried after its worker died
+resumes from the checkpoint it left instead of starting over.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import optuna
+import torch
+
+from ablations.budgets import Budget
+from ablations.studies import Study
+from gan_core import files
+from gan_core.config import RunConfig, override
+from gan_core.data import Split
+from gan_core.errors import Diverged
+from gan_core.evaluation import Evaluator, Reference, evaluate_generator
+from gan_core.metrics import count_tag
+from gan_core.train import train
+
+FINAL_FAILURES = ("diverged", "out of memory")  # results, not accidents: a rerun does not repeat them
+
+
+@dataclass
+class Context:
+    study: Study
+    budget: Budget
+    base: RunConfig
+    split: Split
+    reference: Reference  # held-out features for the final metrics, prepared once per worker
+    intermediate: Evaluator  # smaller-n metrics during training (anytime curves, pruning)
+    runs_dir: Path  # runs/<study name>/
+    objective: str  # the metric minimised, e.g. "fid1k"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+
+
+@cache
+def provenance() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    import optuna as _optuna
+    import torch_fidelity
+
+    return {"git_commit": commit, "python": platform.python_version(), "torch": torch.__version__,
+            "optuna": _optuna.__version__, "torch_fidelity": torch_fidelity.__version__,
+            "host": platform.node()}
+
+
+def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig, str]:
+    """(config, arm label) of a trial: the base, the study's changes, the budget, the seed."""
+    changes = ctx.study.space(trial)
+    seed = trial.suggest_int("seed", 0, 1_000_000)
+    b = ctx.budget
+    cfg = override(ctx.base, changes)
+    cfg = override(cfg, {
+        "model.width": cfg.model.width * b.width_scale, "steps": b.g_steps, "seed": seed,
+        "schedule.batch_size": b.batch_size or cfg.schedule.batch_size,
+        "eval_every": b.eval_every, "log_every": max(1, b.g_steps // 20),
+        "checkpoint_every": max(1, b.g_steps // 4), "sample_every": 0,
+    })
+    arm = trial.params.get("arm", f"trial {trial.number}")
+    return cfg, arm
+
+
+def objective(ctx: Context, trial: optuna.Trial) -> float:
+    try:
+        return _objective(ctx, trial)
+    except KeyboardInterrupt:
+        _fail(trial, "interrupted", "stopped by Ctrl-C; rerun the command to resume it")
+        raise
+
+
+def _objective(ctx: Context, trial: optuna.Trial) -> float:
+    if ctx.study.is_grid and "arm" not in trial.user_attrs:  # queued trials carry their arm (see enqueue_missing)
+        # Another worker took the last queued trial between our check and our ask: nothing to do.
+        trial.set_user_attr("spare", True)
+        raise optuna.TrialPruned("no queued arm x seed left")
+    cfg, arm = trial_config(ctx, trial)
+    run_dir = ctx.runs_dir / slug(arm) / f"seed{cfg.seed}"
+    if ctx.study.is_grid and _duplicate(trial, arm, cfg.seed):
+        trial.set_user_attr("duplicate", True)
+        raise optuna.TrialPruned(f"{arm} seed {cfg.seed} already ran in another trial")
+    trial.set_user_attr("arm", arm)
+    trial.set_user_attr("config", cfg.to_dict())
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("provenance", provenance())
+    kid_key = f"kid{count_tag(ctx.budget.eval_n_intermediate)}_mean"
+
+    def on_eval(point):
+        metrics = ctx.intermediate(point)
+        if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
+            trial.report(metrics[kid_key], point.g_step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at G step {point.g_step} ({kid_key} {metrics[kid_key]:.4f})")
+        return metrics
+
+    try:
+        result = train(cfg, run_dir, on_eval=on_eval, resume=True, split=ctx.split)
+        metrics = evaluate_generator(result.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
+                                     reference=ctx.reference)
+    except Diverged as e:
+        _fail(trial, "diverged", str(e))
+        raise
+    except torch.OutOfMemoryError as e:
+        _fail(trial, "out of memory", str(e).splitlines()[0])
+        raise
+    except optuna.TrialPruned:
+        raise
+    except Exception as e:  # a bug or a fault: recorded with the trial, the study goes on
+        _fail(trial, "error", f"{type(e).__name__}: {e}")
+        raise
+    files.write_json(run_dir / "metrics.json", metrics)
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("budget", {
+        "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,
+        "wall_s": round(result.wall_s, 3), "flops": result.flops,
+        "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
+        "device": str(next(result.generator.parameters()).device),
+    })
+    return metrics[ctx.objective]
+
+
+def _fail(trial: optuna.Trial, kind: str, reason: str) -> None:
+    trial.set_user_attr("fail_kind", kind)
+    trial.set_user_attr("fail_reason", reason)
+
+
+def _duplicate(trial: optuna.Trial, arm: str, seed: int) -> bool:
+    """Another trial of the same arm and seed finished, or started before this one (workers raced to
+    queue the same pair). The earlier trial runs; only the later one steps aside."""
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.RUNNING)):
+        earlier = other.state == optuna.trial.TrialState.COMPLETE or other.number < trial.number
+        if other.number != trial.number and earlier and other.user_attrs.get("arm") == arm \
+                and other.user_attrs.get("seed") == seed and not other.user_attrs.get("duplicate"):
+            return True
+    return False

@@ -1,0 +1,226 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ablations import run
+from ablations.studies import REGISTRY
+
+
+def study_args(tmp_path, *extra):
+    return ["--budget", "smoke", "--storage", f"sqlite:///{tmp_path}/s.db", "--runs", str(tmp_path / "runs"),
+            "--no-report", "--device", "cpu", *extra]
+
+
+def load(tmp_path, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/s.db")
+
+
+def grid_keys(study, state=TrialState.COMPLETE):
+    return [(t.user_attrs["arm"], t.params["seed"]) for t in study.get_trials(states=(state,))
+            if not t.user_attrs.get("spare") and not t.user_attrs.get("duplicate")]
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name):
+    assert run.main(["--study", name, *study_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    study = load(tmp_path, f"{name}-seed-smoke")
+    spec = REGISTRY[name]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    if spec.is_grid:
+        assert sorted(grid_keys(study)) == sorted((a.label, 0) for a in spec.arms)
+        for arm in spec.arms:
+            assert arm.label in out  # the terminal table has a row per arm
+    else:
+        assert len(study.trials) == 3
+    assert "real-data floor" in out and "shrunk to 0.0625" in out
+    t = complete[0]
+    assert {"config", "metrics", "budget", "provenance", "run_dir"} <= set(t.user_attrs)
+    assert t.user_attrs["budget"]["g_steps"] == 4 and t.user_attrs["budget"]["flops"] > 0
+    assert t.value == t.user_attrs["metrics"]["fid100"]
+    assert (tmp_path / "runs" / f"{name}-seed-smoke").is_dir()
+    run_dir = t.user_attrs["run_dir"]
+    for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl"):
+        assert os.path.exists(os.path.join(run_dir, f)), f
+    if name == "step_ratio":
+        check_step_ratio_changes_only_the_schedule(complete)
+
+
+def check_step_ratio_changes_only_the_schedule(trials):
+    configs = {t.user_attrs["arm"]: t.user_attrs["config"] for t in trials}
+    assert configs["1:5"]["schedule"]["d_steps"] == 1 and configs["1:5"]["schedule"]["g_steps"] == 5
+    assert configs["5:1"]["schedule"]["d_steps"] == 5 and configs["5:1"]["schedule"]["g_steps"] == 1
+    budgets = {t.user_attrs["arm"]: t.user_attrs["budget"] for t in trials}
+    assert budgets["5:1"]["d_steps"] == 20 and budgets["1:5"]["d_steps"] == 1  # 4 G steps each
+    for cfg in configs.values():  # everything else is the blog's preset, shrunk by the budget
+        assert cfg["model"] == configs["1:5"]["model"] and cfg["g_optim"] == configs["1:5"]["g_optim"]
+        assert cfg["model"]["width"] == 1 / 16 and cfg["data"]["train_limit"] == 900
+
+
+def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path):
+    assert run.main(["--study", "width", *study_args(tmp_path)]) == 0
+    before = {t.number: t.datetime_complete for t in load(tmp_path, "width-seed-smoke").trials}
+    assert run.main(["--study", "width", "--seeds", "2", *study_args(tmp_path)]) == 0
+    study = load(tmp_path, "width-seed-smoke")
+    keys = grid_keys(study)
+    assert len(keys) == len(set(keys)) == 8  # 4 arms x 2 seeds, each once
+    for t in study.trials:
+        if t.number in before:
+            assert t.datetime_complete == before[t.number]  # finished trials were not re-run
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, seed_quirks"),
+    (["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
+    (["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
+    (["--study", "depth", "--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
+    (["--study", "depth", "--workers", "0"], "--workers must be an integer >= 1"),
+    (["--study", "depth", "--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open storage"),
+    (["--study", "depth", "--storage", "sqlite:////nonexistent/dir/x.db"], "folder /nonexistent/dir does not exist"),
+    (["--study", "depth", "--storage", "not a url"], "is not a URL"),
+    (["--study", "depth", "--data", "mnist", "--data-root", "/nonexistent"], "MNIST raw files not found"),
+    ([], "--study is required"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = run.main([*args, "--no-report", *([] if "--budget" in args else ["--budget", "smoke"])])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert match in err and err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no runs/, no database
+
+
+def test_list_shows_studies_arms_and_budgets(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in REGISTRY.items():
+        assert name in out
+        for arm in spec.arms:
+            assert arm.label in out
+    assert "quick" in out and "G steps" in out
+
+
+def cli(tmp_path, *extra, study="step_ratio", seeds="1"):
+    return [sys.executable, "-m", "ablations.run", "--study", study, "--seeds", seeds, "--heartbeat", "1",
+            *study_args(tmp_path), *extra]
+
+
+def states(db):
+    """Trial states, with RUNNING only for trials whose heartbeat is recorded (really mid-trial)."""
+    with sqlite3.connect(db) as con:
+        beating = {r[0] for r in con.execute("select trial_id from trial_heartbeats")}
+        return [s if s != "RUNNING" or i in beating else "STARTING"
+                for i, s in con.execute("select trial_id, state from trials")]
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_path):
+    db = tmp_path / "s.db"
+    p = subprocess.Popen(cli(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for a finished trial and one in progress, then kill -9
+        if db.exists():
+            s = states(db)
+            if s.count("COMPLETE") >= 2 and "RUNNING" in s:
+                break
+        time.sleep(0.05)
+    else:
+        p.kill()
+        pytest.fail("the study never had a running trial after two finished ones")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done_before = {t.number: t.datetime_complete for t in load(tmp_path, "step_ratio-seed-smoke").trials
+                   if t.state == TrialState.COMPLETE}
+    assert load(tmp_path, "step_ratio-seed-smoke").get_trials(states=(TrialState.RUNNING,))  # left behind
+    again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    study = load(tmp_path, "step_ratio-seed-smoke")
+    keys = grid_keys(study)
+    assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
+    for t in study.trials:
+        if t.number in done_before:
+            assert t.datetime_complete == done_before[t.number]
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1  # the killed one, failed by its stale heartbeat and retried
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_two_workers_complete_a_grid_without_duplicates(tmp_path, storage):
+    url = f"sqlite:///{tmp_path}/w.db" if storage == "sqlite" else f"journal:{tmp_path}/w.log"
+    p = subprocess.run([sys.executable, "-m", "ablations.run", "--study", "step_ratio", "--seeds", "1",
+                        "--workers", "2", *study_args(tmp_path), "--storage", url],
+                       capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr
+    storage_obj = url if storage == "sqlite" else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(f"{tmp_path}/w.log"))
+    study = optuna.load_study(study_name="step_ratio-seed-smoke", storage=storage_obj)
+    keys = grid_keys(study)
+    assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
+
+
+def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path):
+    db = tmp_path / "s.db"
+    p = subprocess.Popen(cli(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (db.exists() and "RUNNING" in states(db)):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    study = load(tmp_path, "step_ratio-seed-smoke")
+    interrupted = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["fail_kind"] for t in interrupted] == ["interrupted"]
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # the storage is consistent
+    again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(grid_keys(load(tmp_path, "step_ratio-seed-smoke"))) == \
+        sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
+
+
+def test_a_diverged_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
+    from ablations import trial as trial_module
+    from gan_core.errors import Diverged
+
+    real_train = trial_module.train
+
+    def train(cfg, *args, **kwargs):
+        if cfg.schedule.d_steps == 5:  # the 5:1 arm "diverges"
+            raise Diverged(3, "generator loss")
+        return real_train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "train", train)
+    assert run.main(["--study", "step_ratio", *study_args(tmp_path)]) == 0
+    study = load(tmp_path, "step_ratio-seed-smoke")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [(t.user_attrs["arm"], t.user_attrs["fail_kind"]) for t in failed] == [("5:1", "diverged")]
+    assert "diverged at step 3" in failed[0].user_attrs["fail_reason"]
+    assert len(grid_keys(study)) == 4
+    out = capsys.readouterr().out
+    assert "1 diverged" in out
+    # a rerun does not repeat a divergence: it is a result, not an accident
+    assert run.main(["--study", "step_ratio", *study_args(tmp_path)]) == 0
+    assert len(load(tmp_path, "step_ratio-seed-smoke").trials) == 5
+
+
+def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch):
+    from ablations import trial as trial_module
+
+    def train(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trial_module, "train", train)
+    assert run.main(["--study", "width", *study_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "every trial of this study failed" in out and out.count("1 error") == 4  # one row per arm
