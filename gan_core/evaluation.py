@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan_core import files, sampling
+from gan_core import devices, files, sampling
 from gan_core.data import Split
 from gan_core.errors import UserError
 from gan_core.features import Extractor, FeatureSet, cached_features, mnist_extractor
@@ -65,17 +65,6 @@ def balanced_draw(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int 
     return images[torch.from_numpy(order)]
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {str(device)!r} was asked for but CUDA is not available here; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"device {str(device)!r} is not valid; choose one of: auto, cpu, cuda, cuda:N") from None
-
-
 class Reference:
     """The real side of every comparison for one data split.
 
@@ -88,7 +77,7 @@ class Reference:
                  cache_dir: str | os.PathLike | None = None, inception: bool = False,
                  inception_weights: str | os.PathLike | None = None, mnist: Extractor | None = None):
         self.split = split
-        self.device = resolve_device(device)
+        self.device = devices.resolve(device)
         self.cache_dir = cache_dir
         self.extractors: dict[str, Extractor] = {"": mnist or mnist_extractor(self.device)}
         if inception or inception_weights is not None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_core import data, files, models, sampling
+from gan_core import data, devices, files, models, sampling
 from gan_core.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.errors import Diverged, UserError
 
@@ -56,14 +56,6 @@ class TrainResult:
     last: dict = field(default_factory=dict)  # the last stats.jsonl record
     evals: list[dict] = field(default_factory=list)
     generator: nn.Module | None = None
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {spec!r} was asked for but CUDA is not available here; use --device cpu or auto")
-    return torch.device(spec)
 
 
 def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -242,7 +234,7 @@ def train(
 
     Raises Diverged (the last good checkpoint stays), UserError for bad input (nothing written).
     """
-    device = resolve_device(cfg.device.device)
+    device = devices.resolve(cfg.device.device)
     split = split or data.load(cfg.data)
     sch, m = cfg.schedule, cfg.model
     out = Path(out_dir) if out_dir is not None else None

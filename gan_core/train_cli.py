@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from gan_core import data, train
+    from gan_core import data, devices, train
 
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
@@ -126,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run folder to continue)")
-    train.resolve_device(cfg.device.device)
+    devices.resolve(cfg.device.device)
     split = data.load(cfg.data)  # missing data fails here, before the run folder exists
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}")
     show = args.progress if args.progress is not None else sys.stderr.isatty()

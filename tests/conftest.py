@@ -9,6 +9,15 @@ def split():
     return data.load(DataConfig())
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch/BLAS thread for a module's tests (see tests.metric_helpers.one_thread for why)."""
+    from tests.metric_helpers import one_thread
+
+    with one_thread():
+        yield
+
+
 def tiny_config(**changes) -> RunConfig:
     """A DCGAN-style family member small enough to train for a few steps in well under a second."""
     base = {

@@ -15,18 +15,14 @@ from gan_core import data, extractor, sampling, train_extractor
 from gan_core.errors import UserError
 from gan_core.evaluation import generate_for_eval
 from gan_core.features import mnist_extractor
-from tests.metric_helpers import ReplayGenerator, embedded_split, one_thread
+from tests.metric_helpers import ReplayGenerator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    return embedded_split()
+def embedded(split):
+    return split
 
 
 @pytest.fixture(scope="module")

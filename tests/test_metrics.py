@@ -15,18 +15,14 @@ import torch_fidelity
 from gan_core import evaluation, extractor, features, metrics, models
 from gan_core.errors import UserError
 from gan_core.features import FeatureSet
-from tests.metric_helpers import add_noise, blur, embedded_split, one_thread, uniform_noise
+from tests.metric_helpers import add_noise, blur, uniform_noise
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    return embedded_split()
+def embedded(split):
+    return split
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,41 @@
+"""Which device a run uses, and its name for the record."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from gan_core.errors import UserError
+
+
+def resolve(device: torch.device | str | None) -> torch.device:
+    """'auto' (or None) = CUDA when available, else the CPU; asking for CUDA without it is a UserError."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {str(device)!r} was asked for but CUDA is not available here; "
+                        "use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device {str(device)!r} is not valid; choose one of: auto, cpu, cuda, cuda:N") from None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def name(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3' or 'AMD EPYC (2 cores, 2 torch threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
