@@ -32,8 +32,8 @@ class Budget:
 BUDGETS = {
     "smoke": Budget("smoke", 4, 100, 4, 100, 1 / 16, 16, 1, 3,
                     "4 G steps of 1/16-width models at batch 16: checks that everything runs, measures nothing"),
-    "quick": Budget("quick", 150, None, 50, 200, 1 / 8, None, 3, 12,
-                    "150 G steps of models shrunk to 1/8 of their width, so that a 5-arm study with 3 seeds "
+    "quick": Budget("quick", 100, None, 50, 200, 1 / 8, None, 3, 12,
+                    "100 G steps of models shrunk to 1/8 of their width, so that a 5-arm study with 3 seeds "
                     "finishes in about 15 minutes on a 2-core CPU; shows trends, not converged quality"),
     "standard": Budget("standard", 5000, None, 500, 500, 1.0, None, 3, 40,
                        "5,000 G steps at full width (a GPU budget)"),

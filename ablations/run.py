@@ -72,8 +72,8 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
     from ablations import budgets
     from ablations.studies import REGISTRY
+    from gan_core import devices
     from gan_core.config import override, preset
-    from gan_core.train import resolve_device
 
     if not args.study:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
@@ -86,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     if args.data_root:
         changes["data.root"] = args.data_root
     base = override(base, changes)
-    device = resolve_device(base.device.device)
+    device = devices.resolve(base.device.device)
     budget = budgets.resolve(args.budget, cuda=device.type == "cuda" and torch.cuda.is_available())
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
@@ -130,7 +130,7 @@ def make_context(settings: dict):
     from ablations.budgets import BUDGETS
     from ablations.studies import REGISTRY
     from ablations.trial import Context
-    from gan_core import data
+    from gan_core import data, devices
     from gan_core.config import RunConfig
     from gan_core.evaluation import Evaluator, Reference, default_n
     from gan_core.metrics import count_tag
@@ -138,9 +138,7 @@ def make_context(settings: dict):
     base = RunConfig.from_dict(settings["base"])
     budget = BUDGETS[settings["budget"]]
     split = data.load(base.data)
-    from gan_core.train import resolve_device
-
-    reference = Reference(split, device=resolve_device(base.device.device))
+    reference = Reference(split, device=devices.resolve(base.device.device))
     n = budget.eval_n or default_n(split)
     return Context(REGISTRY[settings["study"]], budget, base, split, reference,
                    Evaluator(n=budget.eval_n_intermediate, split=split),
@@ -284,7 +282,11 @@ def _main(argv: list[str] | None) -> int:
         print(listing())
         return 0
     settings = settings_from_args(args)
+    import optuna
+
     from ablations.budgets import BUDGETS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": we print our own lines
     from ablations.studies import REGISTRY
 
     spec, budget = REGISTRY[settings["study"]], BUDGETS[settings["budget"]]
@@ -335,7 +337,10 @@ def build_report(settings: dict, out: str) -> str:
         from reports.build import build
     except ImportError:
         return "report: not built (reports.build is not available yet)"
-    path = build(storage=settings["storage"], runs=settings["runs"], out=out)
+    try:
+        path = build(storage=settings["storage"], runs=settings["runs"], out=out)
+    except UserError as e:  # the study itself finished: a report problem must not turn that into a failure
+        return f"report: not built ({e})"
     return f"report: {path}"
 
 

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from pathlib import Path
 
@@ -36,16 +38,24 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
             folder.mkdir(parents=True, exist_ok=True)
         if not folder.is_dir():
             raise UserError(f"sqlite storage folder {folder} does not exist")
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we rely on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                heartbeat_interval=max(1, round(heartbeat_s)),
-                grace_period=max(2, round(3 * heartbeat_s)),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-    except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot open storage {url!r}: {first}") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we rely on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=max(1, round(heartbeat_s)),
+                    grace_period=max(2, round(3 * heartbeat_s)),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    engine_kwargs={"pool_pre_ping": True},
+                )
+        except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
+            # Workers that start together on an empty database race to create Optuna's tables; the
+            # loser sees "duplicate key" / "already exists". The tables exist by then: try again.
+            racing = any(w in str(e) for w in ("duplicate key", "already exists", "UniqueViolation"))
+            if racing and attempt < 2:
+                time.sleep(0.5 + random.random())
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot open storage {url!r}: {first}") from None
+    raise AssertionError("unreachable")

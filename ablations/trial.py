@@ -18,7 +18,7 @@ import torch
 
 from ablations.budgets import Budget
 from ablations.studies import Study
-from gan_core import files
+from gan_core import devices, files
 from gan_core.config import RunConfig, override
 from gan_core.data import Split
 from gan_core.errors import Diverged
@@ -47,15 +47,18 @@ def slug(text: str) -> str:
 
 @cache
 def provenance() -> dict:
+    here = Path(__file__).parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
+                                cwd=here).stdout.strip() or "unknown"
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5, cwd=here).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "unknown", None
     import optuna as _optuna
     import torch_fidelity
 
-    return {"git_commit": commit, "python": platform.python_version(), "torch": torch.__version__,
+    return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
             "optuna": _optuna.__version__, "torch_fidelity": torch_fidelity.__version__,
             "host": platform.node()}
 
@@ -130,6 +133,7 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
         "wall_s": round(result.wall_s, 3), "flops": result.flops,
         "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
         "device": str(next(result.generator.parameters()).device),
+        "device_name": devices.name(next(result.generator.parameters()).device),
     })
     return metrics[ctx.objective]
 
