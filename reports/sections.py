@@ -1,0 +1,414 @@
+"""From loaded frames to what the template shows: tables, verdicts and figures per section.
+
+Everything here is plain data (dicts, lists, reports.stats summaries, reports.figures images); the
+template only lays it out. Numbers are computed once, here, and the figures use the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
+
+from reports import figures, stats
+from reports.load import StudyData, curve_metric
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_STUDY = "python -m ablations.run --study {name}"
+RUN_BENCHMARKS = "pytest benchmarks/ --benchmark-only --benchmark-json benchmarks/results/{device}.json"
+PENDING = ("RUNNING", "WAITING")
+TOP_CONFIGS = 5
+
+
+def registry() -> dict:
+    """The ablations registry (name -> Study), or {} when ablations cannot be imported where the report is built."""
+    try:
+        from ablations.studies import REGISTRY
+    except ImportError:
+        return {}
+    return REGISTRY
+
+
+def anchor(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def study_anchor(name: str) -> str:
+    """A study section's id: prefixed, so that a study called "overview" cannot take the header's id."""
+    return "study-" + anchor(name)
+
+
+def fraction(x: float) -> str:
+    f = Fraction(x).limit_denominator(64)
+    return str(f) if float(f) == x else f"{x:g}"
+
+
+def _mean(series: pd.Series) -> float | None:
+    x = pd.to_numeric(series, errors="coerce").dropna()
+    return float(x.mean()) if len(x) else None
+
+
+# ---- header ------------------------------------------------------------------------------------------
+
+def budget_text(study: StudyData) -> str:
+    b = study.attrs.get("budget") or {}
+    if not b:
+        return "budget not recorded"
+    split = study.attrs.get("split") or [None, None]
+    n_real = split[1] if len(split) > 1 else None
+    batch = b.get("batch_size") or _first(study.trials["batch_size"])
+    steps = b.get("g_steps")
+    parts = [f"{steps:,} G steps per trial" if isinstance(steps, int) else f"{steps or '?'} G steps per trial"]
+    if batch:
+        parts.append(f"batch {batch}")
+    n = b.get("eval_n") or n_real
+    parts.append(f"final metrics on {n} generated vs {n_real} held-out images")
+    if b.get("eval_every"):
+        parts.append(f"anytime metrics every {b['eval_every']} G steps on {b.get('eval_n_intermediate')} samples")
+    if b.get("width_scale") is not None:
+        parts.append(f"model width \u00d7{fraction(b['width_scale'])}")
+    if b.get("seeds"):
+        parts.append(f"{study.attrs.get('seeds', b['seeds'])} seed(s) per arm")
+    return "; ".join(parts)
+
+
+def _first(series: pd.Series):
+    x = series.dropna()
+    return x.iloc[0] if len(x) else None
+
+
+def shrunk(study: StudyData, name: str | None = None) -> str | None:
+    """The warning for a budget that shrank the models (width_scale < 1), or None."""
+    b = study.attrs.get("budget") or {}
+    scale = b.get("width_scale")
+    if scale is None or scale >= 1:
+        return None
+    note = (b.get("note") or "").strip()
+    if note and note[-1] not in ".!?":
+        note += "."
+    return (f"{name or study.name}: every model was shrunk to {fraction(scale)} of its channel width for the "
+            f"\u201c{b.get('name', '?')}\u201d budget. {note}").strip()
+
+
+def shrunk_banners(studies: list[StudyData]) -> list[str]:
+    """One warning per shrinking budget, naming every study run with it."""
+    by_budget: dict[tuple, list[StudyData]] = {}
+    for s in studies:
+        if shrunk(s):
+            b = s.attrs["budget"]
+            by_budget.setdefault((b.get("name"), b.get("width_scale")), []).append(s)
+    return [shrunk(group[0], ", ".join(s.name for s in group)) for group in by_budget.values()]
+
+
+def split_extractor(name: str | None) -> tuple[str, str]:
+    """``mnist-cnn-v1-81967625`` -> (``mnist-cnn-v1``, ``81967625``): the network and its weights hash."""
+    if not name:
+        return "not recorded", "–"
+    head, _, tail = name.rpartition("-")
+    return (head, tail) if head and re.fullmatch(r"[0-9a-f]{6,64}", tail) else (name, "–")
+
+
+def counts(trials: pd.DataFrame) -> dict[str, int]:
+    c = Counter(trials["state"])
+    return {"complete": c["COMPLETE"], "failed": c["FAIL"], "pruned": c["PRUNED"],
+            "running": c["RUNNING"], "queued": c["WAITING"]}
+
+
+def overview(studies: list[StudyData]) -> dict:
+    rows, floors = [], []
+    all_trials = pd.concat([s.trials for s in studies], ignore_index=True) if studies else pd.DataFrame()
+    for s in studies:
+        split = s.attrs.get("split") or []
+        ex_name, ex_hash = split_extractor(s.attrs.get("extractor"))
+        rows.append({
+            "anchor": study_anchor(s.name), "name": s.name, "kind": s.kind or "not from ablations.run",
+            "base": s.attrs.get("base", "–"), "budget": (s.attrs.get("budget") or {}).get("name", "–"),
+            "budget_text": budget_text(s), "counts": counts(s.trials),
+            "data": s.attrs.get("data", "–"),
+            "split": f"{split[0]:,} train / {split[1]:,} held-out" if len(split) == 2 else "–",
+            "devices": ", ".join(sorted(set(s.trials["device"].dropna()))) or "–",
+            "extractor": ex_name, "weights": ex_hash, "objective": s.attrs.get("objective", "–"),
+        })
+        floor = s.attrs.get("floor") or {}
+        if s.keys and floor:
+            k = s.keys
+            floors.append({"name": s.name, "n": floor.get("n_generated"), "n_real": floor.get("n_real"),
+                           "fid_label": k.fid, "fid": floor.get(k.fid), "kid_label": k.kid, "kid": floor.get(k.kid),
+                           "precision": floor.get(k.precision), "recall": floor.get(k.recall),
+                           "modes": floor.get(k.modes)})
+    commits = Counter(all_trials["git_commit"].dropna()) if len(all_trials) else Counter()
+    versions = []
+    if len(all_trials):
+        cols = ["python", "torch", "optuna", "torch_fidelity"]
+        done = all_trials.dropna(subset=["python"])
+        for combo, n in Counter(tuple(r) for r in done[cols].itertuples(index=False)).most_common():
+            versions.append({**dict(zip(cols, combo, strict=True)), "trials": n})
+    hosts = Counter(all_trials["host"].dropna()) if len(all_trials) else Counter()
+    return {"studies": rows, "floors": floors, "commits": commits.most_common(), "versions": versions,
+            "hosts": hosts.most_common(), "shrunk": shrunk_banners(studies)}
+
+
+# ---- a grid study --------------------------------------------------------------------------------------
+
+def arm_order(study: StudyData, spec) -> list[str]:
+    known = [a.label for a in spec.arms] if spec is not None and spec.is_grid else []
+    seen = list(dict.fromkeys(study.trials["arm"].dropna()))
+    return [a for a in known if a in seen] + [a for a in seen if a not in known]
+
+
+def failure_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """Failed trials that are results: their arm x seed has no complete, running or queued trial.
+
+    A failure whose arm x seed finished later (a worker was killed and the trial retried) was an
+    accident, not an outcome, and is counted as a retry instead.
+    """
+    fails = trials[trials["state"] == "FAIL"]
+    if fails.empty:
+        return fails.assign(final=pd.Series(dtype=bool))
+    settled = trials[trials["state"].isin(("COMPLETE", *PENDING))]
+    done = set(zip(settled["arm"], settled["seed"], strict=True))
+    final = [(a, s) not in done for a, s in zip(fails["arm"], fails["seed"], strict=True)]
+    return fails.assign(final=final)
+
+
+def arm_table(study: StudyData, order: list[str], baseline: str | None) -> list[dict]:
+    fails = failure_rows(study.trials)
+    rows = []
+    for arm in order:
+        t = study.trials[study.trials["arm"] == arm]
+        done = t[t["state"] == "COMPLETE"]
+        f = fails[fails["arm"] == arm]
+        final = f[f["final"]]
+        reasons = Counter((k or "error", r or "no reason recorded") for k, r in
+                          zip(final["fail_kind"], final["fail_reason"], strict=True))
+        rows.append({
+            "arm": arm, "baseline": arm == baseline, "seeds": len(done),
+            "seed_list": ", ".join(str(s) for s in sorted(done["seed"].dropna())),
+            "fid": stats.summarise(done["fid"].tolist()), "kid": stats.summarise(done["kid"].tolist()),
+            "precision": _mean(done["precision"]), "recall": _mean(done["recall"]), "modes": _mean(done["modes"]),
+            "images_per_s": _mean(done["g_images_per_s"]), "wall_s": _mean(done["wall_s"]),
+            "failures": [{"kind": k, "reason": r, "count": n} for (k, r), n in reasons.items()],
+            "retried": int((~f["final"]).sum()), "pruned": int((t["state"] == "PRUNED").sum()),
+            "pending": int(t["state"].isin(PENDING).sum()),
+        })
+    return rows
+
+
+def sample_grids(study: StudyData, order: list[str]) -> list[dict]:
+    """Per arm, the samples.png of its best seed (lowest FID): fixed noise, generator in eval mode."""
+    out = []
+    for arm in order:
+        done = study.complete[study.complete["arm"] == arm]
+        if done.empty:
+            out.append({"arm": arm, "missing": "no finished trial"})
+            continue
+        best = done.sort_values(["fid", "value"], na_position="last").iloc[0]
+        data = _read_png(best["samples"])
+        if data is None:
+            why = "run folder not found (pass --runs)" if best["run_dir"] is None else "samples.png missing"
+            out.append({"arm": arm, "missing": why, "seed": best["seed"]})
+            continue
+        out.append({"arm": arm, "seed": best["seed"], "trial": int(best["number"]), "fid": best["fid"],
+                    "image": figures.Image(f"samples-{anchor(arm)}", data, f"samples of {arm}, seed {best['seed']}")})
+    return out
+
+
+def _read_png(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return data if data.startswith(PNG_SIGNATURE) else None
+
+
+def grid_section(study: StudyData, spec) -> dict:
+    k = study.keys
+    order = arm_order(study, spec)
+    baseline = spec.baseline if spec is not None else None
+    floor = study.attrs.get("floor") or {}
+    sid = anchor(study.name)
+    complete = study.complete
+    section = base_section(study, spec, "grid")
+    section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
+    if k is None:
+        section["verdict"] = stats.Verdict("the study records no objective: no verdict")
+        return section
+    fid_groups = {a: complete.loc[complete["arm"] == a, "fid"].tolist() for a in order}
+    kid_groups = {a: complete.loc[complete["arm"] == a, "kid"].tolist() for a in order}
+    section["verdict"] = stats.verdict(fid_groups, k.fid)
+    kid_verdict = stats.verdict(kid_groups, k.kid)
+    if section["verdict"].best and kid_verdict.best and kid_verdict.best != section["verdict"].best:
+        section["kid_note"] = f"KID ranks differently: {kid_verdict.text}"
+    elif section["verdict"].significant:
+        section["kid_note"] = f"KID agrees: {kid_verdict.text}"
+    if study.kind == "seed_quirks" and baseline:
+        section["quirks"] = {
+            "verdict": stats.costliest_quirk(fid_groups, baseline, k.fid),
+            "effects": stats.effects(fid_groups, baseline),
+            "baseline": baseline,
+        }
+    knob = spec.knob if spec is not None else "arm"
+    fig_list = [
+        figures.knob_figure(f"{sid}-knob", complete, order, knob,
+                            [("fid", k.fid, floor.get(k.fid)), ("kid", k.kid, floor.get(k.kid))]),
+        figures.anytime_figure(f"{sid}-anytime", study.curves, order,
+                               [curve_metric(study.curves, "fid"), curve_metric(study.curves, "kid")]),
+        figures.coverage_figure(f"{sid}-coverage", complete, order),
+    ]
+    section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}
+    section["curves_note"] = None if "anytime" in section["figures"] else \
+        "no evals.jsonl found for this study's trials (run folders missing, or no intermediate evaluations)"
+    return section
+
+
+def base_section(study: StudyData, spec, kind: str) -> dict:
+    return {
+        "kind": kind, "name": study.name, "anchor": study_anchor(study.name), "study": study.kind,
+        "question": spec.question if spec is not None else "", "knob": spec.knob if spec is not None else "",
+        "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
+        "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
+        "planned_seeds": study.attrs.get("seeds"), "quirks": None, "curves_note": None, "order": [], "table": [],
+        "samples": [],
+    }
+
+
+# ---- the joint (searched) study ------------------------------------------------------------------------
+
+def importances(study: StudyData) -> tuple[dict[str, float], str | None]:
+    """Optuna's parameter importances, or ({}, why not): they need 2+ complete trials whose params vary."""
+    import warnings
+
+    import optuna
+
+    done = study.complete
+    if len(study.directions) > 1:
+        return {}, "importances are shown for single-objective studies only"
+    if len(done) < 2:
+        return {}, f"needs at least 2 complete trials, has {len(done)}"
+    params = pd.DataFrame(list(done["params"]))
+    varying = [c for c in params.columns if params[c].astype(str).nunique() > 1]
+    if not varying:
+        return {}, "no parameter varies across the complete trials"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for evaluator in (None, optuna.importance.FanovaImportanceEvaluator(seed=0)):
+            try:
+                imp = optuna.importance.get_param_importances(study.study, evaluator=evaluator, params=varying)
+                return {k: float(v) for k, v in imp.items()}, None
+            except Exception as e:  # noqa: BLE001 - too few trials for the evaluator: fall back, then explain
+                why = f"{type(e).__name__}: {e}"
+    return {}, f"Optuna could not compute them ({why.splitlines()[0]})"
+
+
+def joint_section(study: StudyData, spec) -> dict:
+    k = study.keys
+    sid = anchor(study.name)
+    section = base_section(study, spec, "joint")
+    done = study.complete.dropna(subset=["value"]).sort_values("value")
+    section["best"] = [{"number": int(r.number), "params": r.params, "value": r.value, "fid": r.fid, "kid": r.kid,
+                        "precision": r.precision, "recall": r.recall, "wall_s": r.wall_s}
+                       for r in done.head(TOP_CONFIGS).itertuples()]
+    section["param_names"] = sorted({p for r in section["best"] for p in r["params"]})
+    imp, why = importances(study)
+    section["importances"], section["importance_note"] = imp, why
+    fails = study.trials[study.trials["state"] == "FAIL"]
+    section["failures"] = [{"kind": k_, "reason": r, "count": n} for (k_, r), n in
+                           Counter(zip(fails["fail_kind"], fails["fail_reason"], strict=True)).items()]
+    if len(study.directions) > 1:
+        pareto = [t for t in study.study.best_trials]
+        section["pareto"] = [{"number": t.number, "values": t.values, "params": t.params} for t in pareto]
+    else:
+        section["pareto"] = None
+    label = k.fid if k else "objective"
+    curves = study.curves
+    fig_list = [
+        figures.history_figure(f"{sid}-history", study.trials, label),
+        figures.importance_figure(f"{sid}-importance", imp),
+        figures.anytime_figure(f"{sid}-anytime", curves, ["complete", "pruned", "fail"],
+                               [curve_metric(curves, "fid"), curve_metric(curves, "kid")], hue="state",
+                               units="trial") if len(curves) else None,
+    ]
+    section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}
+    section["verdict"] = stats.Verdict(
+        f"best configuration so far: trial {section['best'][0]['number']} with {label} "
+        f"{stats.fmt(section['best'][0]['value'])}" if section["best"] else "no finished trials yet")
+    return section
+
+
+def other_section(study: StudyData) -> dict:
+    section = base_section(study, None, "other")
+    done = study.complete.dropna(subset=["value"])
+    section["verdict"] = stats.Verdict(
+        f"best value {stats.fmt(done['value'].min())} (trial {int(done.loc[done['value'].idxmin(), 'number'])})"
+        if len(done) else "no finished trials")
+    return section
+
+
+def study_sections(studies: list[StudyData]) -> tuple[list[dict], list[dict]]:
+    """(a section per study in registry order, the registry's studies that have not been run)."""
+    reg = registry()
+    order = {name: i for i, name in enumerate(reg)}
+    ranked = sorted(studies, key=lambda s: (order.get(s.kind, len(order)), s.name))
+    sections = []
+    for s in ranked:
+        spec = reg.get(s.kind)
+        if spec is not None and spec.is_grid:
+            sections.append(grid_section(s, spec))
+        elif spec is not None:
+            sections.append(joint_section(s, spec))
+        else:
+            sections.append(other_section(s))
+    ran = {s.kind for s in studies}
+    missing = [{"name": name, "question": spec.question, "command": RUN_STUDY.format(name=name)}
+               for name, spec in reg.items() if name not in ran]
+    return sections, missing
+
+
+# ---- benchmarks --------------------------------------------------------------------------------------
+
+def benchmark_section(frame: pd.DataFrame, files: list[Path]) -> dict:
+    missing_cmd = RUN_BENCHMARKS.format(device="$(python -m benchmarks.harness slug cpu)")
+    if frame.empty:
+        return {"ran": False, "command": missing_cmd, "files": [str(f) for f in files]}
+    frame = frame.copy()
+    for col in ("device", "device_name", "model", "loop", "variant"):
+        if col not in frame:
+            frame[col] = None
+    frame["device_type"] = frame["device"].fillna("").astype(str).str.split(":").str[0]
+    frame["case"] = [(f"project {v}" if v else "project") if lp == "project" else (lp or n)
+                     for lp, v, n in zip(frame["loop"], frame["variant"], frame["name"], strict=True)]
+    speedups = sorted(c for c in frame.columns if c.startswith("speedup_vs_"))
+    train = frame[frame["group"].str.startswith("train")]
+    evals = frame[frame["group"].str.startswith("eval")]
+    other = frame[~frame.index.isin(train.index) & ~frame.index.isin(evals.index)]
+    figs = []
+    for (file, device), rows in train.groupby(["file", "device_type"], sort=True):
+        if "g_images_per_s" in rows:
+            fig = figures.throughput_figure(f"bench-{anchor(file)}-{device or 'unknown'}", rows, "g_images_per_s",
+                                            f"generated images/s in training ({device or 'unknown device'})")
+            if fig is not None:
+                figs.append(fig)
+    devices = sorted(set(frame["device_type"]) - {""})
+    notes = []
+    if "cuda" not in devices:
+        notes.append("No CUDA results yet: on a machine with a GPU run "
+                     + RUN_BENCHMARKS.format(device="$(python -m benchmarks.harness slug cuda)"))
+    if "cpu" not in devices:
+        notes.append("No CPU results yet: run " + missing_cmd)
+    sources = frame.groupby("file").agg(host=("host", "first"), cpu=("cpu", "first"), datetime=("datetime", "first"),
+                                        commit=("commit", "first"), cases=("name", "count")).reset_index()
+    return {"ran": True, "train": _records(train), "evals": _records(evals), "other": _records(other),
+            "speedups": speedups, "figures": figs, "notes": notes, "sources": sources.to_dict("records"),
+            "command": missing_cmd}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows for the template: NaN (a key a suite did not write) becomes None, shown as a dash."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]

@@ -1,0 +1,265 @@
+"""A study storage, run folders and benchmark JSON shaped exactly like ablations.run's, built in about a second.
+
+Running the real studies even at the smoke budget takes minutes on 2 cores, so the report tests
+use trials written straight into an Optuna storage with ``study.add_trial``: the same study and
+trial user attrs as ablations/run.py and ablations/trial.py write, parameters drawn from the real
+search spaces (ablations.studies), metric names from gan_core.metrics.count_tag, and run folders
+with config.json, stats.jsonl, evals.jsonl, metrics.json and samples.png. test_reports checks that
+the metric keys here are the ones gan_core.metrics.compare produces, so the two cannot drift apart.
+
+The numbers are made up with known answers: in step_ratio "1:1" is clearly best, in seed_quirks
+fixing "fresh noise" buys the most, depth has one seed per arm (no verdict possible).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+from PIL import Image
+
+from ablations.budgets import BUDGETS
+from ablations.studies import REGISTRY
+from ablations.trial import slug
+from gan_core.config import override, preset
+from gan_core.metrics import count_tag
+
+EXTRACTOR = "mnist-cnn-v1-81967625"
+SPLIT = [4000, 1000]
+PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "python": "3.11.7", "torch": "2.14.1",
+              "optuna": "5.0.0", "torch_fidelity": "0.4.0", "host": "fixture-host"}
+# Where the trials say their run folders are: a host that does not exist here, so the report must
+# find them under --runs (as when a study ran elsewhere or the runs folder moved).
+RECORDED_RUNS = "/nonexistent-host/runs"
+
+
+def metrics(n: int, fid: float, kid: float, rng: np.random.Generator, covered: int = 10) -> dict:
+    """A metrics dict like gan_core.evaluation.Reference.score's, names tagged with the sample count."""
+    t = count_tag(n)
+    shares = np.zeros(10)
+    shares[:covered] = rng.dirichlet(np.full(covered, 20.0))
+    return {
+        "extractor": EXTRACTOR, "n_generated": n, "n_real": SPLIT[1], "real_set": "embedded held-out b8b2c6c961a18709",
+        f"fid{t}": fid, f"kid{t}_mean": kid, f"kid{t}_std": abs(kid) * 0.05 + 1e-3,
+        f"precision{t}": float(rng.uniform(0.2, 0.9)), f"recall{t}": float(rng.uniform(0.1, 0.8)),
+        f"cscore{t}_mean": float(rng.uniform(2, 9)), f"cscore{t}_std": 0.1,
+        f"modes{t}": float((shares >= 0.05).sum()), f"mode_kl{t}": float(rng.uniform(0, 0.5)),
+        **{f"share{t}_{d}": float(shares[d]) for d in range(10)},
+    }
+
+
+def samples_png(path: Path, sharpness: float, seed: int) -> None:
+    """An 8x8 grid of 32x32 blobs (274x274 like gan_core's samples.png): sharper for better arms."""
+    rng = np.random.default_rng(seed)
+    grid = np.full((274, 274), 40, dtype=np.uint8)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for i in range(8):
+        for j in range(8):
+            cy, cx = rng.uniform(10, 22, size=2)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (12 - 9 * sharpness) ** 2))
+            grid[2 + i * 34: 34 + i * 34, 2 + j * 34: 34 + j * 34] = (blob * 255).astype(np.uint8)
+    Image.fromarray(grid).convert("RGB").save(path)
+
+
+@dataclass
+class Fixture:
+    storage: str
+    runs: Path
+    benchmarks: Path
+    studies: dict[str, str] = field(default_factory=dict)  # registry name -> Optuna study name
+
+
+def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eval_n: int) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    budget = BUDGETS[budget_name].to_dict()
+    objective = f"fid{count_tag(eval_n)}"
+    floor_rng = np.random.default_rng(1)
+    for key, value in {"study": kind, "base": "seed", "budget": budget, "objective": objective, "data": "embedded",
+                       "split": SPLIT, "extractor": EXTRACTOR, "seeds": seeds,
+                       "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613}}.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: dict, budget: dict,
+                n_intermediate: int, sharpness: float, rng: np.random.Generator, evals: int = 3) -> str:
+    folder = runs / study / slug(arm) / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "metrics.json").write_text(json.dumps(final))
+    steps = budget["g_steps"]
+    fid_final = final[next(k for k in final if k.startswith("fid"))]
+    with open(folder / "stats.jsonl", "w") as f:
+        for i in range(1, 5):
+            f.write(json.dumps({"g_step": steps * i // 4, "d_step": steps * i // 4, "wall_s": budget["wall_s"] * i / 4,
+                                "loss_d": 1.2, "loss_g": 0.8, "g_images_per_s": budget["g_images_per_s"]}) + "\n")
+    with open(folder / "evals.jsonl", "w") as f:
+        for i in range(1, evals + 1):
+            fid = fid_final * (1 + 2.0 * (evals - i) / evals) + rng.normal(0, 0.5)
+            row = {"g_step": steps * i // evals, "d_step": steps * i // evals,
+                   "wall_s": round(budget["wall_s"] * i / evals, 4), **metrics(n_intermediate, fid, fid / 15, rng)}
+            f.write(json.dumps(row) + "\n")
+        f.write('{"g_step": 9999, "torn li')  # a worker killed mid-write: the reader must skip this line
+    samples_png(folder / "samples.png", sharpness, seed)
+    return f"{RECORDED_RUNS}/{study}/{slug(arm)}/seed{seed}"
+
+
+def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialState, attrs: dict,
+                value: float | None = None) -> None:
+    labels = [a.label for a in spec.arms]
+    study.add_trial(create_trial(
+        state=state, value=value, params={"arm": arm, "seed": seed},
+        distributions={"arm": CategoricalDistribution(labels), "seed": IntDistribution(0, 1_000_000)},
+        user_attrs={"arm": arm, "seed": seed, **attrs}))
+
+
+def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
+               spread: float = 1.0, failures: dict | None = None) -> optuna.Study:
+    """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures."""
+    spec = REGISTRY[kind]
+    b = BUDGETS[budget_name]
+    eval_n = b.eval_n or SPLIT[1]
+    name = f"{kind}-seed-{budget_name}"
+    fx.studies[kind] = name
+    study = _study(fx.storage, name, kind, budget_name, seeds, eval_n)
+    rng = np.random.default_rng(len(name))
+    base = preset("seed")
+    failures = failures or {}
+    for seed in range(seeds):
+        for arm in spec.arms:
+            cfg = override(override(base, spec.arm(arm.label).changes), {
+                "model.width": base.model.width * b.width_scale, "seed": seed, "steps": b.g_steps}).to_dict()
+            common = {"config": cfg, "provenance": PROVENANCE}
+            if (arm.label, seed) in failures:
+                fail_kind, reason = failures[(arm.label, seed)]
+                run_dir = f"{RECORDED_RUNS}/{name}/{slug(arm.label)}/seed{seed}"
+                _grid_trial(study, spec, arm.label, seed, TrialState.FAIL,
+                            {**common, "run_dir": run_dir, "fail_kind": fail_kind, "fail_reason": reason})
+                if fail_kind != "interrupted":  # an interrupted trial is rerun (below): an accident, not a result
+                    continue
+            fid = float(fid_of[arm.label] + rng.normal(0, spread))
+            final = {**metrics(eval_n, fid, fid / 15, rng, covered=10 if fid < 60 else 7), "eval_noise_seed": 20240612}
+            wall = float(rng.uniform(20, 40))
+            budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": b.g_steps * 100, "wall_s": wall,
+                      "flops": 1e12, "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
+            sharp = float(np.clip(1 - (fid - 30) / 100, 0, 1))
+            run_dir = _run_folder(fx.runs, name, arm.label, seed, cfg, final, budget, b.eval_n_intermediate, sharp, rng)
+            _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
+                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget}, value=fid)
+    # bookkeeping trials of parallel workers: never results
+    _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"spare": True})
+    _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"duplicate": True})
+    return study
+
+
+def joint_distributions() -> dict:
+    """The joint study's real search space, as Optuna records it."""
+    probe = optuna.create_study()
+    trial = probe.ask()
+    REGISTRY["joint"].space(trial)
+    trial.suggest_int("seed", 0, 1_000_000)
+    return dict(trial.distributions)
+
+
+def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
+    b = BUDGETS["quick"]
+    eval_n = SPLIT[1]
+    name = "joint-seed-quick"
+    fx.studies["joint"] = name
+    study = _study(fx.storage, name, "joint", "quick", 1, eval_n)
+    dists = joint_distributions()
+    rng = np.random.default_rng(7)
+    for number in range(complete + 3):
+        params = {}
+        for p, d in dists.items():
+            if isinstance(d, CategoricalDistribution):
+                params[p] = d.choices[rng.integers(len(d.choices))]
+            else:
+                params[p] = int(rng.integers(d.low, d.high + 1))
+        fid = 40.0 + 10 * params["depth"] + (15 if params["reuse_noise"] else 0) + float(rng.normal(0, 2))
+        attrs = {"arm": f"trial {number}", "provenance": PROVENANCE, "config": preset("seed").to_dict()}
+        if number < complete:
+            final = metrics(eval_n, fid, fid / 15, rng)
+            wall = float(rng.uniform(20, 40))
+            budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": 1, "wall_s": wall, "flops": 1e12,
+                      "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
+            run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"], final, budget,
+                                  b.eval_n_intermediate, 0.5, rng)
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=fid, params=params, distributions=dists,
+                                         user_attrs={**attrs, "run_dir": run_dir, "metrics": final, "budget": budget},
+                                         intermediate_values={50: fid / 10, 100: fid / 14}))
+        elif number < complete + 2:  # pruned by the median pruner after two reports
+            budget = {"g_steps": 100, "wall_s": 10.0, "g_images_per_s": 1000.0}
+            run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"],
+                                  metrics(eval_n, fid, fid / 15, rng), budget, b.eval_n_intermediate, 0.2, rng, evals=2)
+            study.add_trial(create_trial(state=TrialState.PRUNED, params=params, distributions=dists,
+                                         user_attrs={**attrs, "run_dir": run_dir},
+                                         intermediate_values={50: fid / 8, 100: fid / 9}))
+        else:
+            study.add_trial(create_trial(state=TrialState.FAIL, params=params, distributions=dists,
+                                         user_attrs={**attrs, "fail_kind": "out of memory",
+                                                     "fail_reason": "CUDA out of memory. Tried to allocate 2.00 GiB"}))
+    return study
+
+
+STEP_RATIO_FID = {"5:1": 80.0, "2:1": 70.0, "1:1": 40.0, "1:2": 60.0, "1:5": 75.0}
+QUIRK_FID = {"blog": 90.0, "fresh noise": 55.0, "no BatchNorm before Sigmoid": 85.0, "1 channel": 89.0,
+             "all 4000 images": 88.0, "Adadelta lr=1.0": 80.0, "all fixed": 45.0}
+DEPTH_FID = {str(d): 100.0 - 5 * d for d in range(4, 10)}
+STEP_RATIO_FAILURES = {
+    ("5:1", 2): ("diverged", "diverged at step 37: generator loss is not finite"),
+    ("2:1", 0): ("interrupted", "stopped by Ctrl-C; rerun the command to resume it"),
+}
+
+
+def benchmark_json(path: Path) -> dict:
+    """pytest-benchmark's --benchmark-json layout with the extra_info benchmarks/*.py write (and gaps)."""
+    def case(name, group, best, extra, stats=True):
+        return {"name": name, "fullname": f"benchmarks/test_x.py::{name}", "group": group, "params": None,
+                "stats": {"min": best, "max": best * 1.2, "mean": best * 1.1, "median": best * 1.05, "ops": 1 / best,
+                          "rounds": 3} if stats else None,
+                "extra_info": extra}
+
+    env = {"device": "cpu", "device_name": "Fixture CPU (2 cores, 2 torch threads)", "torch": "2.14.1"}
+    doc = {
+        "machine_info": {"node": "fixture-host", "cpu": {"brand_raw": "Fixture CPU"}},
+        "commit_info": {"id": "0123456789abcdef", "dirty": False},
+        "datetime": "2026-01-01T00:00:00", "version": "5.3.1",
+        "benchmarks": [
+            case("test_train_iteration[cpu-dcgan-b64-blog]", "train cpu dcgan-b64", 0.5,
+                 {**env, "model": "dcgan-b64", "loop": "blog", "variant": "fp32", "batch": 64, "g_images_per_s": 128.0,
+                  "utilisation": 0.05, "peak_memory_mb": 900.0, "config": {"nested": True}}),
+            case("test_train_iteration[cpu-dcgan-b64-example]", "train cpu dcgan-b64", 0.25,
+                 {**env, "model": "dcgan-b64", "loop": "example", "variant": "fp32", "batch": 64,
+                  "g_images_per_s": 256.0, "utilisation": 0.1, "peak_memory_mb": 800.0}),
+            case("test_train_iteration[cpu-dcgan-b64-project-fp32]", "train cpu dcgan-b64", 0.2,
+                 {**env, "model": "dcgan-b64", "loop": "project", "variant": "fp32", "batch": 64,
+                  "g_images_per_s": 320.0, "utilisation": 0.125, "peak_memory_mb": 700.0,
+                  "speedup_vs_blog": 2.5, "speedup_vs_example": 1.25}),
+            case("test_train_iteration[cpu-blog-1ch-b100-project]", "train cpu blog-1ch-b100", 1.0,
+                 {"device": "cpu", "model": "blog-1ch-b100", "loop": "project"}),  # an older suite: few keys
+            case("test_evaluation[cpu-n1k]", "eval cpu", 2.0,
+                 {**env, "n_generated": 1000, "samples_per_s": 500.0, "s_per_evaluation": 2.0,
+                  "peak_memory_mb": 1200.0}),
+            case("test_something_else", None, 0.01, {}, stats=False),
+        ],
+    }
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def build_fixture(tmp: Path) -> Fixture:
+    """step_ratio (3 seeds, a diverged and a retried trial), seed_quirks (2 seeds), depth (1 seed), joint."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json")
+    grid_study(fx, "step_ratio", "quick", 3, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
+    grid_study(fx, "seed_quirks", "quick", 2, QUIRK_FID, spread=0.5)
+    grid_study(fx, "depth", "smoke", 1, DEPTH_FID)
+    joint_study(fx)
+    benchmark_json(fx.benchmarks)
+    return fx

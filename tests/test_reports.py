@@ -1,0 +1,471 @@
+"""reports.build end to end: a fixture storage (tests/report_fixtures.py) -> summary.html, checked three ways:
+the page has every section, its numbers equal the storage's, and it loads in a real headless browser.
+"""
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from ablations.studies import REGISTRY
+from reports import build
+from tests import report_fixtures as rf
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+# ---- a small DOM, so that tests read the page the way a browser lays it out ------------------------------
+
+class Node:
+    def __init__(self, tag: str, attrs: dict, parent=None):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return " ".join(" ".join(c.text() if isinstance(c, Node) else c for c in self.children).split())
+
+    def iter(self):
+        for c in self.children:
+            if isinstance(c, Node):
+                yield c
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, **attrs) -> list["Node"]:
+        want = {k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()}
+        return [n for n in self.iter() if (tag is None or n.tag == tag)
+                and all(n.attrs.get(k) == v if v is not True else k in n.attrs for k, v in want.items())]
+
+    def find(self, tag: str | None = None, **attrs) -> "Node":
+        found = self.find_all(tag, **attrs)
+        assert found, f"no <{tag}> with {attrs} on the page"
+        return found[0]
+
+
+class Dom(HTMLParser):
+    def __init__(self, html: str):
+        super().__init__()
+        self.root = self.node = Node("#document", {})
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, {k: (v if v is not None else "") for k, v in attrs}, self.node)
+        self.node.children.append(node)
+        if tag not in VOID:
+            self.node = node
+
+    def handle_endtag(self, tag):
+        n = self.node
+        while n is not self.root and n.tag != tag:
+            n = n.parent
+        if n is not self.root:
+            self.node = n.parent
+
+    def handle_data(self, data):
+        self.node.children.append(data)
+
+
+def parse(html: str) -> Node:
+    return Dom(html).root
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> rf.Fixture:
+    return rf.build_fixture(tmp_path_factory.mktemp("report-fixture"))
+
+
+@pytest.fixture(scope="module")
+def page(fx, tmp_path_factory) -> tuple[Path, str, Node]:
+    out = tmp_path_factory.mktemp("report") / "summary.html"
+    path = build.build(storage=fx.storage, runs=str(fx.runs), benchmarks=[str(fx.benchmarks)], out=str(out),
+                       png_dir=str(out.parent / "figures"))
+    html = path.read_text()
+    return path, html, parse(html)
+
+
+def storage_trials(fx: rf.Fixture, kind: str) -> tuple[optuna.Study, list]:
+    """The study's result trials, read straight from Optuna: the reference the page is checked against."""
+    study = optuna.load_study(study_name=fx.studies[kind], storage=fx.storage)
+    return study, [t for t in study.trials if not t.user_attrs.get("spare") and not t.user_attrs.get("duplicate")]
+
+
+def first_number(text: str) -> float:
+    """The number a reader sees first in a cell: '80.7 [80.36, 81.04]' -> 80.7, '7/10' -> 7."""
+    return float(text.split()[0].split("/")[0].replace(",", ""))
+
+
+# ---- the fixture is honest --------------------------------------------------------------------------------
+
+def test_fixture_metric_names_are_the_ones_gan_core_computes():
+    import torch
+
+    from gan_core.features import FeatureSet
+    from gan_core.metrics import compare
+
+    g = torch.Generator().manual_seed(0)
+    gen = FeatureSet(torch.randn(40, 8, generator=g), torch.randn(40, 10, generator=g))
+    real = FeatureSet(torch.randn(60, 8, generator=g), torch.randn(60, 10, generator=g))
+    bookkeeping = {"extractor", "n_generated", "n_real", "real_set"}
+    assert set(rf.metrics(40, 1.0, 1.0, np.random.default_rng(0))) == set(compare(gen, real)) | bookkeeping
+
+
+# ---- content ----------------------------------------------------------------------------------------------
+
+def test_page_has_every_section(fx, page):
+    _, html, dom = page
+    assert dom.find("section", id="overview") and dom.find("table", id="provenance")
+    for kind in ("step_ratio", "seed_quirks", "depth"):
+        sec = dom.find("section", id="study-" + fx.studies[kind].replace("_", "-"))
+        assert sec.attrs["data-kind"] == "grid"
+        assert REGISTRY[kind].question in sec.text()
+        captions = " ".join(f.text() for f in sec.find_all("figcaption"))
+        for what in ("against FID and KID", "Share of generated samples", "Intermediate metrics"):
+            assert what in captions, (kind, what)
+        arms = [r.attrs["data-arm"] for r in sec.find("table", class_="arms").find_all("tr", data_arm=True)]
+        assert arms == [a.label for a in REGISTRY[kind].arms]
+        grids = sec.find("div", class_="grids").find_all("figure")
+        assert [g.attrs["data-arm"] for g in grids] == arms and all(g.find_all("img") for g in grids)
+        assert sec.find("div", data_role="verdict").text()
+    joint = dom.find("section", id="study-joint-seed-quick")
+    assert joint.find("table", class_="best") and joint.find("figure", data_role="importances").find("img")
+    assert "no Pareto front" in joint.text() and "1 out of memory" in joint.text()
+    not_run = dom.find("section", id="not-run")
+    for name in ("optimizer", "width"):
+        assert f"python -m ablations.run --study {name}" in not_run.find("tr", data_study=name).text()
+    bench = dom.find("section", id="benchmarks")
+    assert bench.find("table", id="bench-train") and bench.find("table", id="bench-eval") and bench.find_all("img")
+    assert "No CUDA results yet" in bench.text() and "--benchmark-json benchmarks/results/" in bench.text()
+    header = " ".join(b.text() for b in dom.find_all("div", data_role="shrunk"))
+    assert "shrunk to 1/8" in header and "shrunk to 1/16" in header and "depth-seed-smoke" in header
+    assert "81967625" in dom.find("table", id="studies").text()  # the extractor's weights hash
+    assert rf.PROVENANCE["git_commit"] in dom.find("table", id="provenance").text()
+    assert "4,000 train / 1,000 held-out" in dom.find("table", id="studies").text()
+
+
+def test_verdicts_follow_the_data(fx, page):
+    _, _, dom = page
+    step = dom.find("section", id="study-step-ratio-seed-quick").find("div", data_role="verdict").text()
+    assert step.startswith("1:1 is best on fid1k") and "significant" in step
+    depth = dom.find("section", id="study-depth-seed-smoke").find("div", data_role="verdict").text()
+    assert depth.startswith("only one seed: no verdict")
+    quirk = dom.find("section", id="study-seed-quirks-seed-quick").find("div", data_role="quirk-verdict").text()
+    assert "fixing “fresh noise” alone lowers fid1k the most" in quirk
+
+
+def test_numbers_on_the_page_equal_the_storage(fx, page):
+    _, _, dom = page
+    for kind in ("step_ratio", "seed_quirks", "depth"):
+        study, trials = storage_trials(fx, kind)
+        objective = study.user_attrs["objective"]
+        tag = objective.removeprefix("fid")
+        table = dom.find("table", class_="arms", data_study=fx.studies[kind])
+        for row in table.find_all("tr", data_arm=True):
+            arm = row.attrs["data-arm"]
+            done = [t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"]
+            cells = {c.attrs["data-col"]: c for c in row.find_all("td", data_col=True)}
+            assert int(cells["seeds"].attrs["data-value"]) == len(done)
+            for col, key in (("fid", objective), ("kid", f"kid{tag}_mean"), ("precision", f"precision{tag}"),
+                             ("recall", f"recall{tag}"), ("modes", f"modes{tag}")):
+                values = [t.user_attrs["metrics"][key] for t in done]
+                mean = float(np.mean(values))
+                assert float(cells[col].attrs["data-value"]) == pytest.approx(mean, rel=1e-12), (kind, arm, col)
+                # shown with 4 significant digits: off by at most half a unit in the 4th digit
+                assert first_number(cells[col].text()) == pytest.approx(mean, rel=5.01e-4), (kind, arm, col)
+                if col in ("fid", "kid") and len(values) > 1:
+                    lo, hi = float(cells[col].attrs["data-lo"]), float(cells[col].attrs["data-hi"])
+                    eps = 1e-9 * abs(mean)  # a mean of equal values can differ from them in the last bit
+                    assert min(values) - eps <= lo <= mean <= hi <= max(values) + eps
+            ips = np.mean([t.user_attrs["budget"]["g_images_per_s"] for t in done])
+            assert float(cells["images_per_s"].attrs["data-value"]) == pytest.approx(ips, rel=1e-12)
+            # a failure is shown with its reason only when its arm x seed never finished
+            final = [t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "FAIL"
+                     and not any(d.user_attrs["seed"] == t.user_attrs["seed"] for d in done)]
+            failures = cells["failures"].text()
+            for t in final:
+                assert t.user_attrs["fail_reason"] in failures
+            retried = [t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "FAIL" and t not in final]
+            assert (f"{len(retried)} earlier attempt" in failures) == bool(retried)
+    step = dom.find("table", class_="arms", data_study=fx.studies["step_ratio"])
+    assert "diverged at step 37" in step.find("tr", data_arm="5:1").text()
+    assert "1 earlier attempt retried" in step.find("tr", data_arm="2:1").text()
+    assert "pruned" not in step.text()  # the spare and duplicate trials of parallel workers are not results
+
+
+def test_floor_joint_and_benchmark_numbers_equal_their_sources(fx, page):
+    _, _, dom = page
+    for name in fx.studies.values():
+        study = optuna.load_study(study_name=name, storage=fx.storage)
+        floor = study.user_attrs["floor"]
+        cells = dom.find("table", id="floors").find("tr", data_study=name).find_all("td", data_value=True)
+        assert [float(c.attrs["data-value"]) for c in cells] == \
+            [floor[study.user_attrs["objective"]], floor[study.user_attrs["objective"].replace("fid", "kid") + "_mean"]]
+    study, trials = storage_trials(fx, "joint")
+    best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    first = dom.find("table", class_="best").find("tr", data_trial=True)
+    assert int(first.attrs["data-trial"]) == best.number
+    assert float(first.find("td", data_col="value").attrs["data-value"]) == best.value
+    doc = json.loads(fx.benchmarks.read_text())
+    table = dom.find("table", id="bench-train")
+    for b in doc["benchmarks"]:
+        if not (b["group"] or "").startswith("train"):
+            continue
+        row = table.find("tr", data_name=b["name"])
+        for key in ("g_images_per_s", "utilisation", "speedup_vs_blog", "speedup_vs_example"):
+            cell = row.find("td", data_col=key)
+            expected = b["extra_info"].get(key)
+            assert (float(cell.attrs["data-value"]) if cell.attrs["data-value"] else None) == expected, (b["name"], key)
+    project = table.find("tr", data_name="test_train_iteration[cpu-dcgan-b64-project-fp32]")
+    assert "2.50×" in project.text() and "12.5%" in project.text() and "700 MB" in project.text()
+
+
+def test_page_is_self_contained(page):
+    path, html, dom = page
+    assert not dom.find_all("script") and not dom.find_all("link") and not dom.find_all("iframe")
+    style = " ".join(s.text() for s in dom.find_all("style"))
+    assert "url(" not in style and "@import" not in style and "@font-face" not in style
+    images = dom.find_all("img")
+    assert len(images) > 20
+    for img in images:
+        src = img.attrs["src"]
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+            im.verify()
+        assert img.attrs.get("alt")
+    ids = {n.attrs["id"] for n in dom.iter() if "id" in n.attrs}
+    for a in dom.find_all("a"):
+        href = a.attrs.get("href", "")
+        assert href.startswith("#") and href[1:] in ids, href  # only links within the page
+    assert "http://" not in html and "https://" not in html
+
+
+def test_figures_are_also_written_as_png(page):
+    path, _, dom = page
+    written = sorted((path.parent / "figures").glob("*.png"))
+    assert {p.stem for p in written} >= {"step-ratio-seed-quick-knob", "step-ratio-seed-quick-anytime",
+                                         "step-ratio-seed-quick-coverage", "joint-seed-quick-importance"}
+    embedded = {img.attrs["src"].split(",", 1)[1] for img in dom.find_all("img")}
+    for p in written:
+        assert base64.b64encode(p.read_bytes()).decode() in embedded  # the same pictures as on the page
+
+
+# ---- empty storage and errors -----------------------------------------------------------------------------
+
+def assert_empty_page(html: str) -> None:
+    dom = parse(html)
+    assert "No studies in this storage yet" in dom.find("div", data_role="empty-storage").text()
+    not_run = dom.find("section", id="not-run").text()
+    for name in REGISTRY:
+        assert f"python -m ablations.run --study {name}" in not_run
+    assert "pytest benchmarks/ --benchmark-only --benchmark-json" in dom.find("section", id="benchmarks").text()
+
+
+def test_an_absent_storage_gives_a_page_that_says_so_and_creates_nothing(tmp_path):
+    out = build.build(storage=f"sqlite:///{tmp_path}/nothing.db", benchmarks=[], out=str(tmp_path / "s.html"))
+    assert_empty_page(out.read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.html"]  # no database file was created by reading
+
+
+def test_an_empty_storage_gives_a_page_that_says_so(tmp_path):
+    url = f"sqlite:///{tmp_path}/empty.db"
+    optuna.storages.RDBStorage(url)  # the tables, no study
+    assert_empty_page(build.build(storage=url, benchmarks=[], out=str(tmp_path / "s.html")).read_text())
+
+
+def test_the_cli_with_defaults_in_a_fresh_folder(tmp_path):
+    """`python -m reports.build` where nothing ran yet: an empty page; benchmark JSON found by default."""
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    rf.benchmark_json(tmp_path / "benchmarks" / "results" / "cpu-fixture.json")
+    (tmp_path / "benchmarks" / "results" / "broken.json").write_text("{")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "reports.build"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "reports" / "summary.html"
+    assert proc.stdout.strip() == "reports/summary.html" and out.is_file()
+    dom = parse(out.read_text())
+    assert dom.find("div", data_role="empty-storage")
+    assert "cpu-fixture.json" in dom.find("section", id="benchmarks").text()
+    # a broken file found by the default glob is skipped with a note (a study's report must not fail on it)
+    assert "broken.json is not valid JSON" in dom.find("p", data_role="benchmark-skipped").text()
+    assert not (tmp_path / "runs").exists()
+
+
+def _garbage_db(tmp_path: Path) -> str:
+    (tmp_path / "bad.db").write_bytes(b"this is not a database" * 100)
+    return f"sqlite:///{tmp_path}/bad.db"
+
+
+def _bench(tmp_path: Path, text: str) -> str:
+    (tmp_path / "b.json").write_text(text)
+    return str(tmp_path / "b.json")
+
+
+@pytest.mark.parametrize("args, message", [
+    (lambda t: ["--storage", f"sqlite:///{t}/no/such/folder/s.db"], "does not exist"),
+    (lambda t: ["--storage", _garbage_db(t)], "cannot"),
+    (lambda t: ["--storage", "not-a-url"], "is not a URL"),
+    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", _bench(t, "{broken")], "is not valid JSON"),
+    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", _bench(t, "[1, 2]")], "no 'benchmarks' list"),
+    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", str(t / "missing.json")], "cannot read"),
+    (lambda t: ["--no-such-flag"], "unrecognized arguments"),
+])
+def test_errors_are_one_line_exit_2_and_leave_the_old_page_alone(tmp_path, capsys, args, message):
+    out = tmp_path / "out" / "summary.html"
+    out.parent.mkdir()
+    out.write_text("the previous page")
+    try:
+        code = build.main([*args(tmp_path), "--out", str(out), "--png-dir", str(tmp_path / "png")])
+    except SystemExit as e:  # argparse's errors exit from inside parse_args (still one line, status 2)
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m reports.build: error: ") and message in err, err
+    assert out.read_text() == "the previous page"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["summary.html"]  # no temporary file left behind
+    assert not (tmp_path / "png").exists()
+
+
+def test_an_unwritable_output_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code = build.main(["--storage", f"sqlite:///{tmp_path}/x.db", "--benchmarks", "--out",
+                       str(tmp_path / "file" / "summary.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot write" in err
+
+
+# ---- a real browser ---------------------------------------------------------------------------------------
+
+# Injected into a copy of the page only (the page itself has no scripts): records uncaught errors, failed
+# resource loads, console errors and warnings, images that did not decode, and any resource fetched from
+# outside the page, into a <pre id="__check"> that --dump-dom prints.
+CHECKER = """<script>
+window.__check = {errors: [], console: []};
+window.addEventListener('error', function (e) {
+  window.__check.errors.push(e.message || ('failed to load ' + ((e.target && (e.target.src || e.target.href)) || '?')));
+}, true);
+['error', 'warn'].forEach(function (level) {
+  var orig = console[level];
+  console[level] = function () { window.__check.console.push(level + ': ' + Array.from(arguments).join(' '));
+                                 return orig.apply(console, arguments); };
+});
+window.addEventListener('load', function () {
+  var imgs = Array.from(document.images);
+  var out = window.__check;
+  out.images = imgs.length;
+  out.broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; })
+                   .map(function (i) { return i.alt || i.src.slice(0, 40); });
+  out.fetched = performance.getEntriesByType('resource').map(function (r) { return r.name; })
+                           .filter(function (n) { return n.indexOf('data:') !== 0; });
+  var pre = document.createElement('pre'); pre.id = '__check'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed "
+                                    "(Debian: apt-get install chromium); the browser check cannot run")
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"  # a private profile: parallel runs do not share a lock
+    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args],
+                          capture_output=True, text=True, timeout=90)
+
+
+def browser_check(html: str, tmp_path: Path) -> dict:
+    """Load ``html`` in headless chromium; return what the checker recorded plus the page's console lines."""
+    copy = tmp_path / "checked.html"
+    copy.write_text(html.replace("<head>", "<head>" + CHECKER, 1))
+    proc = chromium(tmp_path, "--dump-dom", copy.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    marker = '<pre id="__check">'
+    assert marker in proc.stdout, "the page never fired its load event"
+    raw = proc.stdout.split(marker, 1)[1].split("</pre>", 1)[0]
+    result = json.loads(raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
+    result["log"] = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and copy.name in line]
+    return result
+
+
+@needs_chromium
+def test_the_browser_check_catches_broken_images_and_errors(tmp_path):
+    """The check below must be able to fail: a page with a broken image, a throwing script and a console error."""
+    bad = ('<!doctype html><html><head><title>t</title></head><body><img alt="broken" src="data:image/png;base64,AAAA">'
+           '<script>console.error("boom"); undefinedFunction();</script></body></html>')
+    result = browser_check(bad, tmp_path)
+    assert result["broken"] == ["broken"]
+    assert any("undefinedFunction" in e for e in result["errors"])
+    assert any("boom" in c for c in result["console"]) and result["log"]
+
+
+@needs_chromium
+def test_the_page_loads_in_a_browser_without_errors_and_a_screenshot_is_kept(page, tmp_path):
+    path, html, dom = page
+    result = browser_check(html, tmp_path)
+    assert result["images"] == len(dom.find_all("img"))
+    assert result["broken"] == [] and result["errors"] == [] and result["console"] == [] and result["log"] == []
+    assert result["fetched"] == []  # nothing but data: URIs
+
+    shot = tmp_path / "screenshot-top.png"
+    proc = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", path.as_uri())
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        pixels = np.asarray(im.convert("L"), dtype=float)
+    assert pixels.std() > 10  # text and figures rendered, not a blank page (no pixel comparison)
+    shutil.copy(shot, REPO / "reports" / "screenshot-top.png")  # for humans; git-ignored (*.png)
+
+
+def test_a_multi_objective_joint_study_in_a_journal_storage_shows_its_pareto_front(tmp_path):
+    url = f"journal:{tmp_path}/studies.log"
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.create_study(study_name="joint-mo", storage=JournalStorage(JournalFileBackend(url[8:])),
+                                directions=["minimize", "minimize"])
+    study.set_user_attr("study", "joint")
+    study.set_user_attr("objective", "fid1k")
+    dists = rf.joint_distributions()
+    rng = np.random.default_rng(0)
+    for fid, wall in ((50.0, 30.0), (40.0, 60.0), (60.0, 70.0)):  # the third is dominated
+        params = {p: (d.choices[0] if hasattr(d, "choices") else d.low) for p, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(values=[fid, wall], params=params, distributions=dists,
+                                                  user_attrs={"metrics": rf.metrics(1000, fid, 3.0, rng)}))
+    dom = parse(build.build(storage=url, benchmarks=[], out=str(tmp_path / "s.html")).read_text())
+    section = dom.find("section", id="study-joint-mo")
+    pareto = [r.find("td").text() for r in section.find("table", class_="pareto").find_all("tr")[1:]]
+    assert sorted(pareto) == ["0", "1"]
+    assert "single-objective studies only" in section.find(data_role="importances").text()
+
+
+def test_importances_are_guarded_against_too_few_trials(tmp_path):
+    from reports import load, sections
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="joint-one", storage=url)
+    study.set_user_attr("study", "joint")
+    dists = rf.joint_distributions()
+    params = {p: (d.choices[0] if hasattr(d, "choices") else d.low) for p, d in dists.items()}
+    study.add_trial(optuna.trial.create_trial(value=1.0, params=params, distributions=dists))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params=params, distributions=dists))
+    (data,) = load.load_studies(url)
+    assert sections.importances(data) == ({}, "needs at least 2 complete trials, has 1")
+
+
+def test_the_answers_at_the_top_repeat_each_study_verdict(fx, page):
+    _, _, dom = page
+    answers = dom.find("section", id="answers")
+    for name in fx.studies.values():
+        verdict = dom.find("section", id="study-" + name.replace("_", "-")).find("div", data_role="verdict").text()
+        assert verdict in answers.find("tr", data_study=name).text()
+    assert "fresh noise" in answers.find("tr", data_study=fx.studies["seed_quirks"]).text()
