@@ -1,0 +1,1 @@
+"""pytest-benchmark suites: ``pytest benchmarks/ --benchmark-only`` (see README.md)."""

@@ -1,0 +1,69 @@
+"""Fixtures shared by the benchmark suites (``pytest benchmarks/ --benchmark-only``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.harness import Comparisons, MatmulPeak
+from gan_core import data
+from gan_core.config import DataConfig, RunConfig
+
+THREADS_ENV = "MNIST_GAN_BENCH_THREADS"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads():
+    """``MNIST_GAN_BENCH_THREADS=1``: pin torch's CPU threads (and numpy's BLAS, which KID uses). On a CPU
+    shared with other work, a thread per core waits for descheduled peers at every parallel op; one
+    thread gives steadier figures there. Unset: the libraries' defaults, what a user gets."""
+    threads = os.environ.get(THREADS_ENV)
+    if not threads:
+        yield torch.get_num_threads()
+        return
+    torch.set_num_threads(int(threads))
+    with contextlib.ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # optional: numpy then keeps its own thread count
+            pass
+        else:
+            stack.enter_context(threadpool_limits(limits=int(threads), user_api="blas"))
+        yield torch.get_num_threads()
+
+
+@pytest.fixture(scope="session")
+def split() -> data.Split:
+    return data.load(DataConfig())
+
+
+@pytest.fixture(scope="session")
+def comparisons() -> Comparisons:
+    return Comparisons()
+
+
+@pytest.fixture(scope="session")
+def matmul_peak() -> MatmulPeak:
+    return MatmulPeak()
+
+
+@pytest.fixture(scope="session")
+def image_folder(split, tmp_path_factory):
+    """``image_folder(cfg)``: the PNG tree of cfg's training images, written once per session (setup, not timed)."""
+    from benchmarks.reference_loops import write_image_folder
+
+    folders: dict[tuple, Path] = {}
+
+    def get(cfg: RunConfig) -> Path:
+        key = (cfg.data.source, cfg.data.train_limit)
+        if key not in folders:
+            images = data.training_images(split, cfg.data)
+            labels = split.train_labels[: len(images)]
+            folders[key] = write_image_folder(images, labels, tmp_path_factory.mktemp("train_net_pic"))
+        return folders[key]
+
+    return get
