@@ -38,7 +38,7 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
             folder.mkdir(parents=True, exist_ok=True)
         if not folder.is_dir():
             raise UserError(f"sqlite storage folder {folder} does not exist")
-    for attempt in range(3):
+    for attempt in range(3):  # every pass returns, retries (a race) or raises
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we rely on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -58,4 +58,3 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
                 continue
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot open storage {url!r}: {first}") from None
-    raise AssertionError("unreachable")
