@@ -141,7 +141,7 @@ def make_context(settings: dict):
     reference = Reference(split, device=devices.resolve(base.device.device))
     n = budget.eval_n or default_n(split)
     return Context(REGISTRY[settings["study"]], budget, base, split, reference,
-                   Evaluator(n=budget.eval_n_intermediate, split=split),
+                   Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
                    Path(settings["runs"]) / settings["study_name"], f"fid{count_tag(n)}")
 
 
@@ -218,7 +218,7 @@ def _print_trial(study, trial) -> None:
     attrs = trial.user_attrs
     if attrs.get("spare") or attrs.get("duplicate"):
         return
-    what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {trial.params.get('seed', '?')}"
+    what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {attrs.get('seed', '?')}"
     if trial.state.name == "COMPLETE":
         wall = attrs.get("budget", {}).get("wall_s", 0)
         print(f"{what}: {trial.value:.2f} ({wall:.0f} s training)", flush=True)
@@ -321,6 +321,11 @@ def _main(argv: list[str] | None) -> int:
                 p.start()
             for p in procs:
                 p.join()
+            crashed = [p.exitcode for p in procs if p.exitcode != 0]
+            if crashed:  # finished trials are safe in the storage; the same command resumes the rest
+                print(f"{len(crashed)} of {workers} workers failed (exit codes {crashed}); "
+                      "rerun the same command to resume", file=sys.stderr)
+                return 1
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -64,9 +64,20 @@ def provenance() -> dict:
 
 
 def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig, str]:
-    """(config, arm label) of a trial: the base, the study's changes, the budget, the seed."""
+    """(config, arm label) of a trial: the base, the study's changes, the budget, the seed.
+
+    Grid trials carry their seed as a queued parameter. A searched trial's seed is not something
+    for TPE to tune: it is the number of the trial it started as (kept in a user attr, which Optuna
+    copies into a retry), so that a retry trains the same run and resumes its run folder.
+    """
     changes = ctx.study.space(trial)
-    seed = trial.suggest_int("seed", 0, 1_000_000)
+    if ctx.study.is_grid:
+        seed, arm = trial.suggest_int("seed", 0, 1_000_000), trial.params["arm"]
+    else:
+        seed = trial.user_attrs.get("origin", trial.number)
+        trial.set_user_attr("origin", seed)
+        trial.set_user_attr("seed", seed)
+        arm = f"trial {seed}"
     b = ctx.budget
     cfg = override(ctx.base, changes)
     cfg = override(cfg, {
@@ -75,7 +86,6 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
         "eval_every": b.eval_every, "log_every": max(1, b.g_steps // 20),
         "checkpoint_every": max(1, b.g_steps // 4), "sample_every": 0,
     })
-    arm = trial.params.get("arm", f"trial {trial.number}")
     return cfg, arm
 
 

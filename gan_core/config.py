@@ -89,7 +89,7 @@ class OptimizerConfig:
 
         try:  # construct it once on a dummy parameter so that bad arguments fail before any work
             getattr(torch.optim, canonical)([torch.zeros(1, requires_grad=True)], lr=self.lr, **self.kwargs)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever the optimizer raises, the user gets one line
             raise ConfigError(f"optimizer {canonical} rejects lr={self.lr}, {self.kwargs}: {e}") from None
 
 

@@ -19,9 +19,12 @@ def resolve(device: torch.device | str | None) -> torch.device:
         raise UserError(f"device {str(device)!r} was asked for but CUDA is not available here; "
                         "use --device cpu or auto")
     try:
-        return torch.device(device)
+        d = torch.device(device)
     except RuntimeError:
         raise UserError(f"device {str(device)!r} is not valid; choose one of: auto, cpu, cuda, cuda:N") from None
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise UserError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return d
 
 
 def cpu_model() -> str:

@@ -105,7 +105,7 @@ class Reference:
         check_n(len(images))
         out: dict = {"extractor": self.extractor_name, "n_generated": len(images),
                      "n_real": len(self.split.heldout), "real_set": f"{self.split.name} held-out "
-                                                                  f"{self.split.fingerprint()}"}
+                                                                  f"{self.tags['heldout_fingerprint']}"}
         for suffix, ex in self.extractors.items():
             gen = cached_features(ex, images, self.cache_dir, {**self.tags, **cache_tags}) if cache_tags \
                 else ex(images)
@@ -180,12 +180,13 @@ class Evaluator:
     """
 
     def __init__(self, n: int | None = None, *, split: Split | None = None,
-                 cache_dir: str | os.PathLike | None = None, seed: int = EVAL_NOISE_SEED):
+                 cache_dir: str | os.PathLike | None = None, seed: int = EVAL_NOISE_SEED,
+                 reference: Reference | None = None):
         self.n = check_n(n) if n is not None else None
         self.split = split
         self.cache_dir = cache_dir
         self.seed = seed
-        self._ref: Reference | None = None
+        self._ref = reference  # a Reference already prepared (extractor + held-out features) is reused
 
     def __call__(self, point) -> dict:
         """``point``: gan_core.train.EvalPoint (g_step, generator, cfg, device, ...)."""

@@ -42,6 +42,23 @@ def _umask() -> int:
     return mask
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """One dict per line; a torn last line (a process killed mid-append) is skipped, not fatal."""
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 

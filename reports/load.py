@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from gan_core import files
 from gan_core.errors import UserError
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
@@ -209,23 +210,6 @@ def resolve_run_dir(recorded: str | None, runs: Path) -> Path | None:
     return None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """One dict per line; a torn last line (a worker killed mid-write) is skipped, not fatal."""
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 CURVE_STATES = ("COMPLETE", "PRUNED", "FAIL")  # a pruned or diverged trial's curve shows where it stopped
 
 
@@ -242,7 +226,7 @@ def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
         if t.run_dir is None or t.run_dir in seen:
             continue
         seen.add(t.run_dir)
-        rows = read_jsonl(t.run_dir / "evals.jsonl")
+        rows = files.read_jsonl(t.run_dir / "evals.jsonl")
         if rows:
             frames.append(pd.DataFrame(rows).assign(trial=t.number, arm=t.arm, seed=t.seed, state=t.state.lower()))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from gan_core import files
 from reports import load, stats
 from reports.load import Keys
 
@@ -110,8 +111,8 @@ def test_postgres_passwords_are_masked():
 def test_a_torn_jsonl_line_is_skipped(tmp_path):
     p = tmp_path / "evals.jsonl"
     p.write_text('{"g_step": 1}\n{"g_step": 2}\n{"g_st')
-    assert load.read_jsonl(p) == [{"g_step": 1}, {"g_step": 2}]
-    assert load.read_jsonl(tmp_path / "missing.jsonl") == []
+    assert files.read_jsonl(p) == [{"g_step": 1}, {"g_step": 2}]
+    assert files.read_jsonl(tmp_path / "missing.jsonl") == []
 
 
 def test_benchmark_json_with_missing_keys_is_read(tmp_path):

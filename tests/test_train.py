@@ -224,3 +224,19 @@ def test_blog_bce_matches_torch_bce_on_sigmoid():
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(g_ours, g_ref)
     assert torch.isnan(train.blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
+
+
+def test_intervals_that_are_not_multiples_of_log_every_still_fire_at_the_next_tick(split, tiny):
+    seen = []
+    train.train(tiny(steps=12, log_every=4, eval_every=3), split=split,
+                on_eval=lambda point: seen.append(point.g_step) or {})
+    assert seen == [4, 8, 12]  # 3 crossed by 4, 6 by 8, 9 by 12 (and the end)
+
+
+def test_resume_survives_a_torn_last_stats_line(split, tiny, tmp_path):
+    train.train(tiny(steps=4, log_every=2, checkpoint_every=2), tmp_path / "r", split=split)
+    with open(tmp_path / "r" / "stats.jsonl", "a") as f:
+        f.write('{"g_step": 6, "loss')  # a process killed mid-append
+    r = train.train(tiny(steps=6, log_every=2, checkpoint_every=2), tmp_path / "r", split=split, resume=True)
+    assert r.g_steps == 6
+    assert [s[0] for s in losses(tmp_path / "r")] == [2, 4, 6]
