@@ -258,14 +258,15 @@ def summary_table(study, ctx, floor: dict | None) -> str:
         sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
         return f"{statistics.mean(xs):.4g} +- {sd:.2g}"
 
-    header = f"{'arm':<22} {'seeds':>5}  {ctx.objective + ' (mean +- sd)':<22} {kid_key + ' (mean +- sd)':<26} failed"
+    w = max([len("real-data floor"), *map(len, rows)])  # the widest arm label sets the first column
+    header = f"{'arm':<{w}} {'seeds':>5}  {ctx.objective + ' (mean +- sd)':<22} {kid_key + ' (mean +- sd)':<26} failed"
     lines = [header, "-" * len(header)]
     for arm in sorted(rows, key=lambda a: order.index(a) if a in order else len(order)):
         r = rows[arm]
         failed = ", ".join(f"{r['failed'].count(k)} {k}" for k in sorted(set(r["failed"]))) or "-"
-        lines.append(f"{arm:<22} {len(r['fid']):>5}  {spread(r['fid']):<22} {spread(r['kid']):<26} {failed}")
+        lines.append(f"{arm:<{w}} {len(r['fid']):>5}  {spread(r['fid']):<22} {spread(r['kid']):<26} {failed}")
     if floor:
-        lines.append(f"{'real-data floor':<22} {'':>5}  {floor[ctx.objective]:<22.4g} {floor[kid_key]:<26.4g}")
+        lines.append(f"{'real-data floor':<{w}} {'':>5}  {floor[ctx.objective]:<22.4g} {floor[kid_key]:<26.4g}")
     complete = sum(len(r["fid"]) for r in rows.values())
     if rows and complete == 0:
         lines.append("every trial of this study failed: see the reasons above and in the run folders")
