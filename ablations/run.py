@@ -68,7 +68,6 @@ def listing() -> str:
 
 def settings_from_args(args: argparse.Namespace) -> dict:
     """Validate every input before anything is written; return plain settings a worker process can take."""
-    import torch
 
     from ablations import budgets
     from ablations.studies import REGISTRY
@@ -87,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         changes["data.root"] = args.data_root
     base = override(base, changes)
     device = devices.resolve(base.device.device)
-    budget = budgets.resolve(args.budget, cuda=device.type == "cuda" and torch.cuda.is_available())
+    budget = budgets.resolve(args.budget, cuda=device.type == "cuda")  # resolve() refused CUDA where there is none
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")

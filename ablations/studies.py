@@ -13,6 +13,8 @@ from fractions import Fraction
 
 import optuna
 
+from gan_core.config import parse_ratio
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -97,7 +99,7 @@ grid("seed_quirks", "quirk fixed", "Why were the blog's digits blurry?",
 
 def _joint_space(trial: optuna.Trial) -> dict:
     ratio = trial.suggest_categorical("ratio", ["5:1", "2:1", "1:1", "1:2", "1:5"])
-    d, g = (int(x) for x in ratio.split(":"))
+    d, g = parse_ratio(ratio)
     optim = trial.suggest_categorical("optimizer", [a.label for a in OPTIMIZER_ARMS])
     return {
         "schedule.d_steps": d, "schedule.g_steps": g,

@@ -138,12 +138,13 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
         raise
     files.write_json(run_dir / "metrics.json", metrics)
     trial.set_user_attr("metrics", metrics)
+    device = next(result.generator.parameters()).device
     trial.set_user_attr("budget", {
         "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,
         "wall_s": round(result.wall_s, 3), "flops": result.flops,
         "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
-        "device": str(next(result.generator.parameters()).device),
-        "device_name": devices.name(next(result.generator.parameters()).device),
+        "device": str(device),
+        "device_name": devices.name(device),
     })
     return metrics[ctx.objective]
 

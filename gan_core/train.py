@@ -346,11 +346,11 @@ def train(
         t_tick = time.perf_counter()
         t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
 
+    s = summary("finished")
     if out is not None:
         _save_samples(out / "samples.png", g_net, fixed_noise, m.head)
         checkpoint()
-        files.write_json(out / "summary.json", summary("finished"))
-    s = summary("finished")
+        files.write_json(out / "summary.json", s)
     result.g_steps, result.d_steps, result.real_images = g_step, d_step, s["real_images"]
     result.wall_s, result.flops = wall_s, s["flops"]
     return result

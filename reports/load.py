@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from ablations.storage import DEFAULT_URL
 from gan_core import files
 from gan_core.errors import UserError
 
@@ -91,7 +92,7 @@ TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "preci
                  "torch_fidelity", "host", "batch_size"]
 
 
-DEFAULT_STORAGE = "sqlite:///runs/ablations.db"  # ablations.storage.DEFAULT_URL: where ablations.run writes
+DEFAULT_STORAGE = DEFAULT_URL  # where ablations.run writes
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
