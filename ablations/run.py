@@ -68,7 +68,6 @@ def listing() -> str:
 
 def settings_from_args(args: argparse.Namespace) -> dict:
     """Validate every input before anything is written; return plain settings a worker process can take."""
-
     from ablations import budgets
     from ablations.studies import REGISTRY
     from gan_core import devices
