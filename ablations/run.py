@@ -209,7 +209,13 @@ def work(settings: dict, threads: int | None = None, ctx=None, study=None) -> No
             idle_since = None
         elif sum(t.state not in (TrialState.WAITING, TrialState.RUNNING) for t in trials) >= ctx.budget.joint_trials:
             return
-        study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
+        try:
+            study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
+        except ValueError as e:
+            # On SQLite two workers can pop the same queued trial (the pop is not atomic there); the
+            # one that finishes second cannot record it again. The trial is done: go on.
+            if "Cannot tell a" not in str(e):
+                raise
 
 
 def _print_trial(study, trial) -> None:
