@@ -20,8 +20,8 @@ from functools import partial
 from pathlib import Path
 
 from gan_core import cli
-from gan_core.config import PRESETS, SOURCES
 from gan_core.errors import UserError
+from gan_core.training.config import PRESETS, SOURCES
 
 PROG = "python -m ablations.run"
 
@@ -71,7 +71,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     from ablations import budgets
     from ablations.studies import REGISTRY
     from gan_core import devices
-    from gan_core.config import override, preset
+    from gan_core.training.config import override, preset
 
     if not args.study:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
@@ -129,9 +129,9 @@ def make_context(settings: dict):
     from ablations.studies import REGISTRY
     from ablations.trial import Context
     from gan_core import data, devices
-    from gan_core.config import RunConfig
-    from gan_core.evaluation import Evaluator, Reference, default_n
-    from gan_core.metrics import count_tag
+    from gan_core.judging.evaluation import Evaluator, Reference, default_n
+    from gan_core.judging.metrics import count_tag
+    from gan_core.training.config import RunConfig
 
     base = RunConfig.from_dict(settings["base"])
     budget = BUDGETS[settings["budget"]]

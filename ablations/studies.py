@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import optuna
 
-from gan_core.config import parse_ratio
+from gan_core.training.config import parse_ratio
 
 
 @dataclass(frozen=True)

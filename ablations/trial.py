@@ -19,12 +19,12 @@ import torch
 from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices, files
-from gan_core.config import RunConfig, override
-from gan_core.data import Split
 from gan_core.errors import Diverged
-from gan_core.evaluation import Evaluator, Reference, evaluate_generator
-from gan_core.metrics import count_tag
-from gan_core.train import train
+from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator
+from gan_core.judging.metrics import count_tag
+from gan_core.training.config import RunConfig, override
+from gan_core.training.data import Split
+from gan_core.training.loop import train
 
 FINAL_FAILURES = ("diverged", "out of memory")  # results, not accidents: a rerun does not repeat them
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks.harness import Comparisons, MatmulPeak
-from gan_core import data
-from gan_core.config import DataConfig, RunConfig
+from gan_core.training import data
+from gan_core.training.config import DataConfig, RunConfig
 
 THREADS_ENV = "MNIST_GAN_BENCH_THREADS"
 

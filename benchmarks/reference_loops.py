@@ -9,7 +9,7 @@
   the D step's fake batch.
 
 Both take the model, optimizers, batch and D:G schedule from the same RunConfig as
-``gan_core.train.GanSteps``, so that one ``iteration()`` of any of the three is the same training
+``gan_core.training.loop.GanSteps``, so that one ``iteration()`` of any of the three is the same training
 work: d_steps D steps and g_steps G steps on the same networks (tests/test_benchmarks_reference.py
 checks this). What differs is how each loop feeds, syncs and logs, which is what is measured.
 Where a loop's own idiom computes more or less than GanSteps (the blog's G steps also compute D's
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gan_core import models, sampling
-from gan_core.config import RunConfig
-from gan_core.train import GanSteps, build_models, make_optimizer
+from gan_core.training import models, sampling
+from gan_core.training.config import RunConfig
+from gan_core.training.loop import GanSteps, build_models, make_optimizer
 
 PLOT_CLEAR_EVERY = 500  # scatter calls between plt.clf(): the blog's figure only grows, a benchmark's must not
 
@@ -78,7 +78,7 @@ class _Loop:
 
 
 class ProjectLoop(GanSteps):
-    """GanSteps with the benchmarks' warm-up: the project loop, as gan_core.train.train runs it."""
+    """GanSteps with the benchmarks' warm-up: the project loop, as gan_core.training.loop.train runs it."""
 
     def warm_up(self) -> None:
         self.iteration(g_steps=1)

@@ -1,7 +1,7 @@
 """Evaluation throughput: feature extraction + FID + KID + precision/recall of n generated samples
 against the held-out set, for n = 1k and 10k.
 
-One timed call is what ``gan_core.evaluation.Reference.score`` spends per evaluation: the MNIST
+One timed call is what ``gan_core.judging.evaluation.Reference.score`` spends per evaluation: the MNIST
 extractor on the n samples, then FID, KID and precision/recall against the held-out features
 (computed once in setup and kept, as Reference does; the classifier score and mode shares that
 score() adds cost milliseconds and are left out). Each part's best time goes into extra_info
@@ -46,7 +46,7 @@ def gan_eval():
     try:
         from gan_core import evaluation, metrics
     except ImportError as e:
-        pytest.skip(f"gan_core.evaluation / gan_core.metrics are not importable yet: {e}")
+        pytest.skip(f"gan_core.judging.evaluation / gan_core.judging.metrics are not importable yet: {e}")
     missing = [f"evaluation.{n}" for n in ("Reference",) if not hasattr(evaluation, n)]
     missing += [f"metrics.{n}" for n in ("fid", "kid", "precision_recall") if not hasattr(metrics, n)]
     if missing:

@@ -1,6 +1,6 @@
 """Training throughput: one training iteration (d_steps D steps, then g_steps G steps) per timed call.
 
-Cases are model x device x loop/variant. ``project`` is gan_core.train.GanSteps, the loop that
+Cases are model x device x loop/variant. ``project`` is gan_core.training.loop.GanSteps, the loop that
 ``train()`` runs; ``blog`` and ``example`` are the baselines in benchmarks/reference_loops.py, on
 the same model, batch and D:G schedule, so their speed-up ratio is a like-for-like comparison.
 CUDA variants switch on what RunConfig.device offers: bf16 autocast, channels_last,
@@ -23,9 +23,9 @@ import torch
 
 from benchmarks import harness
 from benchmarks.reference_loops import make_loop
-from gan_core import data
-from gan_core.config import RunConfig, override, preset
-from gan_core.train import count_flops
+from gan_core.training import data
+from gan_core.training.config import RunConfig, override, preset
+from gan_core.training.loop import count_flops
 
 # name -> (preset, overrides). "blog" is preset("seed"): the blog's model, 3 channels, batch 100, 1:5.
 MODELS: dict[str, tuple[str, dict]] = {

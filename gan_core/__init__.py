@@ -1,1 +1,10 @@
-"""mnist-gan-bench library: config, data, models, training loop, metrics."""
+"""mnist-gan-bench library, in two halves.
+
+- ``gan_core.training``: the frozen RunConfig, data sources, the model family, sampling, the training
+  loop and its run folder.
+- ``gan_core.judging``: the shipped MNIST feature extractor, features, metrics (torch-fidelity) and
+  evaluation against held-out digits. Judging imports training, never the reverse.
+
+Beside them: shared plumbing (errors, atomic files, devices, the CLI helper, storage URLs) and the thin
+CLIs ``python -m gan_core.train``, ``gan_core.evaluate`` and ``gan_core.train_extractor``.
+"""

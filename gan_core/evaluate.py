@@ -3,7 +3,7 @@
 `python -m gan_core.evaluate --real-vs-real [--data SOURCE]`: the floor (a class-balanced draw
 from the train split against the held-out set), the best score any generator can reach here.
 
-Thin: parsing and printing; the work is gan_core.evaluation. Errors are one line, exit status 2.
+Thin: parsing and printing; the work is gan_core.judging.evaluation. Errors are one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PROG = "python -m gan_core.evaluate"
 
 
 def _samples(text: str) -> int:
-    from gan_core.metrics import MIN_SAMPLES
+    from gan_core.judging.metrics import MIN_SAMPLES
 
     if not text.isdigit() or int(text) < MIN_SAMPLES:
         raise argparse.ArgumentTypeError(f"must be an integer >= {MIN_SAMPLES}, got {text!r}")
@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                    help="torch-fidelity's Inception-v3 weights file; implies --inception")
     p.add_argument("--cache-dir", default=None, help="real-feature cache (default: $MNIST_GAN_BENCH_CACHE or "
                                                      "~/.cache/mnist-gan-bench)")
-    # no argparse choices: importing gan_core.config imports torch (seconds); DataConfig checks the value
+    # no argparse choices: importing gan_core.training.config imports torch (seconds); DataConfig checks the value
     p.add_argument("--data", default="embedded", help="with --real-vs-real: embedded, mnist or folder")
     p.add_argument("--data-root", default=None, help="with --real-vs-real: the data folder (mnist, folder)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -60,7 +60,7 @@ def _main(argv: list[str] | None) -> int:
     if args.run_dir is not None and not Path(args.run_dir).is_dir():  # fail before the slow imports
         raise UserError(f"run folder {args.run_dir} does not exist")
     from gan_core import data, evaluation
-    from gan_core.config import DataConfig
+    from gan_core.training.config import DataConfig
 
     inception = args.inception or args.inception_weights is not None
     if args.real_vs_real:

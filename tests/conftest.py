@@ -1,7 +1,7 @@
 import pytest
 
-from gan_core import data
-from gan_core.config import DataConfig, RunConfig, override
+from gan_core.training import data
+from gan_core.training.config import DataConfig, RunConfig, override
 
 
 @pytest.fixture(scope="session")

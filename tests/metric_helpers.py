@@ -10,8 +10,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from gan_core import data, sampling
-from gan_core.config import DataConfig
+from gan_core.training import data, sampling
+from gan_core.training.config import DataConfig
 
 
 @functools.lru_cache(maxsize=1)

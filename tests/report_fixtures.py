@@ -3,9 +3,9 @@
 Running the real studies even at the smoke budget takes minutes on 2 cores, so the report tests
 use trials written straight into an Optuna storage with ``study.add_trial``: the same study and
 trial user attrs as ablations/run.py and ablations/trial.py write, parameters drawn from the real
-search spaces (ablations.studies), metric names from gan_core.metrics.count_tag, and run folders
+search spaces (ablations.studies), metric names from gan_core.judging.metrics.count_tag, and run folders
 with config.json, stats.jsonl, evals.jsonl, metrics.json and samples.png. test_reports checks that
-the metric keys here are the ones gan_core.metrics.compare produces, so the two cannot drift apart.
+the metric keys here are the ones gan_core.judging.metrics.compare produces, so the two cannot drift apart.
 
 The numbers are made up with known answers: in step_ratio "1:1" is clearly best, in seed_quirks
 fixing "fresh noise" buys the most, depth has one seed per arm (no verdict possible).
@@ -26,8 +26,8 @@ from PIL import Image
 from ablations.budgets import BUDGETS
 from ablations.studies import REGISTRY
 from ablations.trial import slug
-from gan_core.config import override, preset
-from gan_core.metrics import count_tag
+from gan_core.judging.metrics import count_tag
+from gan_core.training.config import override, preset
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
 SPLIT = [4000, 1000]
@@ -39,7 +39,7 @@ RECORDED_RUNS = "/nonexistent-host/runs"
 
 
 def metrics(n: int, fid: float, kid: float, rng: np.random.Generator, covered: int = 10) -> dict:
-    """A metrics dict like gan_core.evaluation.Reference.score's, names tagged with the sample count."""
+    """A metrics dict like gan_core.judging.evaluation.Reference.score's, names tagged with the sample count."""
     t = count_tag(n)
     shares = np.zeros(10)
     shares[:covered] = rng.dirichlet(np.full(covered, 20.0))

@@ -17,8 +17,8 @@ from benchmarks.reference_loops import (
     make_loop,
     write_image_folder,
 )
-from gan_core import data, sampling
-from gan_core.train import GanSteps
+from gan_core.training import data, sampling
+from gan_core.training.loop import GanSteps
 
 # These networks are tiny: with a thread per core every op waits on its peers, which on the shared CPU made this
 # file 5x slower. What is checked here does not depend on threads.

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from gan_core.config import PRESETS, OptimizerConfig, RunConfig, override, parse_ratio, preset
 from gan_core.errors import ConfigError
+from gan_core.training.config import PRESETS, OptimizerConfig, RunConfig, override, parse_ratio, preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

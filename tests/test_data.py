@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_core import data, sampling
-from gan_core.config import DataConfig
 from gan_core.errors import DataError
+from gan_core.training import data, sampling
+from gan_core.training.config import DataConfig
 
 
 def row_hashes(images: torch.Tensor) -> set[str]:

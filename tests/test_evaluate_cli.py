@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gan_core import data, evaluate, train
+from gan_core import evaluate
+from gan_core.training import data, loop
 from tests.conftest import tiny_config
 from tests.metric_helpers import embedded_split, one_thread
 
@@ -36,7 +37,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train.train(tiny_config(steps=2), out, split=embedded_split())
+    loop.train(tiny_config(steps=2), out, split=embedded_split())
     return out
 
 

@@ -11,10 +11,12 @@ import pytest
 import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from gan_core import data, extractor, sampling, train_extractor
+from gan_core import train_extractor
 from gan_core.errors import UserError
-from gan_core.evaluation import generate_for_eval
-from gan_core.features import mnist_extractor
+from gan_core.judging import extractor, extractor_training
+from gan_core.judging.evaluation import generate_for_eval
+from gan_core.judging.features import mnist_extractor
+from gan_core.training import data, sampling
 from tests.metric_helpers import ReplayGenerator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -47,7 +49,7 @@ def test_real_images_through_the_generated_path_give_the_same_features(embedded,
     direct = ex(real)
     # What a generator of this head/channel count emits for these digits, then the evaluation's own sampling path.
     g = ReplayGenerator(real, head, channels)
-    generated = generate_for_eval(g, head, len(real), "cpu")
+    generated = generate_for_eval(g, head, len(real))
     assert torch.equal(generated, real)
     via_generator = ex(generated)
     assert torch.equal(via_generator.features, direct.features)
@@ -81,7 +83,7 @@ def test_registered_once_under_a_name_with_the_weights_sha():
 def test_shipped_weights_are_small_and_reach_the_stated_heldout_accuracy(embedded):
     info = extractor.load_info()
     assert extractor.WEIGHTS.stat().st_size < 1_000_000
-    acc = train_extractor.accuracy(extractor.load_model(), embedded.heldout, embedded.heldout_labels)
+    acc = extractor_training.accuracy(extractor.load_model(), embedded.heldout, embedded.heldout_labels)
     assert acc >= 0.97
     assert abs(acc - info["heldout_accuracy"]) <= 0.005
     assert info["heldout_fingerprint"] == embedded.fingerprint()  # measured on this very held-out set
@@ -107,7 +109,7 @@ def test_training_is_deterministic_and_never_touches_the_heldout_set(embedded):
     rng_before, deterministic_before = torch.get_rng_state(), torch.are_deterministic_algorithms_enabled()
 
     def digest(seed: int) -> str:
-        model = train_extractor.train_extractor(train_only, epochs=1, seed=seed, train_limit=256)
+        model = extractor_training.train_extractor(train_only, epochs=1, seed=seed, train_limit=256)
         return hashlib.sha256(extractor.state_bytes(model)).hexdigest()
 
     first, second = digest(0), digest(0)
@@ -142,6 +144,6 @@ def test_training_cli_rejects_bad_epochs(capsys):
 def test_retraining_reproduces_the_shipped_accuracy(embedded):
     # The full recipe (~30 s on one core here): the shipped weights must be what the script makes.
     info = extractor.load_info()
-    model = train_extractor.train_extractor(embedded, epochs=info["epochs"], seed=info["seed"])
-    acc = train_extractor.accuracy(model, embedded.heldout, embedded.heldout_labels)
+    model = extractor_training.train_extractor(embedded, epochs=info["epochs"], seed=info["seed"])
+    acc = extractor_training.accuracy(model, embedded.heldout, embedded.heldout_labels)
     assert abs(acc - info["heldout_accuracy"]) <= 0.005

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from gan_core import evaluate, evaluation, inception
+from gan_core import evaluate
 from gan_core.errors import UserError
+from gan_core.judging import evaluation, inception
 from tests.metric_helpers import embedded_split, one_thread
 
 

@@ -12,9 +12,10 @@ import scipy.linalg
 import torch
 import torch_fidelity
 
-from gan_core import evaluation, extractor, features, metrics, models
 from gan_core.errors import UserError
-from gan_core.features import FeatureSet
+from gan_core.judging import evaluation, extractor, features, metrics
+from gan_core.judging.features import FeatureSet
+from gan_core.training import models
 from tests.metric_helpers import add_noise, blur, uniform_noise
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -282,7 +283,7 @@ def test_torch_fidelity_cache_is_never_written(embedded, tmp_path, monkeypatch, 
 
 
 def test_evaluator_as_on_eval_callback_leaves_the_generator_as_it_was(embedded, cache_dir):
-    from gan_core.train import EvalPoint
+    from gan_core.training.loop import EvalPoint
     from tests.conftest import tiny_config
 
     cfg = tiny_config()

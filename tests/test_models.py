@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core import models
+from gan_core.training import models
 from tests.blog_reference import Dis_net, Gen_net
 
 

@@ -111,8 +111,8 @@ def first_number(text: str) -> float:
 def test_fixture_metric_names_are_the_ones_gan_core_computes():
     import torch
 
-    from gan_core.features import FeatureSet
-    from gan_core.metrics import compare
+    from gan_core.judging.features import FeatureSet
+    from gan_core.judging.metrics import compare
 
     g = torch.Generator().manual_seed(0)
     gen = FeatureSet(torch.randn(40, 8, generator=g), torch.randn(40, 10, generator=g))

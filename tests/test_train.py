@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_core import train
-from gan_core.config import RunConfig
 from gan_core.errors import Diverged, UserError
+from gan_core.training import loop
+from gan_core.training.config import RunConfig
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def count_steps(monkeypatch):
     """Count the optimizer steps train() really takes, per network."""
     counts = {"g": 0, "d": 0}
     made = []
-    real_make = train.make_optimizer
+    real_make = loop.make_optimizer
 
     def make(params, cfg):
         opt = real_make(params, cfg)
@@ -23,7 +23,7 @@ def count_steps(monkeypatch):
         opt.register_step_post_hook(lambda *_: counts.__setitem__(key, counts[key] + 1))
         return opt
 
-    monkeypatch.setattr(train, "make_optimizer", make)
+    monkeypatch.setattr(loop, "make_optimizer", make)
     return counts
 
 
@@ -36,7 +36,7 @@ def count_steps(monkeypatch):
 ])
 def test_d_and_g_step_counts_follow_the_ratio(split, tiny, count_steps, d_steps, g_steps, steps, expect_d):
     cfg = tiny(steps=steps, **{"schedule.d_steps": d_steps, "schedule.g_steps": g_steps})
-    r = train.train(cfg, split=split)
+    r = loop.train(cfg, split=split)
     assert (r.g_steps, r.d_steps) == (steps, expect_d)
     assert count_steps == {"g": steps, "d": expect_d}
     assert r.real_images == expect_d * cfg.schedule.batch_size
@@ -44,7 +44,7 @@ def test_d_and_g_step_counts_follow_the_ratio(split, tiny, count_steps, d_steps,
 
 def test_run_folder_holds_config_stats_samples_checkpoint_summary(split, tiny, tmp_path):
     cfg = tiny(steps=10, log_every=5)
-    r = train.train(cfg, tmp_path / "run", split=split)
+    r = loop.train(cfg, tmp_path / "run", split=split)
     run = tmp_path / "run"
     assert RunConfig.from_json((run / "config.json").read_text()) == cfg
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
@@ -60,10 +60,10 @@ def test_run_folder_holds_config_stats_samples_checkpoint_summary(split, tiny, t
 
 
 def test_flops_scale_with_batch_and_width(tiny):
-    d8, g8 = train.count_flops(tiny(**{"schedule.batch_size": 8}))
-    d16, g16 = train.count_flops(tiny(**{"schedule.batch_size": 16}))
+    d8, g8 = loop.count_flops(tiny(**{"schedule.batch_size": 8}))
+    d16, g16 = loop.count_flops(tiny(**{"schedule.batch_size": 16}))
     assert d16 == pytest.approx(2 * d8) and g16 == pytest.approx(2 * g8)
-    _, g_wide = train.count_flops(tiny(**{"model.width": 1 / 8}))
+    _, g_wide = loop.count_flops(tiny(**{"model.width": 1 / 8}))
     assert g_wide > 3 * g8  # convolutions grow with the square of the width
 
 
@@ -74,8 +74,8 @@ def losses(run_dir):
 
 def test_training_is_deterministic_on_cpu(split, tiny, tmp_path):
     for name in ("a", "b"):
-        train.train(tiny(steps=10, log_every=2), tmp_path / name, split=split)
-    train.train(tiny(steps=10, log_every=2, seed=1), tmp_path / "c", split=split)
+        loop.train(tiny(steps=10, log_every=2), tmp_path / name, split=split)
+    loop.train(tiny(steps=10, log_every=2, seed=1), tmp_path / "c", split=split)
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert losses(tmp_path / "a") != losses(tmp_path / "c")
 
@@ -84,9 +84,9 @@ def test_training_is_deterministic_on_cpu(split, tiny, tmp_path):
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(split, tiny, tmp_path, reuse):
     cfg = tiny(steps=20, log_every=2, checkpoint_every=10, **{"schedule.reuse_noise": reuse,
                                                             "schedule.d_steps": 1, "schedule.g_steps": 2})
-    full = train.train(cfg, tmp_path / "full", split=split)
-    train.train(tiny(**{**_flat(cfg), "steps": 10}), tmp_path / "part", split=split)
-    resumed = train.train(cfg, tmp_path / "part", split=split, resume=True)
+    full = loop.train(cfg, tmp_path / "full", split=split)
+    loop.train(tiny(**{**_flat(cfg), "steps": 10}), tmp_path / "part", split=split)
+    resumed = loop.train(cfg, tmp_path / "part", split=split, resume=True)
     assert losses(tmp_path / "part") == losses(tmp_path / "full")
     assert (resumed.g_steps, resumed.d_steps) == (full.g_steps, full.d_steps)
     for a, b in zip(full.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
@@ -105,19 +105,19 @@ def _flat(cfg):
 
 
 def test_resume_refuses_a_different_experiment(split, tiny, tmp_path):
-    train.train(tiny(steps=4), tmp_path / "r", split=split)
+    loop.train(tiny(steps=4), tmp_path / "r", split=split)
     with pytest.raises(UserError, match="differs in schedule"):
-        train.train(tiny(steps=8, **{"schedule.batch_size": 4}), tmp_path / "r", split=split, resume=True)
+        loop.train(tiny(steps=8, **{"schedule.batch_size": 4}), tmp_path / "r", split=split, resume=True)
 
 
 def test_a_finished_run_folder_is_not_overwritten_without_resume(split, tiny, tmp_path):
-    train.train(tiny(steps=2), tmp_path / "r", split=split)
+    loop.train(tiny(steps=2), tmp_path / "r", split=split)
     with pytest.raises(UserError, match="already holds a run"):
-        train.train(tiny(steps=2), tmp_path / "r", split=split)
+        loop.train(tiny(steps=2), tmp_path / "r", split=split)
 
 
 def test_nan_loss_stops_with_the_step_where_it_appeared(split, tiny, tmp_path, monkeypatch):
-    real_loss = train.gan_loss
+    real_loss = loop.gan_loss
     calls = {"g": 0, "last_was_fake": False}
 
     def poisoned(name):
@@ -134,9 +134,9 @@ def test_nan_loss_stops_with_the_step_where_it_appeared(split, tiny, tmp_path, m
             return value
         return loss
 
-    monkeypatch.setattr(train, "gan_loss", poisoned)
+    monkeypatch.setattr(loop, "gan_loss", poisoned)
     with pytest.raises(Diverged, match="diverged at step 7") as e:
-        train.train(tiny(steps=20, log_every=5, checkpoint_every=5), tmp_path / "r", split=split)
+        loop.train(tiny(steps=20, log_every=5, checkpoint_every=5), tmp_path / "r", split=split)
     assert e.value.step == 7
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["status"] == "diverged" and "step 7" in summary["reason"]
@@ -151,22 +151,22 @@ def test_nan_weights_are_detected(split, tiny, monkeypatch):
                 next(iter(state["g"].parameters())).fill_(float("inf"))
 
     state = {}
-    real_build = train.build_models
+    real_build = loop.build_models
 
     def build(cfg):
         g, d = real_build(cfg)
         state.setdefault("g", g)  # the first build is the trained one; count_flops builds another on meta
         return g, d
 
-    monkeypatch.setattr(train, "build_models", build)
+    monkeypatch.setattr(loop, "build_models", build)
     with pytest.raises(Diverged, match="diverged at step"):
-        train.train(tiny(steps=12, log_every=4, **{"schedule.loss": "bce"}), split=split, on_log=poison)
+        loop.train(tiny(steps=12, log_every=4, **{"schedule.loss": "bce"}), split=split, on_log=poison)
 
 
 @pytest.mark.parametrize("reuse", [True, False])
 def test_noise_is_fresh_every_step_unless_the_blog_quirk_is_on(split, tiny, monkeypatch, reuse):
     seen = []
-    real_build = train.build_models
+    real_build = loop.build_models
 
     def build(cfg):
         g, d = real_build(cfg)
@@ -176,8 +176,8 @@ def test_noise_is_fresh_every_step_unless_the_blog_quirk_is_on(split, tiny, monk
         return g, d
 
     built = []
-    monkeypatch.setattr(train, "build_models", build)
-    train.train(tiny(steps=4, **{"schedule.reuse_noise": reuse}), split=split)
+    monkeypatch.setattr(loop, "build_models", build)
+    loop.train(tiny(steps=4, **{"schedule.reuse_noise": reuse}), split=split)
     g_step_noise = seen[: 4]  # forward passes with grad enabled are the G steps (samples run under no_grad)
     same = [torch.equal(g_step_noise[0], z) for z in g_step_noise[1:]]
     assert all(same) if reuse else not any(same)
@@ -191,52 +191,52 @@ def test_on_eval_is_called_at_its_interval_and_logged(split, tiny, tmp_path):
         seen.append(point.g_step)
         return {"score": float(point.g_step)}
 
-    r = train.train(tiny(steps=10, log_every=1, eval_every=4), tmp_path / "r", split=split, on_eval=on_eval)
+    r = loop.train(tiny(steps=10, log_every=1, eval_every=4), tmp_path / "r", split=split, on_eval=on_eval)
     assert seen == [4, 8, 10]
     rows = [json.loads(x) for x in (tmp_path / "r" / "evals.jsonl").read_text().splitlines()]
     assert [row["score"] for row in rows] == [4.0, 8.0, 10.0] and r.evals == rows
 
 
 def test_load_run_restores_the_generator(split, tiny, tmp_path):
-    r = train.train(tiny(steps=3), tmp_path / "r", split=split)
-    cfg, g = train.load_run(tmp_path / "r")
+    r = loop.train(tiny(steps=3), tmp_path / "r", split=split)
+    cfg, g = loop.load_run(tmp_path / "r")
     assert cfg == r.cfg and not g.training
     for a, b in zip(g.state_dict().values(), r.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="not a run folder"):
-        train.load_run(tmp_path / "missing")
+        loop.load_run(tmp_path / "missing")
 
 
 def test_cuda_request_without_cuda_is_a_user_error(tiny, split):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(UserError, match="CUDA is not available"):
-        train.train(tiny(**{"device.device": "cuda"}), split=split)
+        loop.train(tiny(**{"device.device": "cuda"}), split=split)
 
 
 def test_blog_bce_matches_torch_bce_on_sigmoid():
     logits = torch.cat([torch.randn(60) * 8, torch.tensor([-30.0, 30.0, -30.0, 30.0])]).requires_grad_()
     target = torch.cat([(torch.rand(60) > 0.5).float(), torch.tensor([0.0, 0.0, 1.0, 1.0])])  # saturated too
-    ours = train.blog_bce(logits, target)
+    ours = loop.blog_bce(logits, target)
     (g_ours,) = torch.autograd.grad(ours, logits)
     ref = torch.nn.BCELoss()(torch.sigmoid(logits), target)
     (g_ref,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(g_ours, g_ref)
-    assert torch.isnan(train.blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
+    assert torch.isnan(loop.blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
 
 
 def test_intervals_that_are_not_multiples_of_log_every_still_fire_at_the_next_tick(split, tiny):
     seen = []
-    train.train(tiny(steps=12, log_every=4, eval_every=3), split=split,
+    loop.train(tiny(steps=12, log_every=4, eval_every=3), split=split,
                 on_eval=lambda point: seen.append(point.g_step) or {})
     assert seen == [4, 8, 12]  # 3 crossed by 4, 6 by 8, 9 by 12 (and the end)
 
 
 def test_resume_survives_a_torn_last_stats_line(split, tiny, tmp_path):
-    train.train(tiny(steps=4, log_every=2, checkpoint_every=2), tmp_path / "r", split=split)
+    loop.train(tiny(steps=4, log_every=2, checkpoint_every=2), tmp_path / "r", split=split)
     with open(tmp_path / "r" / "stats.jsonl", "a") as f:
         f.write('{"g_step": 6, "loss')  # a process killed mid-append
-    r = train.train(tiny(steps=6, log_every=2, checkpoint_every=2), tmp_path / "r", split=split, resume=True)
+    r = loop.train(tiny(steps=6, log_every=2, checkpoint_every=2), tmp_path / "r", split=split, resume=True)
     assert r.g_steps == 6
     assert [s[0] for s in losses(tmp_path / "r")] == [2, 4, 6]

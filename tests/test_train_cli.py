@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from gan_core import train_cli
-from gan_core.config import RunConfig, preset
+from gan_core import train as train_cli
+from gan_core.training.config import RunConfig, preset
 
 
 def run_cli(*args, cwd=None):

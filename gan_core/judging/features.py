@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from gan_core import extractor, files
+from gan_core import files
 from gan_core.errors import UserError
+from gan_core.judging import extractor
 
 CACHE_FORMAT = 1  # bump when the cache file layout or the key's meaning changes
 CACHE_ENV = files.CACHE_ENV
@@ -59,7 +60,7 @@ class Extractor:
         same features on one machine, whatever the batch size (up to float rounding)."""
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(f"features are computed from uint8 images [N, C, H, W], got {images.dtype} "
-                            f"{list(images.shape)}; quantise with gan_core.sampling.to_uint8 first")
+                            f"{list(images.shape)}; quantise with gan_core.training.sampling.to_uint8 first")
         if len(images) == 0:
             raise ValueError("no images to compute features from")
         feats, logits = [], []

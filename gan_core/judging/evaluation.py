@@ -7,7 +7,7 @@
   held-out set, same counts: what a perfect generator (one that reproduces the data distribution)
   would score here. It is not zero, because two finite samples differ.
 - ``evaluate_run``: a run folder's generator -> ``metrics.json`` (atomic), floor included.
-- ``Evaluator``: the callback ``gan_core.train.train(on_eval=...)`` calls at intervals.
+- ``Evaluator``: the callback ``gan_core.training.loop.train(on_eval=...)`` calls at intervals.
 
 Generated images come from fixed noise (``EVAL_NOISE_SEED``, the same for every run, so that runs
 are compared on the same latent vectors), in eval mode, quantised to uint8 like the real data.
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan_core import devices, files, sampling
-from gan_core.data import Split
+from gan_core import devices, files
 from gan_core.errors import UserError
-from gan_core.features import Extractor, FeatureSet, cached_features, mnist_extractor
-from gan_core.metrics import MIN_SAMPLES, compare
+from gan_core.judging.features import Extractor, FeatureSet, cached_features, mnist_extractor
+from gan_core.judging.metrics import MIN_SAMPLES, compare
+from gan_core.training import sampling
+from gan_core.training.data import Split
 
 EVAL_NOISE_SEED = 20240612  # latent vectors of every evaluation (pictures use the run's own seed)
 FLOOR_SEED = 20240613  # the floor's class-balanced draw from the train split
@@ -81,7 +82,7 @@ class Reference:
         self.cache_dir = cache_dir
         self.extractors: dict[str, Extractor] = {"": mnist or mnist_extractor(self.device)}
         if inception or inception_weights is not None:
-            from gan_core.inception import inception_extractor
+            from gan_core.judging.inception import inception_extractor
 
             self.extractors[INCEPTION_SUFFIX] = inception_extractor(inception_weights, self.device)
         self.tags = {"data": split.name, "heldout_fingerprint": split.fingerprint()}
@@ -126,18 +127,16 @@ def evaluate_images(images: torch.Tensor, split: Split, **reference_kwargs) -> d
     return Reference(split, **reference_kwargs).score(images)
 
 
-def generate_for_eval(generator: nn.Module, head: str, n: int, device: torch.device | str,
-                      seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
+def generate_for_eval(generator: nn.Module, head: str, n: int, seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
     """n uint8 images from the fixed evaluation noise; the generator's train/eval mode is restored after."""
-    return sampling.generate(generator, check_n(n), head, seed=seed, batch_size=500, device=device)
+    return sampling.generate(generator, check_n(n), head, seed=seed)
 
 
 def evaluate_generator(generator: nn.Module, head: str, split: Split, n: int | None = None, *,
                        seed: int = EVAL_NOISE_SEED, reference: Reference | None = None, **reference_kwargs) -> dict:
     """Metrics of n generated samples (default: as many as held-out images) against the held-out set."""
     ref = reference or Reference(split, **reference_kwargs)
-    device = next(generator.parameters()).device
-    images = generate_for_eval(generator, head, n or default_n(split), device, seed)
+    images = generate_for_eval(generator, head, n or default_n(split), seed)
     return {**ref.score(images), "eval_noise_seed": seed}
 
 
@@ -151,7 +150,7 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
                  inception_weights: str | os.PathLike | None = None, with_floor: bool = True) -> dict:
     """Evaluate a run folder's checkpoint; write ``metrics.json`` into it (atomically) and return its content."""
     from gan_core import data
-    from gan_core.train import load_run
+    from gan_core.training.loop import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -189,13 +188,12 @@ class Evaluator:
         self._ref = reference  # a Reference already prepared (extractor + held-out features) is reused
 
     def __call__(self, point) -> dict:
-        """``point``: gan_core.train.EvalPoint (g_step, generator, cfg, device, ...)."""
+        """``point``: gan_core.training.loop.EvalPoint (g_step, generator, cfg, device, ...)."""
         if self._ref is None or self._ref.device != torch.device(point.device):
             from gan_core import data
 
             split = self.split or data.load(point.cfg.data)
             self._ref = Reference(split, device=point.device, cache_dir=self.cache_dir)
         split = self._ref.split
-        images = generate_for_eval(point.generator, point.cfg.model.head, self.n or default_n(split), point.device,
-                                   self.seed)
+        images = generate_for_eval(point.generator, point.cfg.model.head, self.n or default_n(split), self.seed)
         return self._ref.score(images)

@@ -1,6 +1,6 @@
 """Metrics from features: FID, KID, precision/recall (torch-fidelity), classifier score and mode coverage.
 
-Pure functions of FeatureSets (see gan_core.features); no images, no I/O. The arithmetic is
+Pure functions of FeatureSets (see gan_core.judging.features); no images, no I/O. The arithmetic is
 torch-fidelity 0.4.0's own (``fid_statistics_to_metric``, ``kid_features_to_metric``,
 ``prc_features_to_metric``, ``isc_features_to_metric``), fed with float64 features so that FID's
 mean difference and KID's kernel sums are not rounded in float32.
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from gan_core.features import FeatureSet
+from gan_core.judging.features import FeatureSet
 
 KID_MAX_SUBSET = 1000  # torch-fidelity's default subset size; never more than either sample count
 KID_SUBSETS = 100  # torch-fidelity's default

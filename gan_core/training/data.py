@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from gan_core import files
-from gan_core.config import IMAGE_SIZE, DataConfig
 from gan_core.errors import DataError
+from gan_core.training.config import IMAGE_SIZE, DataConfig
 
 SPLIT_SEED = 20240611  # fixed: the split must be the same on every machine and every run
 

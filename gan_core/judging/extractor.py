@@ -47,7 +47,7 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"the MNIST extractor takes uint8 images (0..255), got {images.dtype}; "
-                        "quantise with gan_core.sampling.to_uint8 first")
+                        "quantise with gan_core.training.sampling.to_uint8 first")
     if images.dim() != 4 or images.shape[1] not in (1, 3) or tuple(images.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"expected images [N, 1 or 3, {IMAGE_SIZE}, {IMAGE_SIZE}], got {list(images.shape)}")
     x = images.float()
@@ -171,7 +171,8 @@ class FidelityMnistCNN(FeatureExtractorBase):
     def __init__(self, name: str, features_list, **kwargs):
         super().__init__(name, features_list)
         if name not in _WEIGHTS_BY_NAME:
-            raise ValueError(f"feature extractor {name!r} was not registered through gan_core.extractor.register")
+            raise ValueError(f"feature extractor {name!r} was not registered through "
+                             "gan_core.judging.extractor.register")
         self.net = load_model(_WEIGHTS_BY_NAME[name])
 
     @staticmethod

@@ -36,15 +36,18 @@ def noise(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, head: str, seed: int = 12345, batch_size: int = 500,
-             device: torch.device | str | None = None) -> torch.Tensor:
-    """n uint8 images [n, 1, 32, 32] from fixed noise, the generator in eval mode (restored after)."""
-    device = device or next(generator.parameters()).device
+def generate_from(generator: nn.Module, z: torch.Tensor, head: str, batch_size: int = 500) -> torch.Tensor:
+    """uint8 images [len(z), 1, 32, 32] from the given noise, the generator in eval mode (its mode restored after)."""
+    device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
     try:
-        z = noise(n, generator.latent_dim, seed)
-        out = [to_uint8(generator(z[i:i + batch_size].to(device)), head).cpu() for i in range(0, n, batch_size)]
+        out = [to_uint8(generator(z[i:i + batch_size].to(device)), head).cpu() for i in range(0, len(z), batch_size)]
     finally:
         generator.train(was_training)
     return torch.cat(out)
+
+
+def generate(generator: nn.Module, n: int, head: str, seed: int = 12345, batch_size: int = 500) -> torch.Tensor:
+    """n uint8 images [n, 1, 32, 32] from fixed noise (``seed``), the generator in eval mode (restored after)."""
+    return generate_from(generator, noise(n, generator.latent_dim, seed), head, batch_size)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from gan_core import extractor
 from gan_core.errors import UserError
-from gan_core.features import Extractor, fidelity_module
+from gan_core.judging import extractor
+from gan_core.judging.features import Extractor, fidelity_module
 
 FIDELITY_NAME = "inception-v3-compat"
 POOL3 = "2048"  # the layer of every published FID/KID

@@ -2,7 +2,7 @@
 
 Pure modules: torch only, no I/O, no config parsing. Every member maps a [N, latent] noise batch
 to [N, C, 32, 32] images and a [N, C, 32, 32] image batch to [N] logits (the blog's final Sigmoid
-is applied by the loss, see gan_core.train).
+is applied by the loss, see gan_core.training.loop).
 
 arch="seed" (the blog, ../shared/seed/README.md), depth d, width w:
   G = the blog's first d-1 CBR blocks (ConvTranspose, BatchNorm, ReLU), then an output

@@ -1,0 +1,1 @@
+"""The training half: config, data, models, sampling, the loop and its run folder. Imports nothing from judging."""
