@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from gan_core.errors import ConfigError
+from gan_core.errors import UnknownName
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,5 @@ def resolve(name: str, cuda: bool) -> Budget:
     if name == "auto":
         return BUDGETS["standard" if cuda else "quick"]
     if name not in BUDGETS:
-        raise ConfigError(f"unknown budget {name!r}; choose one of: auto, {', '.join(BUDGETS)}")
+        raise UnknownName("budget", name, ["auto", *BUDGETS])
     return BUDGETS[name]

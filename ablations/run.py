@@ -16,19 +16,20 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from gan_core import cli
-from gan_core.errors import UserError
-from gan_core.training.config import PRESETS, SOURCES
+from gan_core.errors import UnknownName, UserError, first_line, mask_passwords
+from gan_core.training.config import PRESETS, SOURCES, RunConfig
 
 PROG = "python -m ablations.run"
 
 
 def parser() -> argparse.ArgumentParser:
     from ablations.budgets import BUDGETS
-    from ablations.storage import DEFAULT_URL
+    from gan_core.storage import DEFAULT_URL
 
     p = cli.ArgumentParser(prog=PROG, description="Run an ablation study (Optuna) and write reports/summary.html.")
     p.add_argument("--study", help="which study; --list shows them")
@@ -66,8 +67,24 @@ def listing() -> str:
     return "\n".join(lines)
 
 
-def settings_from_args(args: argparse.Namespace) -> dict:
-    """Validate every input before anything is written; return plain settings a worker process can take."""
+@dataclass(frozen=True)
+class Settings:
+    """One study run's settings, validated; a spawned worker process receives them pickled."""
+
+    study: str  # registry name
+    base_name: str  # the preset every arm starts from
+    base: RunConfig
+    budget: str  # budget name
+    seeds: int
+    storage: str
+    heartbeat: float  # seconds between trial heartbeats
+    study_name: str
+    runs: str
+    workers: int
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate every input before anything is written."""
     from ablations import budgets
     from ablations.studies import REGISTRY
     from gan_core import devices
@@ -76,7 +93,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     if not args.study:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
     if args.study not in REGISTRY:
-        raise UserError(f"unknown study {args.study!r}; choose one of: {', '.join(REGISTRY)}")
+        raise UnknownName("study", args.study, REGISTRY)
     base = preset(args.base)
     changes = {"device.device": args.device}
     if args.data:
@@ -93,54 +110,50 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         raise UserError(f"--workers must be an integer >= 1, got {args.workers}")
     if args.heartbeat <= 0:
         raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
-    return {
-        "study": args.study, "base_name": args.base, "base": base.to_dict(), "budget": budget.name,
-        "seeds": seeds, "storage": args.storage, "heartbeat": args.heartbeat,
-        "study_name": args.study_name or f"{args.study}-{args.base}-{budget.name}",
-        "runs": args.runs, "workers": args.workers,
-    }
+    return Settings(args.study, args.base, base, budget.name, seeds, args.storage, args.heartbeat,
+                    args.study_name or f"{args.study}-{args.base}-{budget.name}", args.runs, args.workers)
 
 
-def open_study(settings: dict):
+def open_study(settings: Settings):
     import optuna
 
     from ablations.storage import open_storage
     from ablations.studies import REGISTRY
 
-    spec = REGISTRY[settings["study"]]
-    storage = open_storage(settings["storage"], settings["heartbeat"])
+    spec = REGISTRY[settings.study]
+    storage = open_storage(settings.storage, settings.heartbeat)
     if spec.is_grid:  # every arm x seed runs to the end: no sampling, no pruning
         sampler, pruner = optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
     else:
         from ablations.budgets import BUDGETS
 
-        b = BUDGETS[settings["budget"]]
+        b = BUDGETS[settings.budget]
         sampler = optuna.samplers.TPESampler(seed=0)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=b.eval_every)
     try:
-        return optuna.create_study(study_name=settings["study_name"], storage=storage, sampler=sampler,
+        return optuna.create_study(study_name=settings.study_name, storage=storage, sampler=sampler,
                                    pruner=pruner, direction="minimize", load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - a storage that cannot hold the study: one line for the user
-        raise UserError(f"cannot open study in {settings['storage']!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot open study in {mask_passwords(settings.storage)!r}: {first_line(e)}") from None
 
 
-def make_context(settings: dict):
+def make_context(settings: Settings):
     from ablations.budgets import BUDGETS
     from ablations.studies import REGISTRY
     from ablations.trial import Context
-    from gan_core import data, devices
+    from gan_core import devices
     from gan_core.judging.evaluation import Evaluator, Reference, default_n
-    from gan_core.judging.metrics import count_tag
-    from gan_core.training.config import RunConfig
+    from gan_core.judging.metrics import MetricNames
+    from gan_core.training import data
 
-    base = RunConfig.from_dict(settings["base"])
-    budget = BUDGETS[settings["budget"]]
+    base = settings.base
+    budget = BUDGETS[settings.budget]
     split = data.load(base.data)
     reference = Reference(split, device=devices.resolve(base.device.device))
     n = budget.eval_n or default_n(split)
-    return Context(REGISTRY[settings["study"]], budget, base, split, reference,
+    return Context(REGISTRY[settings.study], budget, base, split, reference,
                    Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
-                   Path(settings["runs"]) / settings["study_name"], f"fid{count_tag(n)}")
+                   Path(settings.runs) / settings.study_name, MetricNames.for_count(n).fid)
 
 
 def trial_key(t) -> tuple | None:
@@ -171,7 +184,7 @@ def enqueue_missing(study, spec, seeds: int) -> int:
     return queued
 
 
-def work(settings: dict, threads: int | None = None, ctx=None, study=None) -> None:
+def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -> None:
     """A worker: run queued trials (grid) or new ones (searched) until the study is done.
 
     ``ctx`` and ``study`` are passed in-process; a worker process builds its own.
@@ -188,10 +201,10 @@ def work(settings: dict, threads: int | None = None, ctx=None, study=None) -> No
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = study or open_study(settings)
     ctx = ctx or make_context(settings)
-    poll = max(0.5, settings["heartbeat"] / 2)
+    poll = max(0.5, settings.heartbeat / 2)
     # How long an idle worker waits for running trials: long enough for a dead worker's trial to go
     # stale (3 heartbeats) and be queued again. Live trials of other workers are theirs to finish.
-    patience = 3 * settings["heartbeat"] + 2 * poll
+    patience = 3 * settings.heartbeat + 2 * poll
     idle_since = None
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then queued again
@@ -230,7 +243,7 @@ def _print_trial(study, trial) -> None:
         print(f"{what}: {trial.state.name.lower()} ({attrs.get('fail_reason', 'see the trial')})", flush=True)
 
 
-def _worker_process(settings: dict, threads: int) -> None:
+def _worker_process(settings: Settings, threads: int) -> None:
     try:
         work(settings, threads)
     except KeyboardInterrupt:
@@ -241,7 +254,9 @@ def summary_table(study, ctx, floor: dict | None) -> str:
     """Per arm: seeds finished, objective and KID mean +- standard deviation, failures."""
     from optuna.trial import TrialState
 
-    kid_key = ctx.objective.replace("fid", "kid", 1) + "_mean"
+    from gan_core.judging.metrics import MetricNames
+
+    kid_key = MetricNames.from_fid(ctx.objective).kid
     rows: dict[str, dict] = {}
     order = [a.label for a in ctx.study.arms]
     for t in study.get_trials(deepcopy=False):
@@ -292,29 +307,31 @@ def _main(argv: list[str] | None) -> int:
     from ablations.budgets import BUDGETS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": we print our own lines
-    from ablations.studies import REGISTRY
+    from ablations.studies import REGISTRY, catalogue
 
-    spec, budget = REGISTRY[settings["study"]], BUDGETS[settings["budget"]]
-    size = f"{len(spec.arms)} arms x {settings['seeds']} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
-    plan = f"{spec.name}: {size}, base {settings['base_name']}, budget {budget.name} ({budget.note})"
+    spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
+    size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
+    plan = f"{spec.name}: {size}, base {settings.base_name}, budget {budget.name} ({budget.note})"
     if args.dry_run:
         print(plan)
         return 0
     ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
     study = open_study(settings)
     if study.user_attrs.get("study") is None:
-        for key, value in {"study": spec.name, "base": settings["base_name"], "budget": budget.to_dict(),
+        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
                            "objective": ctx.objective, "data": ctx.base.data.source,
                            "split": [len(ctx.split.train), len(ctx.split.heldout)],
                            "extractor": ctx.reference.extractor_name}.items():
             study.set_user_attr(key, value)
-    study.set_user_attr("seeds", max(settings["seeds"], study.user_attrs.get("seeds", 0)))
+    for key, value in {**spec.description(), "catalogue": catalogue()}.items():  # what the report shows
+        study.set_user_attr(key, value)
+    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
     if "floor" not in study.user_attrs:
         study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
-    queued = enqueue_missing(study, spec, settings["seeds"]) if spec.is_grid else 0
-    print(f"{plan}\n{queued} trial(s) queued now; storage {settings['storage']}, study {study.study_name}",
+    queued = enqueue_missing(study, spec, settings.seeds) if spec.is_grid else 0
+    print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
-    workers = settings["workers"]
+    workers = settings.workers
     try:
         if workers == 1:
             work(settings, ctx=ctx, study=study)
@@ -342,13 +359,12 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def build_report(settings: dict, out: str) -> str:
+def build_report(settings: Settings, out: str) -> str:
+    from ablations.studies import catalogue
+    from reports.build import build
+
     try:
-        from reports.build import build
-    except ImportError:
-        return "report: not built (reports.build is not available yet)"
-    try:
-        path = build(storage=settings["storage"], runs=settings["runs"], out=out)
+        path = build(storage=settings.storage, runs=settings.runs, out=out, catalogue=catalogue())
     except UserError as e:  # the study itself finished: a report problem must not turn that into a failure
         return f"report: not built ({e})"
     return f"report: {path}"

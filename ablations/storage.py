@@ -1,9 +1,7 @@
-"""Opening an Optuna storage from a URL, with heartbeats so that a killed worker's trial is retried.
+"""Opening an Optuna storage for writing, with heartbeats so that a killed worker's trial is retried.
 
-- ``sqlite:///runs/ablations.db`` (default): one machine, local disk.
-- ``postgresql://user:pass@host/db``: workers on several machines share one study.
-- ``journal:PATH`` (or a path ending in ``.log``): Optuna's journal file, e.g. on a shared filesystem.
-  The journal backend has no heartbeats: a worker killed mid-trial there is not retried automatically.
+URL forms: gan_core.storage. The journal backend has no heartbeats: a worker killed mid-trial there is
+not retried automatically.
 """
 
 from __future__ import annotations
@@ -11,33 +9,29 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from gan_core.errors import UserError
+from gan_core import storage
+from gan_core.errors import UserError, first_line
 
-DEFAULT_URL = "sqlite:///runs/ablations.db"
 MAX_RETRY = 2  # a trial whose worker died is re-run at most this often
 
 
 def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseStorage:
     """The storage behind ``url``; an unreachable or malformed URL is a UserError (one line)."""
-    if url.startswith("journal:") or url.endswith(".log"):
-        path = Path(url.removeprefix("journal:").removeprefix("//"))
-        if not path.parent.is_dir():
-            raise UserError(f"journal storage folder {path.parent} does not exist")
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in url:
-        raise UserError(f"storage {url!r} is not a URL; use sqlite:///FILE, postgresql://..., or journal:FILE")
-    if url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        if url == DEFAULT_URL:  # the default lives under runs/, which we own
-            folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise UserError(f"sqlite storage folder {folder} does not exist")
+    where = storage.parse(url)
+    if where.kind == "journal":
+        if not where.path.parent.is_dir():
+            raise UserError(f"journal storage folder {where.path.parent} does not exist")
+        return JournalStorage(JournalFileBackend(str(where.path)))
+    if where.path is not None:
+        if where.is_default:  # the default lives under runs/, which we own
+            where.path.parent.mkdir(parents=True, exist_ok=True)
+        if not where.path.parent.is_dir():
+            raise UserError(f"sqlite storage folder {where.path.parent} does not exist")
     for attempt in range(3):  # every pass returns, retries (a race) or raises
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we rely on
@@ -56,5 +50,4 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
             if racing and attempt < 2:
                 time.sleep(0.5 + random.random())
                 continue
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot open storage {url!r}: {first}") from None
+            raise UserError(f"cannot open storage {where.masked!r}: {first_line(e)}") from None

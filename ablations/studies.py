@@ -38,8 +38,22 @@ class Study:
     def arm(self, label: str) -> Arm:
         return next(a for a in self.arms if a.label == label)
 
+    def description(self) -> dict:
+        """What the report shows of this study; the runner stores it in the Optuna study's user attrs, so that
+        the report reads it from the storage and never imports this registry."""
+        return {"question": self.question, "knob": self.knob, "arms": [a.label for a in self.arms],
+                "baseline": self.baseline}
+
 
 REGISTRY: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    """Add a study to the registry; a name used twice is a programming error, refused at import."""
+    if study.name in REGISTRY:
+        raise ValueError(f"study {study.name!r} is registered twice")
+    REGISTRY[study.name] = study
+    return study
 
 
 def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str) -> Study:
@@ -48,9 +62,7 @@ def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str) ->
     def space(trial: optuna.Trial) -> dict:
         return next(a for a in arms if a.label == trial.suggest_categorical("arm", labels)).changes
 
-    study = Study(name, knob, question, space, tuple(arms), baseline)
-    REGISTRY[name] = study
-    return study
+    return register(Study(name, knob, question, space, tuple(arms), baseline))
 
 
 def _ratio(d: int, g: int) -> Arm:
@@ -112,5 +124,9 @@ def _joint_space(trial: optuna.Trial) -> dict:
     }
 
 
-REGISTRY["joint"] = Study("joint", "all knobs", "What is the best configuration this budget can buy?",
-                          _joint_space)
+register(Study("joint", "all knobs", "What is the best configuration this budget can buy?", _joint_space))
+
+
+def catalogue() -> list[dict]:
+    """Every study's name and question, in registry order: the report lists those not run yet."""
+    return [{"name": s.name, "question": s.question} for s in REGISTRY.values()]

@@ -19,9 +19,9 @@ import torch
 from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices, files
-from gan_core.errors import Diverged
+from gan_core.errors import Diverged, first_line
 from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator
-from gan_core.judging.metrics import count_tag
+from gan_core.judging.metrics import MetricNames
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
 from gan_core.training.loop import train
@@ -55,11 +55,10 @@ def provenance() -> dict:
                                     text=True, timeout=5, cwd=here).stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         commit, dirty = "unknown", None
-    import optuna as _optuna
     import torch_fidelity
 
     return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
-            "optuna": _optuna.__version__, "torch_fidelity": torch_fidelity.__version__,
+            "optuna": optuna.__version__, "torch_fidelity": torch_fidelity.__version__,
             "host": platform.node()}
 
 
@@ -111,7 +110,7 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
     trial.set_user_attr("config", cfg.to_dict())
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("provenance", provenance())
-    kid_key = f"kid{count_tag(ctx.budget.eval_n_intermediate)}_mean"
+    kid_key = MetricNames.for_count(ctx.budget.eval_n_intermediate).kid
 
     def on_eval(point):
         metrics = ctx.intermediate(point)
@@ -129,7 +128,7 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
         _fail(trial, "diverged", str(e))
         raise
     except torch.OutOfMemoryError as e:
-        _fail(trial, "out of memory", str(e).splitlines()[0])
+        _fail(trial, "out of memory", first_line(e))
         raise
     except optuna.TrialPruned:
         raise

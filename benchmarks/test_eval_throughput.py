@@ -44,7 +44,7 @@ def stand_in_samples(train: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor
 def gan_eval():
     """gan_core's evaluation API, or a skip while it is not there yet (it is being written in parallel)."""
     try:
-        from gan_core import evaluation, metrics
+        from gan_core.judging import evaluation, metrics
     except ImportError as e:
         pytest.skip(f"gan_core.judging.evaluation / gan_core.judging.metrics are not importable yet: {e}")
     missing = [f"evaluation.{n}" for n in ("Reference",) if not hasattr(evaluation, n)]

@@ -4,6 +4,8 @@ CLIs turn a ``UserError`` into one line on stderr and exit status 2; anything el
 fault and keeps its traceback.
 """
 
+import re
+
 
 class UserError(Exception):
     """Bad input from the user: the message says what is wrong and what is valid."""
@@ -11,6 +13,13 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A RunConfig field (or a flag that sets one) has an invalid value."""
+
+
+class UnknownName(ConfigError):
+    """A name looked up in a registry (study, budget, preset) that is not there."""
+
+    def __init__(self, what: str, name, choices):
+        super().__init__(f"unknown {what} {name!r}; choose one of: {', '.join(map(str, choices))}")
 
 
 class DataError(UserError):
@@ -24,3 +33,20 @@ class Diverged(RuntimeError):
         super().__init__(f"diverged at step {step}: {what} is not finite")
         self.step = step
         self.what = what
+
+
+def mask_passwords(text: str) -> str:
+    """A URL's password (postgresql://user:secret@host) replaced by ***, so that the text is fit to print."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", text)
+
+
+def first_line(e: BaseException) -> str:
+    """One line that says what went wrong: the first line of the innermost cause (Optuna and SQLAlchemy
+    wrap the driver's "connection refused" or "file is not a database" in generic messages), with any
+    URL password masked; the exception's type name when it has no message."""
+    seen = {id(e)}
+    while (inner := e.__cause__ or e.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        e = inner
+    text = str(e).strip()
+    return mask_passwords(text.splitlines()[0]) if text else type(e).__name__

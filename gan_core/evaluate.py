@@ -59,7 +59,8 @@ def _main(argv: list[str] | None) -> int:
         raise UserError("give either RUN_DIR or --real-vs-real (exactly one)")
     if args.run_dir is not None and not Path(args.run_dir).is_dir():  # fail before the slow imports
         raise UserError(f"run folder {args.run_dir} does not exist")
-    from gan_core import data, evaluation
+    from gan_core.judging import evaluation
+    from gan_core.training import data
     from gan_core.training.config import DataConfig
 
     inception = args.inception or args.inception_weights is not None

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from gan_core import data
+    from gan_core.training import data
 
     args = parser().parse_args(argv)
     split = data.load(DataConfig(source="embedded"))

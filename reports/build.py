@@ -19,11 +19,11 @@ import jinja2
 import pandas as pd
 
 from gan_core import cli, files
-from gan_core.errors import UserError
+from gan_core.errors import UserError, mask_passwords
+from gan_core.storage import DEFAULT_URL
 from reports import load, sections, stats
 
 PROG = "python -m reports.build"
-DEFAULT_STORAGE = load.DEFAULT_STORAGE
 DEFAULT_OUT = "reports/summary.html"
 TEMPLATE = "summary.html.j2"
 BUILDER_PACKAGES = ("pandas", "seaborn", "matplotlib", "jinja2", "numpy", "optuna")
@@ -74,14 +74,14 @@ def environment() -> jinja2.Environment:
 
 
 def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list[Path], storage: str,
-           runs: str, skipped: list[str] | None = None) -> tuple[str, list]:
+           runs: str, skipped: list[str] | None = None, catalogue: list[dict] | None = None) -> tuple[str, list]:
     """(the page's HTML, the figures it embeds)."""
-    study_sections, missing = sections.study_sections(studies)
+    study_sections, missing = sections.study_sections(studies, catalogue)
     bench_section = sections.benchmark_section(bench, bench_files)
     bench_section["skipped"] = skipped or []
     context = {
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "storage": load.mask_url(storage), "runs": runs,
+        "storage": mask_passwords(storage), "runs": runs,
         "overview": sections.overview(studies), "sections": study_sections, "missing": missing,
         "bench": bench_section, "builder": {p: _version(p) for p in BUILDER_PACKAGES},
         "level": f"{stats.LEVEL:.0%}", "resamples": f"{stats.RESAMPLES:,}",
@@ -92,19 +92,22 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
 
 
 def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] | None = None,
-          out: str = DEFAULT_OUT, png_dir: str | None = None) -> Path:
+          out: str = DEFAULT_OUT, png_dir: str | None = None, catalogue: list[dict] | None = None) -> Path:
     """Read everything, render the page, write it (and the figures as PNG into ``png_dir`` if given).
+
+    ``catalogue``: every study the runner knows (``ablations.studies.catalogue()``), so that the page lists
+    those not run yet; without it the page uses the catalogue stored with the studies.
 
     Raises UserError (nothing written) for an unreadable storage or benchmark file.
     """
-    storage = storage or DEFAULT_STORAGE
+    storage = storage or DEFAULT_URL
     explicit = benchmarks is not None
     bench_files = [Path(p) for p in benchmarks] if explicit else load.default_benchmark_files()
     studies = load.load_studies(storage, runs)
     skipped: list[str] = []
     # a file named by the user must be right (error); one found in benchmarks/results/ is skipped with a note
     bench = load.load_benchmarks(bench_files, None if explicit else skipped)
-    html, figs = render(studies, bench, bench_files, storage, runs, skipped)
+    html, figs = render(studies, bench, bench_files, storage, runs, skipped, catalogue)
     out_path = Path(out)
     try:
         if png_dir is not None:
@@ -119,7 +122,7 @@ def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] 
 def parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog=PROG, description="Write reports/summary.html: every study and benchmark on one "
                                                   "self-contained page.")
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
+    p.add_argument("--storage", default=DEFAULT_URL,
                    help="Optuna storage: sqlite:///FILE, postgresql://..., journal:FILE (default: %(default)s)")
     p.add_argument("--runs", default="runs", help="folder of the trials' run folders (default: %(default)s)")
     p.add_argument("--benchmarks", nargs="*", metavar="JSON",

@@ -8,7 +8,6 @@ UserError, raised before the report writes a byte.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,58 +15,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from ablations.storage import DEFAULT_URL
-from gan_core import files
-from gan_core.errors import UserError
+from gan_core import files, storage
+from gan_core.errors import UserError, first_line, mask_passwords
+from gan_core.judging.metrics import MetricNames
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
 DIGITS = range(10)
-
-
-def mask_url(url: str) -> str:
-    """A storage URL fit to print: a PostgreSQL password is replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Metric names of one study, derived from its objective: ``fid1k`` -> ``kid1k_mean``, ``precision1k``...
-
-    Names carry the sample count (and an extractor suffix such as ``_inception``), so they are derived,
-    never hard-coded. Mode coverage comes from the MNIST classifier only and has no suffix.
-    """
-
-    tag: str
-    suffix: str = ""
-
-    @classmethod
-    def from_objective(cls, objective: str | None) -> Keys | None:
-        m = re.fullmatch(r"fid(?P<tag>\d+k?)(?P<suffix>.*)", objective or "")
-        return cls(m["tag"], m["suffix"]) if m else None
-
-    @property
-    def fid(self) -> str:
-        return f"fid{self.tag}{self.suffix}"
-
-    @property
-    def kid(self) -> str:
-        return f"kid{self.tag}_mean{self.suffix}"
-
-    @property
-    def precision(self) -> str:
-        return f"precision{self.tag}{self.suffix}"
-
-    @property
-    def recall(self) -> str:
-        return f"recall{self.tag}{self.suffix}"
-
-    @property
-    def modes(self) -> str:
-        return f"modes{self.tag}"
-
-    def share(self, digit: int) -> str:
-        return f"share{self.tag}_{digit}"
 
 
 @dataclass
@@ -76,7 +30,7 @@ class StudyData:
     kind: str | None  # the ablations registry name (user attr "study"); None for a foreign study
     attrs: dict  # the study's user attrs (budget, objective, floor, split, extractor...)
     directions: list[str]
-    keys: Keys | None
+    keys: MetricNames | None
     trials: pd.DataFrame  # one row per trial that is a result (bookkeeping trials dropped)
     curves: pd.DataFrame  # evals.jsonl rows of complete trials: trial, arm, seed, g_step, wall_s, metrics
     study: optuna.Study = field(repr=False)
@@ -85,6 +39,27 @@ class StudyData:
     def complete(self) -> pd.DataFrame:
         return self.trials[self.trials["state"] == "COMPLETE"]
 
+    # What ablations.run stored about its study (Study.description()): the report never imports the registry.
+    @property
+    def question(self) -> str:
+        return self.attrs.get("question") or ""
+
+    @property
+    def knob(self) -> str:
+        return self.attrs.get("knob") or ""
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.attrs.get("arms") or [])
+
+    @property
+    def baseline(self) -> str | None:
+        return self.attrs.get("baseline")
+
+    @property
+    def is_grid(self) -> bool:
+        return bool(self.arms)
+
 
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
@@ -92,46 +67,28 @@ TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "preci
                  "torch_fidelity", "host", "batch_size"]
 
 
-DEFAULT_STORAGE = DEFAULT_URL  # where ablations.run writes
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
     """The storage behind ``url`` for reading, or None when its file does not exist (nothing run yet)."""
-    if url.startswith("journal:") or url.endswith(".log"):
-        path = Path(url.removeprefix("journal:").removeprefix("//"))
-        if not path.exists():
+    where = storage.parse(url)
+    if where.kind == "journal":
+        if not where.path.exists():
             return None
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         try:
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(JournalFileBackend(str(where.path)))
         except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
-            raise UserError(f"cannot read journal storage {path}: {_first_line(e)}") from None
-    if "://" not in url:
-        raise UserError(f"storage {url!r} is not a URL; use sqlite:///FILE, postgresql://..., or journal:FILE")
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-        if str(path) != ":memory:":
-            if not path.parent.is_dir() and url != DEFAULT_STORAGE:  # no runs/ folder yet: nothing run yet
-                raise UserError(f"sqlite storage folder {path.parent} does not exist")
-            if not path.exists():
-                return None
+            raise UserError(f"cannot read journal storage {where.path}: {first_line(e)}") from None
+    if where.path is not None:
+        if not where.path.parent.is_dir() and not where.is_default:  # no runs/ folder yet: nothing run yet
+            raise UserError(f"sqlite storage folder {where.path.parent} does not exist")
+        if not where.path.exists():
+            return None
     try:
         # skip_table_creation: reading must not turn an arbitrary file into an Optuna database
         return optuna.storages.RDBStorage(url, skip_table_creation=True)
     except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
-        raise UserError(f"cannot open storage {mask_url(url)!r}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    """The first line of the innermost cause: Optuna and SQLAlchemy wrap the driver's message (``connection
-    refused``, ``file is not a database``) in generic ones that do not say what went wrong."""
-    seen = {id(e)}
-    while (inner := e.__cause__ or e.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        e = inner
-    text = str(e).strip()
-    return mask_url(text.splitlines()[0]) if text else type(e).__name__
+        raise UserError(f"cannot open storage {where.masked!r}: {first_line(e)}") from None
 
 
 def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:
@@ -146,13 +103,13 @@ def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:
             studies = [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
             trials = [s.get_trials(deepcopy=False) for s in studies]
     except Exception as e:  # noqa: BLE001 - a file that is not an Optuna database, a dropped connection...
-        raise UserError(f"cannot read storage {mask_url(url)!r}: {_first_line(e)}") from None
+        raise UserError(f"cannot read storage {mask_passwords(url)!r}: {first_line(e)}") from None
     return [study_data(s, t, Path(runs)) for s, t in zip(studies, trials, strict=True)]
 
 
 def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
     attrs = dict(study.user_attrs)
-    keys = Keys.from_objective(attrs.get("objective"))
+    keys = MetricNames.from_fid(attrs.get("objective"))
     rows = [trial_row(t, keys, runs, study.study_name) for t in trials
             if not any(t.user_attrs.get(a) for a in BOOKKEEPING_ATTRS)]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
@@ -161,7 +118,7 @@ def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
                      keys, frame, curves, study)
 
 
-def trial_row(t: optuna.trial.FrozenTrial, keys: Keys | None, runs: Path, study_name: str) -> dict:
+def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str) -> dict:
     a = t.user_attrs
     metrics = a.get("metrics") or {}
     budget = a.get("budget") or {}
@@ -233,10 +190,10 @@ def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def curve_metric(curves: pd.DataFrame, kind: str = "fid") -> str | None:
-    """The intermediate metric column of the curves (``fid200``: its count differs from the final one)."""
-    names = sorted(c for c in curves.columns if re.fullmatch(rf"{kind}\d+k?" + ("_mean" if kind == "kid" else ""), c))
-    return names[0] if names else None
+def curve_names(curves: pd.DataFrame) -> MetricNames | None:
+    """The names of the intermediate metrics in the curves (``fid200``: their count differs from the final one)."""
+    found = sorted(n.fid for c in curves.columns if (n := MetricNames.from_fid(c)) is not None)
+    return MetricNames.from_fid(found[0]) if found else None
 
 
 # ---- benchmarks --------------------------------------------------------------------------------------
@@ -287,7 +244,7 @@ def _benchmark_doc(p: Path) -> dict:
     except OSError as e:
         raise UserError(f"cannot read benchmark file {p}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"benchmark file {p} is not valid JSON: {_first_line(e)}") from None
+        raise UserError(f"benchmark file {p} is not valid JSON: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise UserError(f"benchmark file {p} has no 'benchmarks' list; write it with "
                         f"pytest benchmarks/ --benchmark-only --benchmark-json {p}")

@@ -14,23 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from gan_core.errors import first_line
 from reports import figures, stats
-from reports.load import StudyData, curve_metric
+from reports.load import StudyData, curve_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_STUDY = "python -m ablations.run --study {name}"
 RUN_BENCHMARKS = "pytest benchmarks/ --benchmark-only --benchmark-json benchmarks/results/{device}.json"
 PENDING = ("RUNNING", "WAITING")
 TOP_CONFIGS = 5
-
-
-def registry() -> dict:
-    """The ablations registry (name -> Study), or {} when ablations cannot be imported where the report is built."""
-    try:
-        from ablations.studies import REGISTRY
-    except ImportError:
-        return {}
-    return REGISTRY
 
 
 def anchor(text: str) -> str:
@@ -154,8 +146,8 @@ def overview(studies: list[StudyData]) -> dict:
 
 # ---- a grid study --------------------------------------------------------------------------------------
 
-def arm_order(study: StudyData, spec) -> list[str]:
-    known = [a.label for a in spec.arms] if spec is not None and spec.is_grid else []
+def arm_order(study: StudyData) -> list[str]:
+    known = study.arms
     seen = list(dict.fromkeys(study.trials["arm"].dropna()))
     return [a for a in known if a in seen] + [a for a in seen if a not in known]
 
@@ -227,14 +219,14 @@ def _read_png(path: Path | None) -> bytes | None:
     return data if data.startswith(PNG_SIGNATURE) else None
 
 
-def grid_section(study: StudyData, spec) -> dict:
+def grid_section(study: StudyData) -> dict:
     k = study.keys
-    order = arm_order(study, spec)
-    baseline = spec.baseline if spec is not None else None
+    order = arm_order(study)
+    baseline = study.baseline
     floor = study.attrs.get("floor") or {}
     sid = anchor(study.name)
     complete = study.complete
-    section = base_section(study, spec, "grid")
+    section = base_section(study, "grid")
     section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
     if k is None:
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")
@@ -253,12 +245,11 @@ def grid_section(study: StudyData, spec) -> dict:
             "effects": stats.effects(fid_groups, baseline),
             "baseline": baseline,
         }
-    knob = spec.knob if spec is not None else "arm"
+    knob = study.knob or "arm"
     fig_list = [
         figures.knob_figure(f"{sid}-knob", complete, order, knob,
                             [("fid", k.fid, floor.get(k.fid)), ("kid", k.kid, floor.get(k.kid))]),
-        figures.anytime_figure(f"{sid}-anytime", study.curves, order,
-                               [curve_metric(study.curves, "fid"), curve_metric(study.curves, "kid")]),
+        figures.anytime_figure(f"{sid}-anytime", study.curves, order, _curve_columns(study.curves)),
         figures.coverage_figure(f"{sid}-coverage", complete, order),
     ]
     section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}
@@ -267,10 +258,15 @@ def grid_section(study: StudyData, spec) -> dict:
     return section
 
 
-def base_section(study: StudyData, spec, kind: str) -> dict:
+def _curve_columns(curves: pd.DataFrame) -> list[str | None]:
+    names = curve_names(curves)
+    return [names.fid, names.kid] if names is not None else [None, None]
+
+
+def base_section(study: StudyData, kind: str) -> dict:
     return {
         "kind": kind, "name": study.name, "anchor": study_anchor(study.name), "study": study.kind,
-        "question": spec.question if spec is not None else "", "knob": spec.knob if spec is not None else "",
+        "question": study.question, "knob": study.knob,
         "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
         "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
         "planned_seeds": study.attrs.get("seeds"), "quirks": None, "curves_note": None, "order": [], "table": [],
@@ -302,14 +298,14 @@ def importances(study: StudyData) -> tuple[dict[str, float], str | None]:
                 imp = optuna.importance.get_param_importances(study.study, evaluator=evaluator, params=varying)
                 return {k: float(v) for k, v in imp.items()}, None
             except Exception as e:  # noqa: BLE001 - too few trials for the evaluator: fall back, then explain
-                why = f"{type(e).__name__}: {e}"
-    return {}, f"Optuna could not compute them ({why.splitlines()[0]})"
+                why = f"{type(e).__name__}: {first_line(e)}"
+    return {}, f"Optuna could not compute them ({why})"
 
 
-def joint_section(study: StudyData, spec) -> dict:
+def joint_section(study: StudyData) -> dict:
     k = study.keys
     sid = anchor(study.name)
-    section = base_section(study, spec, "joint")
+    section = base_section(study, "joint")
     done = study.complete.dropna(subset=["value"]).sort_values("value")
     section["best"] = [{"number": int(r.number), "params": r.params, "value": r.value, "fid": r.fid, "kid": r.kid,
                         "precision": r.precision, "recall": r.recall, "wall_s": r.wall_s}
@@ -331,7 +327,7 @@ def joint_section(study: StudyData, spec) -> dict:
         figures.history_figure(f"{sid}-history", study.trials, label),
         figures.importance_figure(f"{sid}-importance", imp),
         figures.anytime_figure(f"{sid}-anytime", curves, ["complete", "pruned", "fail"],
-                               [curve_metric(curves, "fid"), curve_metric(curves, "kid")], hue="state",
+                               _curve_columns(curves), hue="state",
                                units="trial") if len(curves) else None,
     ]
     section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}
@@ -342,7 +338,7 @@ def joint_section(study: StudyData, spec) -> dict:
 
 
 def other_section(study: StudyData) -> dict:
-    section = base_section(study, None, "other")
+    section = base_section(study, "other")
     done = study.complete.dropna(subset=["value"])
     section["verdict"] = stats.Verdict(
         f"best value {stats.fmt(done['value'].min())} (trial {int(done.loc[done['value'].idxmin(), 'number'])})"
@@ -350,23 +346,26 @@ def other_section(study: StudyData) -> dict:
     return section
 
 
-def study_sections(studies: list[StudyData]) -> tuple[list[dict], list[dict]]:
-    """(a section per study in registry order, the registry's studies that have not been run)."""
-    reg = registry()
-    order = {name: i for i, name in enumerate(reg)}
+def study_sections(studies: list[StudyData], catalogue: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
+    """(a section per study in catalogue order, the catalogue's studies that have not been run).
+
+    ``catalogue``: every study the runner knows (name, question), as ablations.run passes it; otherwise
+    the one the runner stored with its studies.
+    """
+    catalogue = catalogue or next((s.attrs["catalogue"] for s in studies if s.attrs.get("catalogue")), [])
+    order = {c["name"]: i for i, c in enumerate(catalogue)}
     ranked = sorted(studies, key=lambda s: (order.get(s.kind, len(order)), s.name))
     sections = []
     for s in ranked:
-        spec = reg.get(s.kind)
-        if spec is not None and spec.is_grid:
-            sections.append(grid_section(s, spec))
-        elif spec is not None:
-            sections.append(joint_section(s, spec))
+        if s.is_grid:
+            sections.append(grid_section(s))
+        elif s.kind is not None:
+            sections.append(joint_section(s))
         else:
             sections.append(other_section(s))
     ran = {s.kind for s in studies}
-    missing = [{"name": name, "question": spec.question, "command": RUN_STUDY.format(name=name)}
-               for name, spec in reg.items() if name not in ran]
+    missing = [{"name": c["name"], "question": c["question"], "command": RUN_STUDY.format(name=c["name"])}
+               for c in catalogue if c["name"] not in ran]
     return sections, missing
 
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from ablations.budgets import BUDGETS
-from ablations.studies import REGISTRY
+from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
 from gan_core.judging.metrics import count_tag
 from gan_core.training.config import override, preset
@@ -81,7 +81,8 @@ def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eva
     floor_rng = np.random.default_rng(1)
     for key, value in {"study": kind, "base": "seed", "budget": budget, "objective": objective, "data": "embedded",
                        "split": SPLIT, "extractor": EXTRACTOR, "seeds": seeds,
-                       "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613}}.items():
+                       "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613},
+                       **REGISTRY[kind].description(), "catalogue": catalogue()}.items():
         study.set_user_attr(key, value)
     return study
 

@@ -47,12 +47,12 @@ def test_train_limit_is_a_prefix_that_still_covers_every_class(split):
 
 
 def test_heldout_never_reaches_training(split, tiny, monkeypatch):
-    from gan_core import train
+    from gan_core.training import loop
 
     seen = []
     real_to_float = sampling.to_float
     monkeypatch.setattr(sampling, "to_float", lambda x, *a: seen.append(x) or real_to_float(x, *a))
-    train.train(tiny(steps=2, **{"data.train_limit": 500}), split=split)
+    loop.train(tiny(steps=2, **{"data.train_limit": 500}), split=split)
     assert len(seen) == 1 and len(seen[0]) == 500
     assert not row_hashes(seen[0]) & row_hashes(split.heldout)
 

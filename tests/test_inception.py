@@ -73,7 +73,7 @@ def test_without_weights_one_line_and_no_network(no_network, small_split):
 
 
 def test_cli_without_weights_exits_2_with_one_line(no_network, capsys, monkeypatch, small_split):
-    from gan_core import data
+    from gan_core.training import data
 
     monkeypatch.setattr(data, "load", lambda cfg: small_split)
     assert evaluate.main(["--real-vs-real", "--inception", "--n", "20"]) == 2

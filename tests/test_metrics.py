@@ -301,11 +301,11 @@ def test_evaluator_as_on_eval_callback_leaves_the_generator_as_it_was(embedded, 
 
 
 def test_train_logs_evaluator_metrics(embedded, cache_dir, tmp_path):
-    from gan_core import train
+    from gan_core.training import loop
     from tests.conftest import tiny_config
 
     cfg = tiny_config(steps=4, eval_every=2, log_every=2)
-    result = train.train(cfg, tmp_path / "run", split=embedded,
+    result = loop.train(cfg, tmp_path / "run", split=embedded,
                          on_eval=evaluation.Evaluator(n=100, split=embedded, cache_dir=cache_dir))
     rows = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
     assert [r["g_step"] for r in rows] == [2, 4] and all("fid100" in r for r in rows)
@@ -313,11 +313,11 @@ def test_train_logs_evaluator_metrics(embedded, cache_dir, tmp_path):
 
 
 def test_evaluate_run_writes_metrics_json(embedded, cache_dir, tmp_path, monkeypatch):
-    from gan_core import data, train
+    from gan_core.training import data, loop
     from tests.conftest import tiny_config
 
     run = tmp_path / "run"
-    train.train(tiny_config(steps=2), run, split=embedded)
+    loop.train(tiny_config(steps=2), run, split=embedded)
     monkeypatch.setattr(data, "load", lambda cfg: embedded)  # the run's data config is the embedded default
     result = evaluation.evaluate_run(run, n=200, device="cpu", cache_dir=cache_dir)
     saved = json.loads((run / "metrics.json").read_text())
@@ -339,3 +339,14 @@ def test_bad_sample_counts_are_user_errors(ref):
 def test_metrics_reject_mismatched_features():
     with pytest.raises(ValueError):
         metrics.compare(FeatureSet(torch.zeros(20, 4)), FeatureSet(torch.zeros(20, 5)))
+
+
+def test_metric_names_are_derived_from_a_fid_name():
+    k = metrics.MetricNames.for_count(1000)
+    assert k == metrics.MetricNames.from_fid("fid1k")
+    assert (k.fid, k.kid, k.precision, k.recall, k.modes, k.share(3)) == \
+        ("fid1k", "kid1k_mean", "precision1k", "recall1k", "modes1k", "share1k_3")
+    k = metrics.MetricNames.from_fid("fid10k_inception")
+    assert (k.kid, k.precision, k.modes) == ("kid10k_mean_inception", "precision10k_inception", "modes10k")
+    assert metrics.MetricNames.from_fid("fid200").kid == "kid200_mean"
+    assert metrics.MetricNames.from_fid("loss") is None and metrics.MetricNames.from_fid(None) is None

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from PIL import Image
 
-from ablations.studies import REGISTRY
+from ablations.studies import REGISTRY, catalogue
 from reports import build
 from tests import report_fixtures as rf
 
@@ -272,7 +272,8 @@ def assert_empty_page(html: str) -> None:
 
 
 def test_an_absent_storage_gives_a_page_that_says_so_and_creates_nothing(tmp_path):
-    out = build.build(storage=f"sqlite:///{tmp_path}/nothing.db", benchmarks=[], out=str(tmp_path / "s.html"))
+    out = build.build(storage=f"sqlite:///{tmp_path}/nothing.db", benchmarks=[], out=str(tmp_path / "s.html"),
+                      catalogue=catalogue())
     assert_empty_page(out.read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.html"]  # no database file was created by reading
 
@@ -280,7 +281,8 @@ def test_an_absent_storage_gives_a_page_that_says_so_and_creates_nothing(tmp_pat
 def test_an_empty_storage_gives_a_page_that_says_so(tmp_path):
     url = f"sqlite:///{tmp_path}/empty.db"
     optuna.storages.RDBStorage(url)  # the tables, no study
-    assert_empty_page(build.build(storage=url, benchmarks=[], out=str(tmp_path / "s.html")).read_text())
+    assert_empty_page(build.build(storage=url, benchmarks=[], out=str(tmp_path / "s.html"),
+                                  catalogue=catalogue()).read_text())
 
 
 def test_the_cli_with_defaults_in_a_fresh_folder(tmp_path):

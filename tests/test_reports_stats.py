@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gan_core import files
+from gan_core.errors import mask_passwords
 from reports import load, stats
-from reports.load import Keys
 
 
 def test_bootstrap_ci_brackets_the_mean_and_stays_inside_the_data():
@@ -88,24 +88,9 @@ def test_costliest_quirk_without_a_clear_answer():
     assert "no finished trial" in stats.costliest_quirk({"fresh noise": [1.0, 2.0]}, "blog", "fid1k").text
 
 
-def test_metric_names_are_derived_from_the_objective():
-    k = Keys.from_objective("fid1k")
-    assert (k.fid, k.kid, k.precision, k.recall, k.modes, k.share(3)) == \
-        ("fid1k", "kid1k_mean", "precision1k", "recall1k", "modes1k", "share1k_3")
-    k = Keys.from_objective("fid10k_inception")
-    assert (k.kid, k.precision, k.modes) == ("kid10k_mean_inception", "precision10k_inception", "modes10k")
-    assert Keys.from_objective("fid200").kid == "kid200_mean"
-    assert Keys.from_objective("loss") is None and Keys.from_objective(None) is None
-
-
-def test_fmt_shows_four_significant_digits():
-    assert [stats.fmt(x) for x in (180.712, 0.038581, -0.0386, 12345.0)] == ["180.7", "0.03858", "-0.0386", "1.234e+04"]
-    assert stats.fmt(None) == stats.fmt(float("nan")) == "–"
-
-
 def test_postgres_passwords_are_masked():
-    assert load.mask_url("postgresql://gan:s3cret@db:5432/studies") == "postgresql://gan:***@db:5432/studies"
-    assert load.mask_url("sqlite:///runs/ablations.db") == "sqlite:///runs/ablations.db"
+    assert mask_passwords("postgresql://gan:s3cret@db:5432/studies") == "postgresql://gan:***@db:5432/studies"
+    assert mask_passwords("sqlite:///runs/ablations.db") == "sqlite:///runs/ablations.db"
 
 
 def test_a_torn_jsonl_line_is_skipped(tmp_path):

@@ -149,7 +149,7 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
                  cache_dir: str | os.PathLike | None = None, inception: bool = False,
                  inception_weights: str | os.PathLike | None = None, with_floor: bool = True) -> dict:
     """Evaluate a run folder's checkpoint; write ``metrics.json`` into it (atomically) and return its content."""
-    from gan_core import data
+    from gan_core.training import data
     from gan_core.training.loop import load_run
 
     run_dir = Path(run_dir)
@@ -190,7 +190,7 @@ class Evaluator:
     def __call__(self, point) -> dict:
         """``point``: gan_core.training.loop.EvalPoint (g_step, generator, cfg, device, ...)."""
         if self._ref is None or self._ref.device != torch.device(point.device):
-            from gan_core import data
+            from gan_core.training import data
 
             split = self.split or data.load(point.cfg.data)
             self._ref = Reference(split, device=point.device, cache_dir=self.cache_dir)

@@ -26,9 +26,9 @@ from torch_fidelity import FeatureExtractorBase
 
 from gan_core import files
 from gan_core.errors import UserError
+from gan_core.training.models import IMAGE_SIZE
 
 VERSION = "v1"  # bump when the architecture or preprocess() changes
-IMAGE_SIZE = 32
 FEATURE_DIM = 128
 NUM_CLASSES = 10
 WEIGHTS_DIR = Path(__file__).parent / "weights"

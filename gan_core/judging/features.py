@@ -96,10 +96,6 @@ def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLi
 # --- the disk cache --------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    return files.cache_dir()
-
-
 def images_sha256(images: torch.Tensor) -> str:
     h = hashlib.sha256(f"{images.dtype} {list(images.shape)}".encode())
     h.update(images.contiguous().cpu().numpy().tobytes())
@@ -121,7 +117,7 @@ def cached_features(ex: Extractor, images: torch.Tensor, cache_dir: str | os.Pat
     """
     tags = tags or {}
     key = cache_key(ex, images, tags)
-    path = Path(cache_dir or default_cache_dir()) / "features" / f"{ex.name}-{key[:24]}.pt"
+    path = Path(cache_dir or files.cache_dir()) / "features" / f"{ex.name}-{key[:24]}.pt"
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gan_core.errors import UserError
+from gan_core.errors import UserError, first_line
 from gan_core.judging import extractor
 from gan_core.judging.features import Extractor, fidelity_module
 
@@ -60,7 +60,7 @@ def inception_extractor(weights: str | os.PathLike | None = None, device: torch.
     try:
         module = fidelity_module(FIDELITY_NAME, [layer], feature_extractor_weights_path=str(path))
     except Exception as e:  # noqa: BLE001 - any failure to load the file is the same user-facing problem
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        detail = first_line(e)
         raise UserError(f"{path} is not torch-fidelity Inception-v3 weights ({type(e).__name__}: {detail[:200]})") \
             from None
     name = f"{FIDELITY_NAME}-{sha[:8]}" + ("" if layer == POOL3 else f"-pool{layer}")  # other layers, other numbers

@@ -19,6 +19,8 @@ a single digit.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import torch
 
@@ -37,6 +39,68 @@ MIN_SAMPLES = 10  # the classifier score needs one sample per split, precision/r
 def count_tag(n: int) -> str:
     """1000 -> '1k', 10000 -> '10k', 500 -> '500': the sample count in a metric's name."""
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    """Every metric's name, defined here once: ``fid1k``, ``kid1k_mean``, ``precision1k``, ``modes1k``...
+
+    The tag is the generated sample count (stylegan2-ada's ``fid50k``); the suffix names a non-default
+    extractor (``fid1k_inception``). Classifier-based metrics (classifier score, mode coverage, digit
+    shares) come from the MNIST extractor's logits only and carry no suffix.
+    """
+
+    tag: str
+    suffix: str = ""
+
+    @classmethod
+    def for_count(cls, n: int, suffix: str = "") -> MetricNames:
+        return cls(count_tag(n), suffix)
+
+    @classmethod
+    def from_fid(cls, name: str | None) -> MetricNames | None:
+        """The names that go with a FID name (a study's objective), or None for anything else."""
+        m = re.fullmatch(r"fid(?P<tag>\d+k?)(?P<suffix>.*)", name or "")
+        return cls(m["tag"], m["suffix"]) if m else None
+
+    @property
+    def fid(self) -> str:
+        return f"fid{self.tag}{self.suffix}"
+
+    @property
+    def kid(self) -> str:
+        return f"kid{self.tag}_mean{self.suffix}"
+
+    @property
+    def kid_std(self) -> str:
+        return f"kid{self.tag}_std{self.suffix}"
+
+    @property
+    def precision(self) -> str:
+        return f"precision{self.tag}{self.suffix}"
+
+    @property
+    def recall(self) -> str:
+        return f"recall{self.tag}{self.suffix}"
+
+    @property
+    def cscore(self) -> str:
+        return f"cscore{self.tag}_mean"
+
+    @property
+    def cscore_std(self) -> str:
+        return f"cscore{self.tag}_std"
+
+    @property
+    def modes(self) -> str:
+        return f"modes{self.tag}"
+
+    @property
+    def mode_kl(self) -> str:
+        return f"mode_kl{self.tag}"
+
+    def share(self, digit: int) -> str:
+        return f"share{self.tag}_{digit}"
 
 
 def _check(gen: torch.Tensor, real: torch.Tensor) -> None:
@@ -116,18 +180,18 @@ def compare(gen: FeatureSet, real: FeatureSet, suffix: str = "") -> dict[str, fl
     Classifier score and mode coverage need logits (the MNIST extractor's), and are left out otherwise.
     ``suffix`` names a non-default extractor (``fid1k_inception``).
     """
-    t = count_tag(len(gen))
-    out: dict[str, float] = {f"fid{t}{suffix}": fid(gen.features, real.features)}
-    out[f"kid{t}_mean{suffix}"], out[f"kid{t}_std{suffix}"] = kid(gen.features, real.features)
-    out[f"precision{t}{suffix}"], out[f"recall{t}{suffix}"] = precision_recall(gen.features, real.features)
+    k = MetricNames.for_count(len(gen), suffix)
+    out: dict[str, float] = {k.fid: fid(gen.features, real.features)}
+    out[k.kid], out[k.kid_std] = kid(gen.features, real.features)
+    out[k.precision], out[k.recall] = precision_recall(gen.features, real.features)
     if gen.logits is not None:
-        out[f"cscore{t}_mean{suffix}"], out[f"cscore{t}_std{suffix}"] = classifier_score(gen.logits)
+        out[k.cscore], out[k.cscore_std] = classifier_score(gen.logits)
         shares = class_shares(gen.logits)
         modes, kl = mode_coverage(shares)
-        out[f"modes{t}{suffix}"] = float(modes)
-        out[f"mode_kl{t}{suffix}"] = kl
+        out[k.modes] = float(modes)
+        out[k.mode_kl] = kl
         for digit, share in enumerate(shares.tolist()):
-            out[f"share{t}_{digit}{suffix}"] = share
+            out[k.share(digit)] = share
     if not all(math.isfinite(v) for v in out.values()):
         bad = sorted(k for k, v in out.items() if not math.isfinite(v))
         raise FloatingPointError(f"metrics not finite: {', '.join(bad)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from gan_core.errors import ConfigError
+from gan_core.errors import ConfigError, UnknownName
 
 ARCHS = ("seed", "dcgan")
 DEPTHS = range(4, 10)  # 9 = the blog's depth
@@ -21,7 +21,6 @@ HEADS = ("bn_sigmoid", "sigmoid", "tanh")  # bn_sigmoid = the blog's BatchNorm b
 LOSSES = ("bce", "bce_logits")  # bce = the blog's Sigmoid + BCELoss; bce_logits is the safe form
 SOURCES = ("embedded", "mnist", "folder")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # reduce-overhead = CUDA graphs
-IMAGE_SIZE = 32  # the blog resizes MNIST to 32x32; every family member produces this size
 
 
 def _choice(name: str, value: Any, valid) -> None:
@@ -221,14 +220,16 @@ def parse_ratio(text: str) -> tuple[int, int]:
     raise ConfigError(f"ratio {text!r} is not valid; write D:G with positive integers, e.g. 1:5 or 2:1")
 
 
-# Presets are override maps on top of RunConfig() so that a preset names only what it changes.
+# Presets are dotted override maps on top of RunConfig(): a preset names only what it changes, and
+# importing this module builds no OptimizerConfig (whose check imports torch, which takes seconds).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # The blog, setting for setting (../shared/seed/README.md).
     "seed": {
         "model.arch": "seed", "model.depth": 9, "model.width": 1.0, "model.channels": 3,
         "model.head": "bn_sigmoid",
-        "g_optim": OptimizerConfig("Adadelta", 1e-3), "d_optim": OptimizerConfig("Adadelta", 1e-3),
+        "g_optim.name": "Adadelta", "g_optim.lr": 1e-3, "g_optim.kwargs": {},
+        "d_optim.name": "Adadelta", "d_optim.lr": 1e-3, "d_optim.kwargs": {},
         "schedule.d_steps": 1, "schedule.g_steps": 5, "schedule.batch_size": 100,
         "schedule.loss": "bce", "schedule.reuse_noise": True,
         "data.train_limit": 900,
@@ -237,8 +238,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dcgan": {
         "model.arch": "dcgan", "model.depth": 4, "model.width": 0.25, "model.channels": 1,
         "model.head": "tanh",
-        "g_optim": OptimizerConfig("Adam", 2e-4, {"betas": [0.5, 0.999]}),
-        "d_optim": OptimizerConfig("Adam", 2e-4, {"betas": [0.5, 0.999]}),
+        "g_optim.name": "Adam", "g_optim.lr": 2e-4, "g_optim.kwargs": {"betas": [0.5, 0.999]},
+        "d_optim.name": "Adam", "d_optim.lr": 2e-4, "d_optim.kwargs": {"betas": [0.5, 0.999]},
         "schedule.d_steps": 1, "schedule.g_steps": 1, "schedule.batch_size": 64,
         "schedule.loss": "bce_logits", "schedule.reuse_noise": False,
         "data.train_limit": None,
@@ -248,5 +249,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str) -> RunConfig:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise UnknownName("preset", name, PRESETS)
     return override(RunConfig(), PRESETS[name])

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from gan_core import files
 from gan_core.errors import DataError
-from gan_core.training.config import IMAGE_SIZE, DataConfig
+from gan_core.training.config import DataConfig
+from gan_core.training.models import IMAGE_SIZE
 
 SPLIT_SEED = 20240611  # fixed: the split must be the same on every machine and every run
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32  # the blog resizes MNIST to 32x32; every family member produces this size, data is resized to it
 
 # The blog's generator: 100 -> 768 -> ... -> 6 -> C; sizes 1, 3, 5, 11, 22, 24, 26, 28, 30, 32.
 SEED_G_CHANNELS = (768, 384, 192, 96, 48, 24, 12, 6)
