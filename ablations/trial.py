@@ -18,13 +18,14 @@ import torch
 
 from ablations.budgets import Budget
 from ablations.studies import Study
-from gan_core import devices, files
+from gan_core import devices
 from gan_core.errors import Diverged, first_line
 from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator
 from gan_core.judging.metrics import MetricNames
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
-from gan_core.training.loop import train
+from gan_core.training.loop import channel_lists, train
+from gan_core.training.run_folder import EVALS, METRICS, RunFolder
 
 FINAL_FAILURES = ("diverged", "out of memory")  # results, not accidents: a rerun does not repeat them
 
@@ -80,7 +81,7 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
     b = ctx.budget
     cfg = override(ctx.base, changes)
     cfg = override(cfg, {
-        "model.width": cfg.model.width * b.width_scale, "steps": b.g_steps, "seed": seed,
+        "steps": b.g_steps, "seed": seed,
         "schedule.batch_size": b.batch_size or cfg.schedule.batch_size,
         "eval_every": b.eval_every, "log_every": max(1, b.g_steps // 20),
         "checkpoint_every": max(1, b.g_steps // 4), "sample_every": 0,
@@ -111,9 +112,15 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("provenance", provenance())
     kid_key = MetricNames.for_count(ctx.budget.eval_n_intermediate).kid
+    final = MetricNames.from_fid(ctx.objective)
+    step0_keys = (final.fid, final.kid, final.precision, final.recall, final.modes)
 
     def on_eval(point):
         metrics = ctx.intermediate(point)
+        if point.g_step == 0:  # the untrained generator, at the final count too: what "did it learn?" compares with
+            full = evaluate_generator(point.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
+                                      reference=ctx.reference)
+            metrics.update({k: full[k] for k in step0_keys})
         if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
             trial.report(metrics[kid_key], point.g_step)
             if trial.should_prune():
@@ -135,8 +142,11 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
     except Exception as e:  # a bug or a fault: recorded with the trial, the study goes on
         _fail(trial, "error", f"{type(e).__name__}: {e}")
         raise
-    files.write_json(run_dir / "metrics.json", metrics)
+    RunFolder(run_dir).write_json(METRICS, metrics)
     trial.set_user_attr("metrics", metrics)
+    step0 = next((r for r in RunFolder(run_dir).read_jsonl(EVALS) if r.get("g_step") == 0), {})
+    trial.set_user_attr("metrics_step0", {k: step0[k] for k in step0_keys if k in step0})
+    trial.set_user_attr("channels", channel_lists(cfg))
     device = next(result.generator.parameters()).device
     trial.set_user_attr("budget", {
         "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,

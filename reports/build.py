@@ -21,6 +21,7 @@ import pandas as pd
 from gan_core import cli, files
 from gan_core.errors import UserError, mask_passwords
 from gan_core.storage import DEFAULT_URL
+from gan_core.training.sampling import BN_SAMPLES
 from reports import load, sections, stats
 
 PROG = "python -m reports.build"
@@ -84,7 +85,7 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
         "storage": mask_passwords(storage), "runs": runs,
         "overview": sections.overview(studies), "sections": study_sections, "missing": missing,
         "bench": bench_section, "builder": {p: _version(p) for p in BUILDER_PACKAGES},
-        "level": f"{stats.LEVEL:.0%}", "resamples": f"{stats.RESAMPLES:,}",
+        "level": f"{stats.LEVEL:.0%}", "bn_samples": f"{BN_SAMPLES:,}",
     }
     html = environment().get_template(TEMPLATE).render(**context)
     figs = [f for s in study_sections for f in s["figures"].values()] + list(bench_section.get("figures", []))

@@ -77,7 +77,7 @@ def _floor_line(ax, floor: float | None, values: np.ndarray) -> None:
 
 def knob_figure(name: str, complete: pd.DataFrame, order: Sequence[str], knob: str,
                 metrics: Sequence[tuple[str, str, float | None]]) -> Image | None:
-    """Per metric (column, label, floor): every seed as a point, the mean with its bootstrap CI per arm."""
+    """Per metric (column, label, floor): every seed as a point, the mean with its t-interval per arm."""
     if complete.empty:
         return None
     with _style():
@@ -94,7 +94,7 @@ def knob_figure(name: str, complete: pd.DataFrame, order: Sequence[str], knob: s
                     continue
                 err = [[s.mean - s.lo], [s.hi - s.mean]] if s.has_ci else None
                 ax.errorbar(i, s.mean, yerr=err, fmt="D", color=MEAN_COLOR, ms=6, capsize=6, lw=1.6, zorder=5,
-                            label="mean, 95% bootstrap CI" if i == 0 else None)
+                            label="mean, 95% t-interval" if i == 0 else None)
             _floor_line(ax, floor, data[column].to_numpy(dtype=float))
             ax.set_xlabel(knob)
             ax.set_ylabel(f"{label} (lower is better)")

@@ -62,6 +62,7 @@ class StudyData:
 
 
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
+                 "fid_step0", "modes_step0", "channels",
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
                  "fail_reason", "run_dir", "samples", "params", "git_commit", "python", "torch", "optuna",
                  "torch_fidelity", "host", "batch_size"]
@@ -121,6 +122,7 @@ def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
 def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str) -> dict:
     a = t.user_attrs
     metrics = a.get("metrics") or {}
+    step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
     budget = a.get("budget") or {}
     prov = a.get("provenance") or {}
     config = a.get("config") or {}
@@ -139,6 +141,8 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "fid": metric(keys and keys.fid), "kid": metric(keys and keys.kid),
         "precision": metric(keys and keys.precision), "recall": metric(keys and keys.recall),
         "modes": metric(keys and keys.modes),
+        "fid_step0": step0.get(keys.fid) if keys else None, "modes_step0": step0.get(keys.modes) if keys else None,
+        "channels": a.get("channels"),
         "g_images_per_s": budget.get("g_images_per_s"), "wall_s": budget.get("wall_s"),
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),
         "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
@@ -191,9 +195,10 @@ def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def curve_names(curves: pd.DataFrame) -> MetricNames | None:
-    """The names of the intermediate metrics in the curves (``fid200``: their count differs from the final one)."""
-    found = sorted(n.fid for c in curves.columns if (n := MetricNames.from_fid(c)) is not None)
-    return MetricNames.from_fid(found[0]) if found else None
+    """The names of the intermediate metrics in the curves (``fid200``: their count differs from the final one):
+    the FID recorded at the most points (the step-0 row also holds the final count's FID, for "did it learn?")."""
+    found = {c: int(curves[c].notna().sum()) for c in curves.columns if MetricNames.from_fid(c) is not None}
+    return MetricNames.from_fid(max(sorted(found), key=found.get)) if found else None
 
 
 # ---- benchmarks --------------------------------------------------------------------------------------

@@ -61,8 +61,8 @@ def budget_text(study: StudyData) -> str:
     parts.append(f"final metrics on {n} generated vs {n_real} held-out images")
     if b.get("eval_every"):
         parts.append(f"anytime metrics every {b['eval_every']} G steps on {b.get('eval_n_intermediate')} samples")
-    if b.get("width_scale") is not None:
-        parts.append(f"model width \u00d7{fraction(b['width_scale'])}")
+    if study.attrs.get("shrink", 1) != 1:
+        parts.append(f"channels \u00d7{fraction(study.attrs['shrink'])} (never below 8)")
     if b.get("seeds"):
         parts.append(f"{study.attrs.get('seeds', b['seeds'])} seed(s) per arm")
     return "; ".join(parts)
@@ -74,16 +74,13 @@ def _first(series: pd.Series):
 
 
 def shrunk(study: StudyData, name: str | None = None) -> str | None:
-    """The warning for a budget that shrank the models (width_scale < 1), or None."""
+    """The note for a budget that shrank the models (shrink < 1), or None."""
     b = study.attrs.get("budget") or {}
-    scale = b.get("width_scale")
+    scale = study.attrs.get("shrink")
     if scale is None or scale >= 1:
         return None
-    note = (b.get("note") or "").strip()
-    if note and note[-1] not in ".!?":
-        note += "."
-    return (f"{name or study.name}: every model was shrunk to {fraction(scale)} of its channel width for the "
-            f"\u201c{b.get('name', '?')}\u201d budget. {note}").strip()
+    return (f"{name or study.name}: the \u201c{b.get('name', '?')}\u201d budget multiplied every layer's channels "
+            f"by {fraction(scale)}, never below 8 channels; each arm's actual channel lists are in its table.")
 
 
 def shrunk_banners(studies: list[StudyData]) -> list[str]:
@@ -91,8 +88,7 @@ def shrunk_banners(studies: list[StudyData]) -> list[str]:
     by_budget: dict[tuple, list[StudyData]] = {}
     for s in studies:
         if shrunk(s):
-            b = s.attrs["budget"]
-            by_budget.setdefault((b.get("name"), b.get("width_scale")), []).append(s)
+            by_budget.setdefault((s.attrs["budget"].get("name"), s.attrs.get("shrink")), []).append(s)
     return [shrunk(group[0], ", ".join(s.name for s in group)) for group in by_budget.values()]
 
 
@@ -167,8 +163,32 @@ def failure_rows(trials: pd.DataFrame) -> pd.DataFrame:
     return fails.assign(final=final)
 
 
-def arm_table(study: StudyData, order: list[str], baseline: str | None) -> list[dict]:
+def seed_groups(study: StudyData, order: list[str], column: str) -> dict[str, dict[int, float | None]]:
+    """{arm: {seed: value}} for the paired statistics: complete trials give their value, a seed whose trial
+    failed as a result (diverged, out of memory: failure_rows) gives None, which counts as that pair's worst."""
     fails = failure_rows(study.trials)
+    final = fails[fails["final"]]
+    groups: dict[str, dict[int, float | None]] = {}
+    for arm in order:
+        done = study.complete[study.complete["arm"] == arm]
+        values = {int(s): (None if pd.isna(v) else float(v)) for s, v in zip(done["seed"], done[column], strict=True)}
+        values.update({int(s): None for s in final.loc[final["arm"] == arm, "seed"] if int(s) not in values})
+        groups[arm] = values
+    return groups
+
+
+def learning(study: StudyData, order: list[str]) -> dict[str, stats.Learning]:
+    """Per arm: did it learn? Its final FID against the untrained generator's (step 0), paired over seeds."""
+    final = seed_groups(study, order, "fid")
+    step0 = seed_groups(study, order, "fid_step0")
+    return {arm: stats.learned(step0[arm], final[arm], metric=study.keys.fid) for arm in order
+            if any(v is not None for v in step0[arm].values())}
+
+
+def arm_table(study: StudyData, order: list[str], baseline: str | None,
+              learned: dict[str, stats.Learning] | None = None) -> list[dict]:
+    fails = failure_rows(study.trials)
+    learned = learned or {}
     rows = []
     for arm in order:
         t = study.trials[study.trials["arm"] == arm]
@@ -181,6 +201,8 @@ def arm_table(study: StudyData, order: list[str], baseline: str | None) -> list[
             "arm": arm, "baseline": arm == baseline, "seeds": len(done),
             "seed_list": ", ".join(str(s) for s in sorted(done["seed"].dropna())),
             "fid": stats.summarise(done["fid"].tolist()), "kid": stats.summarise(done["kid"].tolist()),
+            "learned": learned.get(arm), "base_arm": arm == study.attrs.get("base_arm"),
+            "channels": _first(done["channels"]) if len(done) else None,
             "precision": _mean(done["precision"]), "recall": _mean(done["recall"]), "modes": _mean(done["modes"]),
             "images_per_s": _mean(done["g_images_per_s"]), "wall_s": _mean(done["wall_s"]),
             "failures": [{"kind": k, "reason": r, "count": n} for (k, r), n in reasons.items()],
@@ -227,14 +249,16 @@ def grid_section(study: StudyData) -> dict:
     sid = anchor(study.name)
     complete = study.complete
     section = base_section(study, "grid")
-    section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
     if k is None:
+        section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")
+        section["answer"] = section["verdict"].text
         return section
-    fid_groups = {a: complete.loc[complete["arm"] == a, "fid"].tolist() for a in order}
-    kid_groups = {a: complete.loc[complete["arm"] == a, "kid"].tolist() for a in order}
+    learned = learning(study, order)
+    section.update(order=order, table=arm_table(study, order, baseline, learned), samples=sample_grids(study, order))
+    fid_groups = seed_groups(study, order, "fid")
     section["verdict"] = stats.verdict(fid_groups, k.fid)
-    kid_verdict = stats.verdict(kid_groups, k.kid)
+    kid_verdict = stats.verdict(seed_groups(study, order, "kid"), k.kid)
     if section["verdict"].best and kid_verdict.best and kid_verdict.best != section["verdict"].best:
         section["kid_note"] = f"KID ranks differently: {kid_verdict.text}"
     elif section["verdict"].significant:
@@ -245,6 +269,7 @@ def grid_section(study: StudyData) -> dict:
             "effects": stats.effects(fid_groups, baseline),
             "baseline": baseline,
         }
+    section["answer"] = answer(study, section["verdict"], learned, section["quirks"])
     knob = study.knob or "arm"
     fig_list = [
         figures.knob_figure(f"{sid}-knob", complete, order, knob,
@@ -256,6 +281,38 @@ def grid_section(study: StudyData) -> dict:
     section["curves_note"] = None if "anytime" in section["figures"] else \
         "no evals.jsonl found for this study's trials (run folders missing, or no intermediate evaluations)"
     return section
+
+
+def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], quirks: dict | None) -> str:
+    """The study's answer in one sentence: first whether there is anything to compare (did the base arm, or
+    any arm, learn?), then the blog's own setting against the best arm, with the paired effect and its CI."""
+    steps = (study.attrs.get("budget") or {}).get("g_steps")
+    budget = f"{steps:,} G steps" if isinstance(steps, int) else "this budget"
+    base_arm, blog = study.attrs.get("base_arm"), study.baseline
+    if verdict.best is None or not learned:
+        return verdict.text
+    if base_arm in learned and not learned[base_arm].learned:
+        return (f"No answer at this budget: the base arm {base_arm} did not learn in {budget} "
+                f"({learned[base_arm].text}), so its arms compare untrained generators.")
+    if not any(x.learned for x in learned.values()):
+        return (f"No arm learned in {budget}: every arm's {study.keys.fid} stayed near its untrained value "
+                f"(e.g. {verdict.best}: {learned[verdict.best].text}); the blog's Adadelta at lr 1e-3 barely "
+                "moves the generator (see seed_quirks).")
+    if quirks is not None:
+        blog_note = "" if learned.get(blog) is None or learned[blog].learned else \
+            f"The blog's own setting did not learn in {budget} ({learned[blog].text}). "
+        return blog_note + quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "."
+    comparison = next((c for c in verdict.comparisons if c.b == blog), None)
+    if blog == verdict.best or comparison is None:
+        return verdict.text[:1].upper() + verdict.text[1:] + "."
+    p = verdict.p_holm[verdict.comparisons.index(comparison)]
+    against = comparison.inverse()  # the blog's setting against the best arm
+    clear = p < stats.ALPHA and comparison.ratio < 1
+    tail = (f"it clearly costs ({stats.ALPHA:.0%} level, Holm over {len(verdict.comparisons)} comparisons)" if clear
+            else "the two cannot be told apart at this number of seeds")
+    return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.keys.fid} of the best arm, "
+            f"{verdict.best} ({against.detail(p, 'p_holm')}): {tail}. "
+            + ("" if verdict.significant else "No arm is clearly best overall."))
 
 
 def _curve_columns(curves: pd.DataFrame) -> list[str | None]:
@@ -271,6 +328,7 @@ def base_section(study: StudyData, kind: str) -> dict:
         "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
         "planned_seeds": study.attrs.get("seeds"), "quirks": None, "curves_note": None, "order": [], "table": [],
         "samples": [],
+        "answer": "", "base_name": study.attrs.get("base", "–"), "base_why": study.attrs.get("base_why") or "",
     }
 
 
@@ -334,6 +392,7 @@ def joint_section(study: StudyData) -> dict:
     section["verdict"] = stats.Verdict(
         f"best configuration so far: trial {section['best'][0]['number']} with {label} "
         f"{stats.fmt(section['best'][0]['value'])}" if section["best"] else "no finished trials yet")
+    section["answer"] = section["verdict"].text
     return section
 
 
@@ -343,6 +402,7 @@ def other_section(study: StudyData) -> dict:
     section["verdict"] = stats.Verdict(
         f"best value {stats.fmt(done['value'].min())} (trial {int(done.loc[done['value'].idxmin(), 'number'])})"
         if len(done) else "no finished trials")
+    section["answer"] = section["verdict"].text
     return section
 
 

@@ -24,10 +24,12 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from ablations.budgets import BUDGETS
+from ablations.run import base_arm
 from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
 from gan_core.judging.metrics import count_tag
 from gan_core.training.config import override, preset
+from gan_core.training.loop import channel_lists
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
 SPLIT = [4000, 1000]
@@ -77,12 +79,15 @@ class Fixture:
 def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eval_n: int) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
     budget = BUDGETS[budget_name].to_dict()
+    shrink = REGISTRY[kind].base(budget_name).shrink
     objective = f"fid{count_tag(eval_n)}"
     floor_rng = np.random.default_rng(1)
     for key, value in {"study": kind, "base": "seed", "budget": budget, "objective": objective, "data": "embedded",
                        "split": SPLIT, "extractor": EXTRACTOR, "seeds": seeds,
                        "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613},
-                       **REGISTRY[kind].description(), "catalogue": catalogue()}.items():
+                       **REGISTRY[kind].description(), "catalogue": catalogue(), "shrink": shrink,
+                       "base_arm": base_arm(REGISTRY[kind], preset("seed")) if REGISTRY[kind].is_grid else None,
+                       "base_why": ""}.items():
         study.set_user_attr(key, value)
     return study
 
@@ -133,9 +138,10 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
     failures = failures or {}
     for seed in range(seeds):
         for arm in spec.arms:
-            cfg = override(override(base, spec.arm(arm.label).changes), {
-                "model.width": base.model.width * b.width_scale, "seed": seed, "steps": b.g_steps}).to_dict()
-            common = {"config": cfg, "provenance": PROVENANCE}
+            cfg_obj = override(override(base, spec.arm(arm.label).changes), {
+                "model.shrink": spec.base(budget_name).shrink, "seed": seed, "steps": b.g_steps})
+            cfg = cfg_obj.to_dict()
+            common = {"config": cfg, "provenance": PROVENANCE, "channels": channel_lists(cfg_obj)}
             if (arm.label, seed) in failures:
                 fail_kind, reason = failures[(arm.label, seed)]
                 run_dir = f"{RECORDED_RUNS}/{name}/{slug(arm.label)}/seed{seed}"
@@ -150,8 +156,10 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
                       "flops": 1e12, "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
             sharp = float(np.clip(1 - (fid - 30) / 100, 0, 1))
             run_dir = _run_folder(fx.runs, name, arm.label, seed, cfg, final, budget, b.eval_n_intermediate, sharp, rng)
+            step0 = {f"fid{count_tag(eval_n)}": float(400 + rng.normal(0, 30)), f"modes{count_tag(eval_n)}": 1.0}
             _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
-                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget}, value=fid)
+                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget, "metrics_step0": step0},
+                        value=fid)
     # bookkeeping trials of parallel workers: never results
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"spare": True})
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"duplicate": True})
@@ -258,8 +266,8 @@ def build_fixture(tmp: Path) -> Fixture:
     """step_ratio (3 seeds, a diverged and a retried trial), seed_quirks (2 seeds), depth (1 seed), joint."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json")
-    grid_study(fx, "step_ratio", "quick", 3, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
-    grid_study(fx, "seed_quirks", "quick", 2, QUIRK_FID, spread=0.5)
+    grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
+    grid_study(fx, "seed_quirks", "quick", 5, QUIRK_FID, spread=0.5)
     grid_study(fx, "depth", "smoke", 1, DEPTH_FID)
     joint_study(fx)
     benchmark_json(fx.benchmarks)

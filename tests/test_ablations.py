@@ -11,11 +11,18 @@ from optuna.trial import TrialState
 
 from ablations import run
 from ablations.studies import REGISTRY
+from gan_core.training.config import RunConfig, override
+from gan_core.training.loop import channel_lists
 
 
 def study_args(tmp_path, *extra):
     return ["--budget", "smoke", "--storage", f"sqlite:///{tmp_path}/s.db", "--runs", str(tmp_path / "runs"),
             "--no-report", "--device", "cpu", *extra]
+
+
+def in_process(tmp_path, *extra):
+    """study_args with one worker in this process: spawning the default per-core workers costs seconds a test."""
+    return [*study_args(tmp_path, *extra), "--workers", "1"]
 
 
 def load(tmp_path, name):
@@ -29,10 +36,11 @@ def grid_keys(study, state=TrialState.COMPLETE):
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name):
-    assert run.main(["--study", name, *study_args(tmp_path)]) == 0
+    assert run.main(["--study", name, *in_process(tmp_path)]) == 0
     out = capsys.readouterr().out
-    study = load(tmp_path, f"{name}-seed-smoke")
     spec = REGISTRY[name]
+    base = spec.base("smoke").preset
+    study = load(tmp_path, f"{name}-{base}-smoke")
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if spec.is_grid:
         assert sorted(grid_keys(study)) == sorted((a.label, 0) for a in spec.arms)
@@ -40,12 +48,17 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
             assert arm.label in out  # the terminal table has a row per arm
     else:
         assert len(study.trials) == 3
-    assert "real-data floor" in out and "shrunk to 0.0625" in out
+    assert "real-data floor" in out and f"shrank every model's channels by {spec.base('smoke').shrink:g}" in out
     t = complete[0]
-    assert {"config", "metrics", "budget", "provenance", "run_dir"} <= set(t.user_attrs)
+    assert {"config", "metrics", "budget", "provenance", "run_dir", "metrics_step0", "channels"} <= set(t.user_attrs)
+    assert t.user_attrs["metrics_step0"]["fid100"] > 0  # the untrained generator, at the final sample count
+    cfg = RunConfig.from_dict(t.user_attrs["config"])  # the smoke budget's shrinking stops at 8 channels:
+    asked = channel_lists(override(cfg, {"model.shrink": 1.0}))
+    for net in ("G", "D"):
+        assert all(min(a, 8) <= s for a, s in zip(asked[net], t.user_attrs["channels"][net], strict=True))
     assert t.user_attrs["budget"]["g_steps"] == 4 and t.user_attrs["budget"]["flops"] > 0
     assert t.value == t.user_attrs["metrics"]["fid100"]
-    assert (tmp_path / "runs" / f"{name}-seed-smoke").is_dir()
+    assert (tmp_path / "runs" / f"{name}-{base}-smoke").is_dir()
     run_dir = t.user_attrs["run_dir"]
     for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl"):
         assert os.path.exists(os.path.join(run_dir, f)), f
@@ -59,16 +72,17 @@ def check_step_ratio_changes_only_the_schedule(trials):
     assert configs["5:1"]["schedule"]["d_steps"] == 5 and configs["5:1"]["schedule"]["g_steps"] == 1
     budgets = {t.user_attrs["arm"]: t.user_attrs["budget"] for t in trials}
     assert budgets["5:1"]["d_steps"] == 20 and budgets["1:5"]["d_steps"] == 1  # 4 G steps each
-    for cfg in configs.values():  # everything else is the blog's preset, shrunk by the budget
+    for cfg in configs.values():  # everything else is the study's base (the DCGAN member), shrunk by the budget
         assert cfg["model"] == configs["1:5"]["model"] and cfg["g_optim"] == configs["1:5"]["g_optim"]
-        assert cfg["model"]["width"] == 1 / 16 and cfg["data"]["train_limit"] == 900
+        assert cfg["model"]["width"] == 0.125 and cfg["model"]["shrink"] == 1 / 8
+        assert cfg["model"]["arch"] == "dcgan" and cfg["data"]["train_limit"] is None
 
 
 def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path):
-    assert run.main(["--study", "width", *study_args(tmp_path)]) == 0
-    before = {t.number: t.datetime_complete for t in load(tmp_path, "width-seed-smoke").trials}
-    assert run.main(["--study", "width", "--seeds", "2", *study_args(tmp_path)]) == 0
-    study = load(tmp_path, "width-seed-smoke")
+    assert run.main(["--study", "width", *in_process(tmp_path)]) == 0
+    before = {t.number: t.datetime_complete for t in load(tmp_path, "width-dcgan-cpu-smoke").trials}
+    assert run.main(["--study", "width", "--seeds", "2", *in_process(tmp_path)]) == 0
+    study = load(tmp_path, "width-dcgan-cpu-smoke")
     keys = grid_keys(study)
     assert len(keys) == len(set(keys)) == 8  # 4 arms x 2 seeds, each once
     for t in study.trials:
@@ -78,7 +92,7 @@ def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path):
 
 @pytest.mark.parametrize("args,match", [
     (["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, seed_quirks"),
-    (["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
+    (["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan, dcgan-cpu"),
     (["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
     (["--study", "depth", "--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
     (["--study", "depth", "--workers", "0"], "--workers must be an integer >= 1"),
@@ -111,8 +125,9 @@ def test_list_shows_studies_arms_and_budgets(capsys):
 
 
 def cli(tmp_path, *extra, study="step_ratio", seeds="1"):
+    """The CLI with its one worker in the process that the test signals (several workers: test_two_workers)."""
     return [sys.executable, "-m", "ablations.run", "--study", study, "--seeds", seeds, "--heartbeat", "1",
-            *study_args(tmp_path), *extra]
+            *in_process(tmp_path), *extra]
 
 
 def states(db):
@@ -141,12 +156,12 @@ def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_
         pytest.fail("the study never had a running trial after two finished ones")
     p.send_signal(signal.SIGKILL)
     p.wait()
-    done_before = {t.number: t.datetime_complete for t in load(tmp_path, "step_ratio-seed-smoke").trials
+    done_before = {t.number: t.datetime_complete for t in load(tmp_path, "step_ratio-dcgan-cpu-smoke").trials
                    if t.state == TrialState.COMPLETE}
-    assert load(tmp_path, "step_ratio-seed-smoke").get_trials(states=(TrialState.RUNNING,))  # left behind
+    assert load(tmp_path, "step_ratio-dcgan-cpu-smoke").get_trials(states=(TrialState.RUNNING,))  # left behind
     again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    study = load(tmp_path, "step_ratio-seed-smoke")
+    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     keys = grid_keys(study)
     assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
     for t in study.trials:
@@ -167,7 +182,7 @@ def test_two_workers_complete_a_grid_without_duplicates(tmp_path, storage):
     assert p.returncode == 0, p.stderr
     storage_obj = url if storage == "sqlite" else optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(f"{tmp_path}/w.log"))
-    study = optuna.load_study(study_name="step_ratio-seed-smoke", storage=storage_obj)
+    study = optuna.load_study(study_name="step_ratio-dcgan-cpu-smoke", storage=storage_obj)
     keys = grid_keys(study)
     assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
 
@@ -182,13 +197,13 @@ def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130
     assert "rerun the same command to resume" in err and "Traceback" not in err
-    study = load(tmp_path, "step_ratio-seed-smoke")
+    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     interrupted = study.get_trials(states=(TrialState.FAIL,))
     assert [t.user_attrs["fail_kind"] for t in interrupted] == ["interrupted"]
     assert not study.get_trials(states=(TrialState.RUNNING,))  # the storage is consistent
     again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert sorted(grid_keys(load(tmp_path, "step_ratio-seed-smoke"))) == \
+    assert sorted(grid_keys(load(tmp_path, "step_ratio-dcgan-cpu-smoke"))) == \
         sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
 
 
@@ -204,8 +219,8 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_
         return real_train(cfg, *args, **kwargs)
 
     monkeypatch.setattr(trial_module, "train", train)
-    assert run.main(["--study", "step_ratio", *study_args(tmp_path)]) == 0
-    study = load(tmp_path, "step_ratio-seed-smoke")
+    assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
+    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [(t.user_attrs["arm"], t.user_attrs["fail_kind"]) for t in failed] == [("5:1", "diverged")]
     assert "diverged at step 3" in failed[0].user_attrs["fail_reason"]
@@ -213,8 +228,8 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_
     out = capsys.readouterr().out
     assert "1 diverged" in out
     # a rerun does not repeat a divergence: it is a result, not an accident
-    assert run.main(["--study", "step_ratio", *study_args(tmp_path)]) == 0
-    assert len(load(tmp_path, "step_ratio-seed-smoke").trials) == 5
+    assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
+    assert len(load(tmp_path, "step_ratio-dcgan-cpu-smoke").trials) == 5
 
 
 def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch):
@@ -224,6 +239,6 @@ def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch)
         raise RuntimeError("boom")
 
     monkeypatch.setattr(trial_module, "train", train)
-    assert run.main(["--study", "width", *study_args(tmp_path)]) == 0
+    assert run.main(["--study", "width", *in_process(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "every trial of this study failed" in out and out.count("1 error") == 4  # one row per arm

@@ -79,5 +79,5 @@ def test_unknown_json_key_is_rejected():
 
 
 def test_unknown_preset():
-    with pytest.raises(ConfigError, match="choose one of: default, seed, dcgan"):
+    with pytest.raises(ConfigError, match="choose one of: default, seed, dcgan, dcgan-cpu"):
         preset("blog")

@@ -15,7 +15,6 @@ import torch_fidelity
 from gan_core.errors import UserError
 from gan_core.judging import evaluation, extractor, features, metrics
 from gan_core.judging.features import FeatureSet
-from gan_core.training import models
 from tests.metric_helpers import add_noise, blur, uniform_noise
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -283,11 +282,12 @@ def test_torch_fidelity_cache_is_never_written(embedded, tmp_path, monkeypatch, 
 
 
 def test_evaluator_as_on_eval_callback_leaves_the_generator_as_it_was(embedded, cache_dir):
+    from gan_core.training import loop
     from gan_core.training.loop import EvalPoint
     from tests.conftest import tiny_config
 
     cfg = tiny_config()
-    g, _ = models.build(cfg.model.arch, cfg.model.depth, cfg.model.width, cfg.model.channels, cfg.model.head)
+    g, _ = loop.build_models(cfg)
     g.train()
     state = {k: v.clone() for k, v in g.state_dict().items()}
     evaluator = evaluation.Evaluator(n=200, split=embedded, cache_dir=cache_dir)
@@ -308,7 +308,7 @@ def test_train_logs_evaluator_metrics(embedded, cache_dir, tmp_path):
     result = loop.train(cfg, tmp_path / "run", split=embedded,
                          on_eval=evaluation.Evaluator(n=100, split=embedded, cache_dir=cache_dir))
     rows = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
-    assert [r["g_step"] for r in rows] == [2, 4] and all("fid100" in r for r in rows)
+    assert [r["g_step"] for r in rows] == [0, 2, 4] and all("fid100" in r for r in rows)
     assert result.evals[-1]["fid100"] == rows[-1]["fid100"]
 
 

@@ -98,3 +98,62 @@ def test_dcgan_init_is_applied():
     g, _ = models.build("dcgan", 4, 0.25, 1, "tanh")
     w = next(m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)).weight
     assert abs(float(w.detach().std()) - 0.02) < 0.002
+
+
+def test_eval_mode_sampling_re_estimates_stale_batchnorm_statistics():
+    """Stale running statistics make an eval-mode generator print one constant image (PITFALLS); sampling must
+    re-estimate them on fresh noise first, in a copy, leaving the training run's own statistics alone."""
+    from gan_core.training import sampling
+
+    torch.manual_seed(0)
+    g = models.dcgan_generator(depth=4, width=1 / 16, channels=1, head="tanh")
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:  # what stale statistics look like: far from what the current weights produce
+        m.running_var.fill_(1e6)
+    z = sampling.noise(64, g.latent_dim, seed=1)
+    with torch.no_grad():
+        stale = g.eval()(z)
+    assert stale.std(dim=0).max() < 1e-3  # one image, 64 times
+    images = sampling.generate_from(g, z, "tanh")
+    assert images.float().std(dim=0).mean() > 5  # different images (uint8 grey levels)
+    assert all(float(m.running_var.min()) == 1e6 for m in norms)  # the generator itself is untouched
+
+    fresh = sampling.with_fresh_batchnorm(g, n=512, batch_size=128)
+    first_conv, first_norm = fresh.net[0], next(m for m in fresh.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():  # equal batches: the cumulative average of batch means is the mean over all 512 vectors
+        pre = first_conv(sampling.noise(512, g.latent_dim, sampling.BN_NOISE_SEED).view(512, -1, 1, 1))
+    assert torch.allclose(first_norm.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not fresh.training
+
+
+def test_a_generator_without_batchnorm_is_sampled_as_it_is():
+    from gan_core.training import sampling
+
+    g = models.Generator([torch.nn.ConvTranspose2d(100, 1, 32), torch.nn.Tanh()], 100)
+    assert sampling.with_fresh_batchnorm(g) is g
+
+
+def test_a_budget_shrinks_channels_but_never_below_8():
+    g, d = models.build("seed", 9, 1.0, 1, "bn_sigmoid", shrink=1 / 8)
+    lists = models.channel_lists(g, d)
+    assert lists["G"] == [96, 48, 24, 12, 8, 8, 8, 6, 1]  # the blog's 6-channel layer was asked for: it stays 6
+    assert lists["D"] == [6, 8, 8, 8, 12, 24, 48, 96, 1]
+    # an arm that asks for a narrow member gets it (the width study's 1/8 arm), and a budget adds nothing below 8
+    narrow = models.channel_lists(*models.build("seed", 9, 1 / 8, 1, "bn_sigmoid"))
+    assert narrow["G"][:8] == [96, 48, 24, 12, 6, 3, 2, 1]
+    both = models.channel_lists(*models.build("seed", 9, 1 / 8, 1, "bn_sigmoid", shrink=1 / 8))
+    assert both["G"][:8] == [12, 8, 8, 8, 6, 3, 2, 1]
+    dc = models.channel_lists(*models.build("dcgan", 4, 0.25, 1, "tanh", shrink=0.5))
+    assert dc == {"G": [96, 48, 24, 1], "D": [24, 48, 96, 1]}
+
+
+@pytest.mark.parametrize("arch", ["seed", "dcgan"])
+@pytest.mark.parametrize("width", [1 / 64, 1 / 8, 0.25, 1.0])
+@pytest.mark.parametrize("shrink", [1 / 16, 1 / 8, 0.5])
+def test_shrinking_stops_at_8_channels_or_what_the_member_asked_for(arch, width, shrink):
+    depth = 9 if arch == "seed" else 4
+    asked = models.channel_lists(*models.build(arch, depth, width, 1, "tanh"))
+    shrunk = models.channel_lists(*models.build(arch, depth, width, 1, "tanh", shrink=shrink))
+    for net in ("G", "D"):
+        for a, s in zip(asked[net][:-1], shrunk[net][:-1], strict=True):  # the last layer is the image / logit
+            assert min(a, 8) <= s <= a

@@ -54,7 +54,7 @@ def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres_url):
     for w in workers:
         _, err = w.communicate(timeout=400)
         assert w.returncode == 0, err
-    study = optuna.load_study(study_name="step_ratio-seed-smoke", storage=postgres_url)
+    study = optuna.load_study(study_name="step_ratio-dcgan-cpu-smoke", storage=postgres_url)
     done = [(t.user_attrs["arm"], t.params["seed"]) for t in study.get_trials(states=(TrialState.COMPLETE,))
             if not t.user_attrs.get("duplicate")]
     assert sorted(done) == sorted((a.label, s) for a in REGISTRY["step_ratio"].arms for s in range(2))

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import scipy.stats
 from PIL import Image
 
 from ablations.studies import REGISTRY, catalogue
-from reports import build
+from reports import build, sections, stats
 from tests import report_fixtures as rf
 
 CHROMIUM = "/usr/bin/chromium"
@@ -148,7 +149,7 @@ def test_page_has_every_section(fx, page):
     assert bench.find("table", id="bench-train") and bench.find("table", id="bench-eval") and bench.find_all("img")
     assert "No CUDA results yet" in bench.text() and "--benchmark-json benchmarks/results/" in bench.text()
     header = " ".join(b.text() for b in dom.find_all("div", data_role="shrunk"))
-    assert "shrunk to 1/8" in header and "shrunk to 1/16" in header and "depth-seed-smoke" in header
+    assert "by 1/8, never below 8 channels" in header and "by 1/16" in header and "depth-seed-smoke" in header
     assert "81967625" in dom.find("table", id="studies").text()  # the extractor's weights hash
     assert rf.PROVENANCE["git_commit"] in dom.find("table", id="provenance").text()
     assert "4,000 train / 1,000 held-out" in dom.find("table", id="studies").text()
@@ -157,11 +158,11 @@ def test_page_has_every_section(fx, page):
 def test_verdicts_follow_the_data(fx, page):
     _, _, dom = page
     step = dom.find("section", id="study-step-ratio-seed-quick").find("div", data_role="verdict").text()
-    assert step.startswith("1:1 is best on fid1k") and "significant" in step
+    assert step.startswith("1:1 is best on fid1k") and "beats every other arm after Holm correction" in step
     depth = dom.find("section", id="study-depth-seed-smoke").find("div", data_role="verdict").text()
     assert depth.startswith("only one seed: no verdict")
     quirk = dom.find("section", id="study-seed-quirks-seed-quick").find("div", data_role="quirk-verdict").text()
-    assert "fixing “fresh noise” alone lowers fid1k the most" in quirk
+    assert "fixing “fresh noise” alone lowers fid1k" in quirk and "that one costs the most" in quirk
 
 
 def test_numbers_on_the_page_equal_the_storage(fx, page):
@@ -185,8 +186,9 @@ def test_numbers_on_the_page_equal_the_storage(fx, page):
                 assert first_number(cells[col].text()) == pytest.approx(mean, rel=5.01e-4), (kind, arm, col)
                 if col in ("fid", "kid") and len(values) > 1:
                     lo, hi = float(cells[col].attrs["data-lo"]), float(cells[col].attrs["data-hi"])
-                    eps = 1e-9 * abs(mean)  # a mean of equal values can differ from them in the last bit
-                    assert min(values) - eps <= lo <= mean <= hi <= max(values) + eps
+                    # the t-interval of the mean, computed independently
+                    want = scipy.stats.t.interval(0.95, len(values) - 1, loc=mean, scale=scipy.stats.sem(values))
+                    assert (lo, hi) == pytest.approx(want, rel=1e-9), (kind, arm, col)
             ips = np.mean([t.user_attrs["budget"]["g_images_per_s"] for t in done])
             assert float(cells["images_per_s"].attrs["data-value"]) == pytest.approx(ips, rel=1e-12)
             # a failure is shown with its reason only when its arm x seed never finished
@@ -464,10 +466,63 @@ def test_importances_are_guarded_against_too_few_trials(tmp_path):
     assert sections.importances(data) == ({}, "needs at least 2 complete trials, has 1")
 
 
-def test_the_answers_at_the_top_repeat_each_study_verdict(fx, page):
+def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
     _, _, dom = page
     answers = dom.find("section", id="answers")
     for name in fx.studies.values():
-        verdict = dom.find("section", id="study-" + name.replace("_", "-")).find("div", data_role="verdict").text()
-        assert verdict in answers.find("tr", data_study=name).text()
+        section = dom.find("section", id="study-" + name.replace("_", "-"))
+        answer = section.find("div", data_role="study-answer").text()
+        assert answer and answer == answers.find("tr", data_study=name).find("td", data_role="answer").text()
     assert "fresh noise" in answers.find("tr", data_study=fx.studies["seed_quirks"]).text()
+    # the step ratio study answers its question with the blog's 1:5 against the best arm, paired, with a CI
+    step = answers.find("tr", data_study=fx.studies["step_ratio"]).find("td", data_role="answer").text()
+    assert step.startswith("The blog's setting 1:5 has ") and "the fid1k of the best arm, 1:1 (95% CI " in step
+    assert "paired over 5 seeds" in step and "it clearly costs" in step
+
+
+def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5") -> str:
+    """sections.answer on a study whose arms have these {arm: {seed: fid}} values (final and step 0)."""
+    from types import SimpleNamespace
+
+    from gan_core.judging.metrics import MetricNames
+
+    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": base_arm}, baseline=blog,
+                            keys=MetricNames.for_count(1000))
+    learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
+    return sections.answer(study, stats.verdict(final, "fid1k"), learned, None)
+
+
+STEP0 = {arm: {s: 400.0 + 10 * s for s in range(5)} for arm in ("1:1", "1:5", "5:1")}
+
+
+def test_an_answer_says_when_the_base_arm_did_not_learn():
+    final = {"1:1": {s: 390.0 + 10 * s for s in range(5)}, "1:5": {s: 20.0 + s for s in range(5)},
+             "5:1": {s: 30.0 + s for s in range(5)}}
+    text = answer_for(final, STEP0, base_arm="1:1")
+    assert text.startswith("No answer at this budget: the base arm 1:1 did not learn in 900 G steps")
+
+
+def test_an_answer_says_when_no_arm_learned():
+    final = {arm: {s: 380.0 + 10 * s + i for s in range(5)} for i, arm in enumerate(STEP0)}
+    assert answer_for(final, STEP0, base_arm=None).startswith("No arm learned in 900 G steps")
+
+
+def test_an_answer_compares_the_blogs_setting_with_the_best_arm_paired():
+    final = {"1:1": {s: 10.0 + s for s in range(5)}, "1:5": {s: 40.0 + 4 * s + (s % 2) for s in range(5)},
+             "5:1": {s: 200.0 + s for s in range(5)}}
+    text = answer_for(final, STEP0, base_arm="1:1")
+    assert text.startswith("The blog's setting 1:5 has 4.") and "the fid1k of the best arm, 1:1 (95% CI" in text
+    assert "paired over 5 seeds" in text and "it clearly costs" in text
+
+
+def test_anytime_curves_use_the_intermediate_metric_not_the_step_0_extra():
+    """The step-0 row also holds the final count's FID (fid1k, for "did it learn?"): the curves must still plot the
+    intermediate one, recorded at every point (seen: a curve of one point, step 0)."""
+    import pandas as pd
+
+    from reports import load
+
+    frame = pd.DataFrame([{"g_step": 0, "fid200": 400.0, "kid200_mean": 9.0, "fid1k": 380.0},
+                          {"g_step": 450, "fid200": 50.0, "kid200_mean": 1.0}, {"g_step": 900, "fid200": 9.0}])
+    names = load.curve_names(frame)
+    assert (names.fid, names.kid) == ("fid200", "kid200_mean")

@@ -1,29 +1,435 @@
-"""Unit tests of the report's numbers: bootstrap CIs, verdicts, metric names, tolerant readers."""
+"""Unit and calibration tests of the report's statistics (reports/stats.py), plus the report's small readers.
 
+The calibration tests simulate studies with the model the suite sees: log FID = log 50 + seed effect
++ arm effect + arm x seed noise, the seed effect N(0, SEED_SD^2) shared by every arm of a seed, the
+noise N(0, NOISE_SD^2). Every simulation uses a fixed numpy RNG seed, so the tests are deterministic;
+each states its Monte Carlo (MC) standard error, and the thresholds leave room for it.
+"""
+
+import inspect
 import json
 import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from gan_core import files
 from gan_core.errors import mask_passwords
 from reports import load, stats
 
+SEED_SD, NOISE_SD = 0.5, 0.2
 
-def test_bootstrap_ci_brackets_the_mean_and_stays_inside_the_data():
+
+def simulate(rng: np.random.Generator, reps: int, seeds: int, ratios, seed_sd=SEED_SD, noise_sd=NOISE_SD):
+    """(reps, arms, seeds) FID values; arm i has ratios[i] times the FID of a ratio-1 arm (geometric mean)."""
+    effect = np.log(np.asarray(ratios, dtype=float))
+    return np.exp(np.log(50.0) + rng.normal(0, seed_sd, (reps, 1, seeds)) + effect[None, :, None]
+                  + rng.normal(0, noise_sd, (reps, len(effect), seeds)))
+
+
+def groups(study: np.ndarray, names=None, failed=None) -> dict:
+    """{arm: {seed: value}} from one (arms, seeds) array; ``failed`` (same shape, bool) marks failed seeds."""
+    names = names or [f"arm{i}" for i in range(len(study))]
+    return {name: {s: (None if failed is not None and failed[i, s] else float(v)) for s, v in enumerate(row)}
+            for i, (name, row) in enumerate(zip(names, study, strict=True))}
+
+
+def mc_sd(p: float, reps: int) -> float:
+    return math.sqrt(p * (1 - p) / reps)
+
+
+def nct_power(n: int, noise_sd: float, ratio: float = 0.8, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided paired t-test on log ratios (noncentral t); the seed effect cancels."""
+    delta = abs(math.log(ratio)) / (noise_sd * math.sqrt(2) / math.sqrt(n))
+    q = sps.t.ppf(1 - alpha / 2, n - 1)
+    return float(sps.nct.sf(q, n - 1, delta) + sps.nct.cdf(-q, n - 1, delta))
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+@pytest.mark.parametrize("arms, reps, low", [
+    (2, 4000, 0.035),  # two arms: the rate is exactly alpha in theory (MC sd 0.0034), so it must not be ~0 either
+    (5, 2000, 0.0),  # more arms: best must beat every other arm, so the rate is far below alpha (MC sd <= 0.005)
+    (7, 2000, 0.0),
+])
+def test_identical_arms_rarely_give_a_winner(arms, reps, low):
+    rng = np.random.default_rng(100 + arms)
+    winners = sum(stats.verdict(groups(study), "fid1k").significant for study in simulate(rng, reps, 5, [1.0] * arms))
+    rate = winners / reps
+    print(f"false-winner rate, {arms} identical arms, 5 seeds, {reps} studies: {rate:.4f}")
+    # 0.06 is 3 MC sds above 0.05 at 4,000 studies and 2 at 2,000 (a rate at alpha would pass).
+    assert low <= rate <= 0.06
+
+
+def test_identical_arms_with_failed_seeds_rarely_give_a_winner():
+    # Every seed of every arm fails with probability 0.15, independent of the arm: failures must not make winners.
+    rng = np.random.default_rng(7)
+    reps = 2000  # MC sd 0.005 at a rate of 0.05
+    data = simulate(rng, reps, 5, [1.0, 1.0, 1.0])
+    failed = rng.random(data.shape) < 0.15
+    rate = np.mean([stats.verdict(groups(s, failed=f), "fid1k").significant for s, f in zip(data, failed, strict=True)])
+    print(f"false-winner rate, 3 identical arms with 15% failed seeds: {rate:.4f}")
+    assert rate <= 0.06
+
+
+def _coverage(lo: np.ndarray, hi: np.ndarray, truth: float) -> float:
+    return float(np.mean((lo <= truth) & (truth <= hi)))
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_compare_interval_covers_the_true_ratio(seeds):
+    rng = np.random.default_rng(20 + seeds)
+    reps = 4000  # MC sd 0.0034 at 0.95: the band [0.93, 0.97] is +-6 MC sds
+    cs = [stats.compare(*groups(study).values()) for study in simulate(rng, reps, seeds, [0.8, 1.0])]
+    assert all(c.paired and c.n == seeds for c in cs)
+    cover = _coverage(np.array([c.lo for c in cs]), np.array([c.hi for c in cs]), 0.8)
+    print(f"coverage of compare's 95% CI, true ratio 0.8, {seeds} seeds: {cover:.4f}")
+    assert 0.93 <= cover <= 0.97
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_mean_interval_is_a_t_interval_with_nominal_coverage(seeds):
+    rng = np.random.default_rng(30 + seeds)
+    reps = 4000  # MC sd 0.0034
+    x = rng.normal(40.0, 6.0, (reps, seeds))
+    s = [stats.summarise(row.tolist()) for row in x]
+    cover = _coverage(np.array([v.lo for v in s]), np.array([v.hi for v in s]), 40.0)
+    print(f"coverage of summarise's 95% CI, {seeds} seeds: {cover:.4f}")
+    assert 0.93 <= cover <= 0.97
+
+
+def test_the_coverage_check_fails_a_percentile_bootstrap_at_three_seeds():
+    # The method this module replaced: the percentile bootstrap of a mean. On the same kind of data (paired
+    # log ratios, 3 seeds) it covers ~0.76, so the coverage tests above would catch a return to it.
+    rng = np.random.default_rng(5)
+    reps, resamples = 2000, 1000
+    d = np.log(simulate(rng, reps, 3, [0.8, 1.0]))
+    d = d[:, 0] - d[:, 1]
+    means = np.take_along_axis(d[:, None, :], rng.integers(0, 3, (reps, resamples, 3)), axis=2).mean(axis=2)
+    lo, hi = np.quantile(means, [0.025, 0.975], axis=1)
+    cover = _coverage(lo, hi, math.log(0.8))
+    print(f"percentile bootstrap coverage at 3 seeds: {cover:.3f}")
+    assert cover < 0.85  # MC sd 0.01
+
+
+def test_power_for_a_20_percent_difference_matches_the_noncentral_t():
+    rng = np.random.default_rng(11)
+    reps = 4000
+    wins = [(v := stats.verdict(groups(s, ["a", "b"]), "fid1k")).significant and v.best == "a"
+            for s in simulate(rng, reps, 5, [0.8, 1.0])]
+    power = float(np.mean(wins))
+    exact = nct_power(5, NOISE_SD)
+    print(f"power, 2 arms, 0.8x, 5 seeds, noise sd {NOISE_SD}: simulated {power:.3f}, noncentral t {exact:.3f}")
+    # the simulated rate omits the (negligible) rejections in the wrong direction; MC sd 0.007: allow 4 sds
+    assert abs(power - exact) < 4 * mc_sd(exact, reps)
+    assert 0.06 < power < 1
+
+
+def test_the_documented_power_numbers_are_the_computed_ones():
+    power = {n: nct_power(n, NOISE_SD) for n in (5, 8, 10, 15, 20)}
+    need = {sd: next(n for n in range(2, 200) if nct_power(n, sd) >= 0.8) for sd in (0.1, 0.2, 0.3)}
+    doc = " ".join(stats.__doc__.split())
+    listed = ", ".join(f"{n} seeds {p:.2f}" for n, p in power.items())
+    assert listed in doc, listed
+    assert f"80% power needs {need[0.2]} seeds" in doc
+    assert f"noise sd 0.1: 5 seeds {nct_power(5, 0.1):.2f} (80% needs {need[0.1]} seeds)" in doc
+    assert f"noise sd 0.3: 5 seeds {nct_power(5, 0.3):.2f} (80% needs {need[0.3]})" in doc
+
+
+def test_two_equally_good_fixes_rarely_give_a_costliest_quirk():
+    rng = np.random.default_rng(13)
+    reps = 4000  # MC sd 0.0034 at 0.05
+    names = ["blog", "fresh noise", "1 channel", "lr", "all fixed"]
+    data = simulate(rng, reps, 5, [1.0, 0.5, 0.5, 0.9, 0.3])
+    verdicts = [stats.costliest_quirk(groups(s, names), "blog", "fid1k") for s in data]
+    rate = np.mean([v.significant for v in verdicts])
+    print(f"costliest quirk named with two equal top fixes: {rate:.4f}")
+    assert rate <= 0.06
+    # and the test is not vacuous: both top fixes beat the blog nearly always, so the blame is the tie
+    assert np.mean([v.p_holm[0] < 0.05 for v in verdicts]) > 0.95
+    assert all(v.best in ("fresh noise", "1 channel") for v in verdicts)
+
+
+def test_a_clearly_costliest_quirk_is_found():
+    rng = np.random.default_rng(17)
+    names = ["blog", "fresh noise", "1 channel", "all fixed"]
+    data = simulate(rng, 200, 5, [1.0, 0.3, 0.8, 0.2], noise_sd=0.1)
+    found = np.mean([(v := stats.costliest_quirk(groups(s, names), "blog", "fid1k")).significant
+                     and v.best == "fresh noise" for s in data])
+    assert found > 0.9
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+A5 = {0: 40.0, 1: 52.0, 2: 31.0, 3: 44.0, 4: 47.0}
+B5 = {0: 61.0, 1: 75.0, 2: 50.0, 3: 66.0, 4: 70.0}
+
+
+def test_paired_compare_is_ttest_rel_on_logs_with_a_t_interval():
+    c = stats.compare(A5, B5, names=("1:1", "1:5"))
+    la, lb = np.log(list(A5.values())), np.log(list(B5.values()))
+    d = la - lb
+    half = sps.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert c.paired and c.n == 5 and (c.a, c.b) == ("1:1", "1:5")
+    assert c.ratio == pytest.approx(math.exp(d.mean()))
+    assert (c.lo, c.hi) == (pytest.approx(math.exp(d.mean() - half)), pytest.approx(math.exp(d.mean() + half)))
+    assert c.p == pytest.approx(sps.ttest_rel(la, lb).pvalue)
+    assert c.text("fid1k").startswith(f"1:1 has {c.ratio:.2f}\u00d7 the fid1k of 1:5 (95% CI {c.lo:.2f}–{c.hi:.2f}")
+    assert "paired over 5 seeds" in c.text("fid1k")
+    swapped = stats.compare(B5, A5)
+    assert swapped.ratio == pytest.approx(1 / c.ratio) and swapped.p == pytest.approx(c.p)
+
+
+def test_pairing_removes_the_shared_seed_effect():
+    # B is exactly A * 1.25 up to small noise, while seeds differ by a factor of 4: paired, this is clear.
+    a = {0: 20.0, 1: 80.0, 2: 40.0, 3: 160.0}
+    b = {0: 25.5, 1: 99.0, 2: 50.5, 3: 199.0}
+    c = stats.compare(a, b)
+    assert c.paired and c.hi < 0.82 and c.p < 0.001
+    unpaired = sps.ttest_ind(np.log(list(a.values())), np.log(list(b.values())), equal_var=False)
+    assert unpaired.pvalue > 0.5  # what ignoring the pairing would have said
+
+
+def test_a_failed_seed_counts_as_the_worst_outcome_and_is_named():
+    a = {**A5, 3: None}
+    c = stats.compare(a, B5, names=("1:1", "1:5"))
+    worst = 2 * max(list(B5.values()) + [v for v in a.values() if v is not None])  # FAIL_FACTOR x largest
+    expected = [math.log(a[s] if a[s] is not None else worst) - math.log(B5[s]) for s in range(5)]
+    assert c.failed_a == (3,) and c.failed_b == () and c.n == 5
+    assert c.ratio == pytest.approx(math.exp(np.mean(expected)))
+    assert c.ratio > stats.compare(A5, B5).ratio  # the failure hurts the arm that failed
+    assert "1:1 seed 3" in c.text("fid1k")
+    nan = stats.compare({**A5, 3: float("nan")}, B5)
+    assert nan.failed_a == (3,) and nan.ratio == pytest.approx(c.ratio)
+
+
+def test_a_failure_can_never_help_the_failing_arm():
+    # A finishes only its luckiest seed and fails the rest: it must come out worse than B, not better.
+    c = stats.compare({0: 10.0, 1: None, 2: None}, {0: 20.0, 1: 21.0, 2: 22.0})
+    assert c.ratio > 1 and c.failed_a == (1, 2)
+
+
+def test_a_pair_where_both_failed_is_dropped():
+    c = stats.compare({**A5, 2: None}, {**B5, 2: None})
+    assert c.n == 4 and c.failed_a == c.failed_b == (2,)
+    without = stats.compare({s: v for s, v in A5.items() if s != 2}, {s: v for s, v in B5.items() if s != 2})
+    assert (c.ratio, c.lo, c.hi, c.p) == (without.ratio, without.lo, without.hi, without.p)
+
+
+def test_welch_fallback_when_the_arms_share_no_seeds():
+    a = {0: 40.0, 1: 52.0, 2: 31.0}
+    b = {3: 61.0, 4: 75.0, 5: 50.0, 6: 66.0}
+    c = stats.compare(a, b, names=("x", "y"))
+    la, lb = np.log(list(a.values())), np.log(list(b.values()))
+    ref = sps.ttest_ind(la, lb, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert not c.paired and (c.n_a, c.n_b, c.n) == (3, 4, 3)
+    assert c.p == pytest.approx(ref.pvalue)
+    assert (c.lo, c.hi) == (pytest.approx(math.exp(ci.low)), pytest.approx(math.exp(ci.high)))
+    assert c.ratio == pytest.approx(math.exp(la.mean() - lb.mean()))
+    assert "unpaired (Welch) over 3 and 4 seeds" in c.text("fid1k")
+    one_shared = stats.compare(a, {**b, 0: 60.0})  # one shared seed is not a pairing: still Welch
+    assert not one_shared.paired and one_shared.n_b == 5
+
+
+@pytest.mark.parametrize("a, b, ratio", [
+    ({0: 40.0}, {0: 50.0}, 0.8),  # one shared seed
+    ({0: 40.0}, {1: 50.0, 2: 50.0}, 0.8),  # one value in a, none shared
+    ({0: 40.0, 1: None}, {0: 50.0, 1: None}, 0.8),  # the other pair both failed
+])
+def test_fewer_than_two_values_give_a_point_ratio_and_no_interval(a, b, ratio):
+    c = stats.compare(a, b)
+    assert c.ratio == pytest.approx(ratio)
+    assert math.isnan(c.lo) and math.isnan(c.hi) and math.isnan(c.p) and not c.has_ci
+    assert "no interval" in c.text("fid1k")
+
+
+def test_nothing_to_compare():
+    c = stats.compare({0: None}, {0: None, 1: None})
+    assert math.isnan(c.ratio) and c.n == 0 and "cannot be compared" in c.text("fid1k")
+    assert math.isnan(stats.compare({}, {0: 5.0, 1: 6.0}).ratio)
+
+
+def test_zero_and_negative_values_are_clipped_at_the_floor():
+    c = stats.compare({0: 0.0, 1: -0.5, 2: 1e-9}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert c.n == 3 and math.isfinite(c.ratio) and c.ratio > 0 and math.isfinite(c.p)
+    assert c.ratio == pytest.approx(stats.FLOOR / 6 ** (1 / 3))
+
+
+def test_identical_arms_give_ratio_one_and_p_one():
+    c = stats.compare(A5, A5)
+    assert (c.ratio, c.lo, c.hi, c.p) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_holm_matches_the_step_down_definition():
+    """Hand-computed Holm adjustments: sorted p times (m - rank), made monotone, capped at 1."""
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx((0.03, 0.06, 0.06))
+    assert stats.holm([0.5, 0.9]) == pytest.approx((1.0, 1.0))  # monotone: never below an earlier step
+    adj = stats.holm([0.01, math.nan])
+    assert adj[0] == pytest.approx(0.02) and math.isnan(adj[1])
+    assert stats.holm([]) == ()
+
+
+def test_holm_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.001, 0.2, 0.013, 0.04, 0.5, 0.012]
+    assert stats.holm(p) == pytest.approx(tuple(multipletests(p, method="holm")[1]))
+
+
+def test_the_statistics_use_no_random_numbers():
+    source = inspect.getsource(stats)
+    assert "np.random" not in source and "default_rng" not in source
+    arms = {"A": A5, "B": B5, "C": {**B5, 1: None}}
+    assert stats.verdict(arms, "fid1k") == stats.verdict(arms, "fid1k")
+    assert stats.costliest_quirk(arms, "B", "fid1k") == stats.costliest_quirk(arms, "B", "fid1k")
+
+
+# ------------------------------------------------------------------------------------------- verdict
+
+
+def test_a_clearly_better_arm_is_named_the_winner():
+    c5 = {s: v * 1.02 + 1 for s, v in B5.items()}
+    v = stats.verdict({"5:1": c5, "1:5": B5, "1:1": A5}, "fid1k")
+    assert v.best == "1:1" and v.runner_up == "1:5" and v.significant
+    assert [c.b for c in v.comparisons] == ["1:5", "5:1"] and all(c.a == "1:1" for c in v.comparisons)
+    assert len(v.p_holm) == 2 and max(v.p_holm) < 0.05
+    assert v.text.startswith(f"1:1 is best on fid1k: {v.comparisons[0].ratio:.2f}\u00d7 the fid1k of the runner-up 1:5")
+    assert "after Holm correction over 2 comparisons" in v.text and "(5 seeds)" in v.text
+
+
+def test_a_winner_over_one_arm_but_not_another_is_no_winner():
+    noisy = {0: 35.0, 1: 80.0, 2: 28.0, 3: 70.0, 4: 40.0}  # lower than B on average, not clearly above A
+    v = stats.verdict({"A": A5, "B": B5, "N": noisy}, "fid1k")
+    assert v.best == "A" and not v.significant
+    assert v.text.startswith("no arm is clearly best on fid1k: A")
+
+
+def test_overlapping_arms_give_no_winner():
+    v = stats.verdict({"1:1": {0: 50.0, 1: 38.0, 2: 45.0}, "1:2": {0: 44.0, 1: 48.0, 2: 42.0}}, "fid1k")
+    assert not v.significant and v.best == "1:1" and v.runner_up == "1:2"
+    assert v.text.startswith("no arm is clearly best on fid1k: 1:1 leads 1:2 at ")
+    assert "95% CI" in v.text and "p=" in v.text and "3 seeds" in v.text
+
+
+def test_a_failed_seed_is_named_in_the_verdict():
+    v = stats.verdict({"1:1": A5, "1:5": B5, "5:1": {**B5, 3: None}}, "fid1k")
+    assert "5:1 seed 3" in v.text
+    assert v.comparisons[-1].b == "5:1" and v.comparisons[-1].failed_b == (3,)
+
+
+def test_a_failed_seed_can_cost_an_arm_its_win():
+    v = stats.verdict({"1:1": {**A5, 4: None}, "1:5": B5}, "fid1k")
+    assert not v.significant and "1:1 seed 4" in v.text
+
+
+@pytest.mark.parametrize("arms", [
+    {"A": {0: 50.0}, "B": {0: 40.0}, "C": {0: 60.0}},  # one seed everywhere
+    {"A": {0: 50.0, 1: 50.1, 2: 49.9}, "B": {0: 40.0}},  # the apparent winner has one seed
+    {"A": {0: 50.0}, "B": {0: 40.0, 1: 40.1, 2: 39.9}},  # the runner-up has one seed
+])
+def test_one_seed_never_gives_a_verdict(arms):
+    v = stats.verdict(arms, "fid1k")
+    assert not v.significant
+    assert v.text.startswith("only one seed: no verdict on fid1k")
+
+
+def test_verdict_without_enough_arms():
+    assert stats.verdict({}, "fid1k").text == "no finished trials: no verdict on fid1k"
+    assert "no finished trials" in stats.verdict({"A": {}, "B": {0: None}}, "fid1k").text
+    only = stats.verdict({"A": {0: 1.0, 1: 2.0}, "B": {}}, "fid1k")
+    assert not only.significant and only.best == "A" and "only one arm" in only.text
+
+
+# ------------------------------------------------------------------------------------------- quirks, effects
+
+
+QUIRKS = {"blog": {0: 90.0, 1: 91.0, 2: 89.0}, "fresh noise": {0: 55.0, 1: 56.0, 2: 54.5},
+          "1 channel": {0: 88.0, 1: 89.0, 2: 87.5}, "all fixed": {0: 30.0, 1: 31.0, 2: 29.0}}
+
+
+def test_costliest_quirk_is_the_top_fix_when_it_beats_the_blog_and_the_next_fix():
+    v = stats.costliest_quirk(QUIRKS, "blog", "fid1k")  # "all fixed" is not a single quirk: never the answer
+    assert v.best == "fresh noise" and v.runner_up == "1 channel" and v.significant
+    assert [(c.a, c.b) for c in v.comparisons] == [("fresh noise", "blog"), ("fresh noise", "1 channel")]
+    assert "costs the most" in v.text
+
+
+def test_costliest_quirk_says_which_part_failed():
+    tie = dict(QUIRKS, **{"1 channel": {0: 56.0, 1: 55.0, 2: 55.0}})
+    v = stats.costliest_quirk(tie, "blog", "fid1k")
+    assert not v.significant and "cannot be told apart" in v.text and "but so does fixing" in v.text
+    noisy = {"blog": {0: 90.0, 1: 80.0, 2: 85.0}, "fresh noise": {0: 84.0, 1: 86.0, 2: 82.0}}
+    assert "not clearly below" in stats.costliest_quirk(noisy, "blog", "fid1k").text
+    worse = {"blog": {0: 50.0, 1: 51.0}, "fresh noise": {0: 60.0, 1: 61.0}}
+    assert "no single fix lowers fid1k" in stats.costliest_quirk(worse, "blog", "fid1k").text
+    single = {"blog": {0: 50.0}, "fresh noise": {0: 40.0}}
+    assert stats.costliest_quirk(single, "blog", "fid1k").text.startswith("only one seed: no verdict")
+    assert "no finished trial" in stats.costliest_quirk({"fresh noise": {0: 1.0, 1: 2.0}}, "blog", "fid1k").text
+    assert "no single fix" in stats.costliest_quirk({"blog": {0: 1.0}, "all fixed": {0: 1.0}}, "blog", "fid1k").text
+
+
+def test_effects_are_ratios_to_the_baseline_best_first():
+    e = stats.effects(QUIRKS, "blog")
+    assert [c.a for c in e] == ["all fixed", "fresh noise", "1 channel"] and all(c.b == "blog" for c in e)
+    assert e[0].ratio == pytest.approx(math.exp(np.mean(np.log([30 / 90, 31 / 91, 29 / 89]))))
+    assert all(c.paired and c.n == 3 for c in e)
+
+
+# ------------------------------------------------------------------------------------------- learned
+
+
+def test_a_big_drop_is_learning():
+    rng = np.random.default_rng(1)
+    step0 = {s: 300.0 * math.exp(rng.normal(0, 0.1)) for s in range(5)}
+    final = {s: v * 0.1 * math.exp(rng.normal(0, 0.2)) for s, v in step0.items()}
+    r = stats.learned(step0, final)
+    assert r.learned and r.n == 5 and r.hi < 0.5 and r.lo < r.ratio < r.hi
+    assert r.text.startswith("learned: FID fell to")
+
+
+def test_a_noise_level_change_is_not_learning():
+    rng = np.random.default_rng(2)
+    step0 = {s: 300.0 * math.exp(rng.normal(0, 0.1)) for s in range(5)}
+    final = {s: v * math.exp(rng.normal(0, 0.2)) for s, v in step0.items()}
+    r = stats.learned(step0, final)
+    assert not r.learned and r.hi > 0.5 and r.text.startswith("not clearly learned")
+
+
+def test_learning_just_below_the_bound_is_not_clear():
+    # every seed at 0.45x, but spread so that the interval reaches above 0.5x: not clearly halved
+    r = stats.learned({s: 100.0 for s in range(3)}, {0: 30.0, 1: 45.0, 2: 68.0})
+    assert r.ratio < 0.5 and r.hi >= 0.5 and not r.learned
+
+
+def test_one_seed_learning_has_no_interval():
+    r = stats.learned({0: 300.0}, {0: 30.0})
+    assert r.n == 1 and r.ratio == pytest.approx(0.1) and r.learned and not r.has_ci
+    assert "no interval" in r.text
+    assert not stats.learned({0: 300.0}, {0: 200.0}).learned
+    assert stats.learned({0: 300.0}, {1: 30.0}).n == 0
+
+
+def test_a_failed_seed_counts_as_not_learned():
+    r = stats.learned({0: 300.0, 1: 310.0, 2: 290.0}, {0: 30.0, 1: 31.0, 2: None})
+    assert r.failed == (2,) and r.n == 3
+    assert r.ratio == pytest.approx(math.exp(np.mean([math.log(0.1), math.log(0.1), 0.0])))
+    assert not r.learned and "seed 2 failed" in r.text
+
+
+# ------------------------------------------------------------------------------------------- summaries, format
+
+
+def test_summarise_is_the_t_interval_of_the_mean():
     values = [3.0, 5.0, 4.0, 8.0]
     s = stats.summarise(values)
+    half = sps.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
     assert s.n == 4 and s.mean == pytest.approx(5.0)
-    assert min(values) <= s.lo < s.mean < s.hi <= max(values)
-    assert stats.summarise(values) == s  # a fixed RNG seed: the page is reproducible
-
-
-def test_bootstrap_ci_has_the_textbook_width_for_a_large_normal_sample():
-    x = np.random.default_rng(3).normal(10.0, 2.0, size=200)
-    s = stats.summarise(x.tolist())
-    expected = 2 * 1.96 * x.std(ddof=1) / math.sqrt(len(x))
-    assert s.hi - s.lo == pytest.approx(expected, rel=0.15)
+    assert (s.lo, s.hi) == (pytest.approx(5.0 - half), pytest.approx(5.0 + half))
+    assert stats.summarise({0: 3.0, 1: 5.0, 2: 4.0, 3: 8.0, 4: None}) == s  # a {seed: value} mapping works too
 
 
 def test_no_ci_from_one_value_and_nothing_from_none():
@@ -35,57 +441,12 @@ def test_no_ci_from_one_value_and_nothing_from_none():
     assert (same.lo, same.hi) == (2.5, 2.5)
 
 
-def test_difference_is_second_minus_first():
-    d = stats.difference([1.0, 1.1, 0.9], [5.0, 5.1, 4.9])
-    assert d.mean == pytest.approx(4.0) and 0 < d.lo <= d.mean <= d.hi
+def test_fmt_shows_four_significant_digits():
+    assert [stats.fmt(x) for x in (180.712, 0.038581, -0.0386, 12345.0)] == ["180.7", "0.03858", "-0.0386", "1.234e+04"]
+    assert stats.fmt(None) == stats.fmt(float("nan")) == "–"
 
 
-def test_a_clearly_better_arm_is_named_as_a_significant_winner():
-    v = stats.verdict({"A": [50.0, 51.0, 49.5], "B": [40.0, 40.5, 39.8], "C": [60.0, 61.0, 59.0]}, "fid1k")
-    assert v.best == "B" and v.runner_up == "A" and v.significant
-    assert v.text.startswith("B is best on fid1k") and "significant" in v.text and "3 vs 3 seeds" in v.text
-    assert v.lead.lo > 0
-
-
-def test_overlapping_arms_give_no_clear_winner():
-    v = stats.verdict({"A": [50.0, 40.0, 45.0], "B": [44.0, 48.0, 42.0]}, "fid1k")
-    assert not v.significant
-    assert v.text.startswith("no clear winner") and "includes 0" in v.text
-
-
-@pytest.mark.parametrize("groups", [
-    {"A": [50.0], "B": [40.0], "C": [60.0]},  # one seed everywhere
-    {"A": [50.0, 50.1, 49.9], "B": [40.0]},  # the apparent winner has one seed
-    {"A": [50.0], "B": [40.0, 40.1, 39.9]},  # the runner-up has one seed
-])
-def test_one_seed_never_gives_a_verdict(groups):
-    v = stats.verdict(groups, "fid1k")
-    assert not v.significant
-    assert v.text.startswith("only one seed: no verdict")
-
-
-def test_verdict_without_enough_arms():
-    assert "no finished trials" in stats.verdict({"A": [], "B": [None]}, "fid1k").text
-    only = stats.verdict({"A": [1.0, 2.0], "B": []}, "fid1k")
-    assert not only.significant and "only one arm" in only.text
-
-
-def test_costliest_quirk_is_the_fix_with_the_largest_significant_gain():
-    groups = {"blog": [90.0, 91.0, 89.0], "fresh noise": [55.0, 56.0, 54.0], "1 channel": [88.0, 89.0, 87.5],
-              "all fixed": [30.0, 31.0, 29.0]}  # all fixed is not a single quirk: never the answer
-    v = stats.costliest_quirk(groups, "blog", "fid1k")
-    assert v.best == "fresh noise" and v.significant and "costs the most" in v.text
-    assert stats.effects(groups, "blog")[0].arm == "all fixed"  # the table still lists it, sorted by gain
-
-
-def test_costliest_quirk_without_a_clear_answer():
-    noisy = {"blog": [90.0, 80.0, 85.0], "fresh noise": [84.0, 86.0, 82.0]}
-    assert not stats.costliest_quirk(noisy, "blog", "fid1k").significant
-    worse = {"blog": [50.0, 51.0], "fresh noise": [60.0, 61.0]}
-    assert "no single fix lowers" in stats.costliest_quirk(worse, "blog", "fid1k").text
-    single = {"blog": [50.0], "fresh noise": [40.0]}
-    assert stats.costliest_quirk(single, "blog", "fid1k").text.startswith("only one seed: no verdict")
-    assert "no finished trial" in stats.costliest_quirk({"fresh noise": [1.0, 2.0]}, "blog", "fid1k").text
+# ------------------------------------------------------------------------------------------- readers
 
 
 def test_postgres_passwords_are_masked():

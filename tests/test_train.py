@@ -192,9 +192,14 @@ def test_on_eval_is_called_at_its_interval_and_logged(split, tiny, tmp_path):
         return {"score": float(point.g_step)}
 
     r = loop.train(tiny(steps=10, log_every=1, eval_every=4), tmp_path / "r", split=split, on_eval=on_eval)
-    assert seen == [4, 8, 10]
+    assert seen == [0, 4, 8, 10]  # step 0: the untrained generator, the reference of "did it learn?"
     rows = [json.loads(x) for x in (tmp_path / "r" / "evals.jsonl").read_text().splitlines()]
-    assert [row["score"] for row in rows] == [4.0, 8.0, 10.0] and r.evals == rows
+    assert [row["score"] for row in rows] == [0.0, 4.0, 8.0, 10.0] and r.evals == rows
+    seen.clear()  # a resumed run has its step-0 row already: it is not evaluated again
+    loop.train(tiny(steps=12, log_every=1, eval_every=4), tmp_path / "r", split=split, on_eval=on_eval, resume=True)
+    assert seen == [12]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "evals.jsonl").read_text().splitlines()]
+    assert [row["g_step"] for row in rows] == [0, 4, 8, 10, 12]
 
 
 def test_load_run_restores_the_generator(split, tiny, tmp_path):
@@ -230,7 +235,7 @@ def test_intervals_that_are_not_multiples_of_log_every_still_fire_at_the_next_ti
     seen = []
     loop.train(tiny(steps=12, log_every=4, eval_every=3), split=split,
                 on_eval=lambda point: seen.append(point.g_step) or {})
-    assert seen == [4, 8, 12]  # 3 crossed by 4, 6 by 8, 9 by 12 (and the end)
+    assert seen == [0, 4, 8, 12]  # step 0 (untrained), then 3 crossed by 4, 6 by 8, 9 by 12 (and the end)
 
 
 def test_resume_survives_a_torn_last_stats_line(split, tiny, tmp_path):

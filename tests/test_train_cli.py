@@ -20,7 +20,7 @@ def run_cli(*args, cwd=None):
     (["--ratio", "abc"], "ratio 'abc' is not valid"),
     (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
     (["--depth", "12"], "depth must be an integer from 4 to 9"),
-    (["--preset", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
+    (["--preset", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan, dcgan-cpu"),
     (["--train-limit", "zero"], "--train-limit must be a positive integer or 'all'"),
     (["--g-optim-args", "{betas"], "must be a JSON object"),
     (["--data", "folder"], "needs a root folder"),

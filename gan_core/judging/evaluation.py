@@ -10,7 +10,8 @@
 - ``Evaluator``: the callback ``gan_core.training.loop.train(on_eval=...)`` calls at intervals.
 
 Generated images come from fixed noise (``EVAL_NOISE_SEED``, the same for every run, so that runs
-are compared on the same latent vectors), in eval mode, quantised to uint8 like the real data.
+are compared on the same latent vectors), in eval mode with BatchNorm statistics re-estimated first
+(gan_core.training.sampling.with_fresh_batchnorm), quantised to uint8 like the real data.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 def build_models(cfg: RunConfig):
     m = cfg.model
-    return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim)
+    return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
 
 
 def blog_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -87,6 +87,12 @@ def gan_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target)
 
 
+def channel_lists(cfg: RunConfig) -> dict[str, list[int]]:
+    """Every conv layer's output channels of G and D, built on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        return models.channel_lists(*build_models(cfg))
+
+
 def count_flops(cfg: RunConfig) -> tuple[float, float]:
     """Model FLOPs (forward + backward) of one D step and one G step, counted once on the meta device."""
     return _count_flops(cfg.model, cfg.schedule.batch_size)
@@ -97,7 +103,7 @@ def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim)
+        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
         z = torch.randn(b, m.latent_dim)
         real = torch.randn(b, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
     with FlopCounterMode(display=False) as counter:  # a D step: G forward, D on real and fake, D backward
@@ -253,6 +259,16 @@ def save_samples(folder: RunFolder, generator: nn.Module, z: torch.Tensor, head:
         folder.save_samples(sampling.generate_from(generator, z, head))
 
 
+def evaluate_at(on_eval: Callable[[EvalPoint], dict | None], point: EvalPoint, folder: RunFolder,
+                result: TrainResult) -> None:
+    """One on_eval call; its metrics go to evals.jsonl and the result, with the step counters."""
+    metrics = on_eval(point)
+    if metrics:
+        row = {"g_step": point.g_step, "d_step": point.d_step, "wall_s": round(point.wall_s, 4), **metrics}
+        result.evals.append(row)
+        folder.append(EVALS, row)
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | os.PathLike | None = None,
@@ -279,6 +295,9 @@ def train(
         progress.g_step, progress.d_step, progress.wall_s = ckpt["g_step"], ckpt["d_step"], ckpt["wall_s"]
     folder.start(cfg, progress.g_step if ckpt is not None else None)
     result = TrainResult(cfg, folder.path, 0, 0, 0, 0.0, 0.0, generator=steps.g_net)
+    evaluating = on_eval is not None and cfg.eval_every > 0
+    if evaluating and ckpt is None:  # step 0: the untrained generator, what "did it learn?" is measured against
+        evaluate_at(on_eval, EvalPoint(0, 0, 0.0, steps.g_net, cfg, device, folder.path), folder, result)
 
     # ---- the loop: iterations stay queued on the device between logging ticks
     g_losses: list[torch.Tensor] = []
@@ -322,15 +341,9 @@ def train(
                 on_log(record)
 
             # ---- intervals that fire at this tick: evaluation, samples, checkpoint
-            if on_eval is not None and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end) \
-                    and cfg.eval_every > 0:
-                metrics = on_eval(EvalPoint(progress.g_step, progress.d_step, progress.wall_s, steps.g_net, cfg,
-                                            device, folder.path))
-                if metrics:
-                    row = {"g_step": progress.g_step, "d_step": progress.d_step,
-                           "wall_s": round(progress.wall_s, 4), **metrics}
-                    result.evals.append(row)
-                    folder.append(EVALS, row)
+            if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end):
+                evaluate_at(on_eval, EvalPoint(progress.g_step, progress.d_step, progress.wall_s, steps.g_net, cfg,
+                                               device, folder.path), folder, result)
             if crossed(cfg.sample_every, at_tick.g_step, progress.g_step) and not end:
                 save_samples(folder, steps.g_net, fixed_noise, cfg.model.head)
             if crossed(cfg.checkpoint_every, at_tick.g_step, progress.g_step) and not end:

@@ -9,7 +9,8 @@ arch="seed" (the blog, ../shared/seed/README.md), depth d, width w:
       ConvTranspose whose kernel grows to reach 32x32 (3 at d=9, the blog's), then the head.
   D = the blog's last d-1 CBL blocks (Conv, BatchNorm, LeakyReLU(0.2)), then a Conv head whose
       kernel covers what is left of the image (5 at d=9, the blog's): one logit per image.
-  Channels are the blog's times w (at least 1), so w=1, d=9 is the blog layer for layer.
+  Channels are the blog's times w (at least 1), so w=1, d=9 is the blog layer for layer. A budget's
+  ``shrink`` (a cheaper stand-in for a member) scales them again, but never below 8 channels.
 arch="dcgan" (Radford et al.), depth d: the usual 4-layer 32x32 DCGAN (4x4 -> 8 -> 16 -> 32,
   kernel 4, stride 2, padding 1) with d-4 size-keeping 3x3 blocks at 16x16; top = 768*w channels.
 """
@@ -33,8 +34,14 @@ SEED_D_BIAS = (False, False, False, False, True, True, True, True)
 SEED_D_HEAD_KERNEL = 5
 
 
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
+MIN_SHRUNK_CHANNELS = 8  # a budget's shrinking stops here: a 1-channel layer is a bottleneck, not a smaller model
+
+
+def _scaled(channels: float, width: float, shrink: float = 1.0) -> int:
+    """Channels of a layer: the member's (times ``width``, at least 1), then a budget's ``shrink`` on top,
+    which never takes a layer below 8 channels (nor below what the member itself asked for, if that is less)."""
+    asked = max(1, round(channels * width))
+    return max(round(asked * shrink), min(asked, MIN_SHRUNK_CHANNELS))
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -89,11 +96,11 @@ class Discriminator(nn.Module):
 
 
 def seed_generator(depth: int = 9, width: float = 1.0, channels: int = 3, head: str = "bn_sigmoid",
-                   latent_dim: int = 100) -> Generator:
+                   latent_dim: int = 100, shrink: float = 1.0) -> Generator:
     layers: list[nn.Module] = []
     c_in, size = latent_dim, 1
     for i in range(depth - 1):  # the blog's first depth-1 CBR blocks; 768 x 3 x 3 at i=0
-        c_out = _scaled(SEED_G_CHANNELS[i], width)
+        c_out = _scaled(SEED_G_CHANNELS[i], width, shrink)
         layers += cbr(c_in, c_out, SEED_G_KERNELS[i], SEED_G_STRIDES[i])
         c_in, size = c_out, _deconv_out(size, SEED_G_KERNELS[i], SEED_G_STRIDES[i])
     # Output block: stride 1, kernel chosen so that size + k - 1 = 32 (the blog's k=3 at 30 x 30).
@@ -101,12 +108,12 @@ def seed_generator(depth: int = 9, width: float = 1.0, channels: int = 3, head: 
     return Generator(layers + output_head(channels, head), latent_dim)
 
 
-def seed_discriminator(depth: int = 9, width: float = 1.0, channels: int = 3) -> Discriminator:
+def seed_discriminator(depth: int = 9, width: float = 1.0, channels: int = 3, shrink: float = 1.0) -> Discriminator:
     layers: list[nn.Module] = []
     c_in, size = channels, IMAGE_SIZE
     first = len(SEED_D_CHANNELS) - (depth - 1)  # the blog's last depth-1 CBL blocks
     for i in range(first, len(SEED_D_CHANNELS)):
-        c_out = _scaled(SEED_D_CHANNELS[i], width)
+        c_out = _scaled(SEED_D_CHANNELS[i], width, shrink)
         layers += cbl(c_in, c_out, SEED_D_KERNELS[i], SEED_D_STRIDES[i], bias=SEED_D_BIAS[i])
         c_in, size = c_out, _conv_out(size, SEED_D_KERNELS[i], SEED_D_STRIDES[i])
     layers.append(nn.Conv2d(c_in, 1, size, 1, 0, bias=True))  # 1 x 1 x 1; the blog's k=5 at 5 x 5
@@ -114,9 +121,8 @@ def seed_discriminator(depth: int = 9, width: float = 1.0, channels: int = 3) ->
 
 
 def dcgan_generator(depth: int = 4, width: float = 0.25, channels: int = 1, head: str = "tanh",
-                    latent_dim: int = 100) -> Generator:
-    top = _scaled(768, width)
-    c = [top, _scaled(top, 0.5), _scaled(top, 0.25)]
+                    latent_dim: int = 100, shrink: float = 1.0) -> Generator:
+    c = [_scaled(768 * f, width, shrink) for f in (1, 0.5, 0.25)]  # top, top/2, top/4
     layers = cbr(latent_dim, c[0], 4, 1, 0)  # top x 4 x 4
     layers += cbr(c[0], c[1], 4, 2, 1)  # top/2 x 8 x 8
     layers += cbr(c[1], c[2], 4, 2, 1)  # top/4 x 16 x 16
@@ -126,9 +132,8 @@ def dcgan_generator(depth: int = 4, width: float = 0.25, channels: int = 1, head
     return Generator(layers + output_head(channels, head), latent_dim)
 
 
-def dcgan_discriminator(depth: int = 4, width: float = 0.25, channels: int = 1) -> Discriminator:
-    top = _scaled(768, width)
-    c = [_scaled(top, 0.25), _scaled(top, 0.5), top]
+def dcgan_discriminator(depth: int = 4, width: float = 0.25, channels: int = 1, shrink: float = 1.0) -> Discriminator:
+    c = [_scaled(768 * f, width, shrink) for f in (0.25, 0.5, 1)]  # top/4, top/2, top
     layers = cbl(channels, c[0], 4, 2, 1, norm=False)  # top/4 x 16 x 16 (no BatchNorm on the input layer)
     for _ in range(depth - 4):
         layers += cbl(c[0], c[0], 3, 1, 1)  # top/4 x 16 x 16, extra depth
@@ -150,15 +155,24 @@ def dcgan_init_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build(arch: str, depth: int, width: float, channels: int, head: str, latent_dim: int = 100):
+def build(arch: str, depth: int, width: float, channels: int, head: str, latent_dim: int = 100,
+          shrink: float = 1.0):
     """(generator, discriminator) for one family member; the seed arch keeps PyTorch's default init."""
     if arch == "seed":
-        return (seed_generator(depth, width, channels, head, latent_dim),
-                seed_discriminator(depth, width, channels))
+        return (seed_generator(depth, width, channels, head, latent_dim, shrink),
+                seed_discriminator(depth, width, channels, shrink))
     if arch == "dcgan":
-        g = dcgan_generator(depth, width, channels, head, latent_dim)
-        d = dcgan_discriminator(depth, width, channels)
+        g = dcgan_generator(depth, width, channels, head, latent_dim, shrink)
+        d = dcgan_discriminator(depth, width, channels, shrink)
         dcgan_init_(g)
         dcgan_init_(d)
         return g, d
     raise ValueError(f"unknown arch {arch!r}")
+
+
+def channel_lists(g: nn.Module, d: nn.Module) -> dict[str, list[int]]:
+    """The output channels of every conv layer of G and D: what a member actually is, for the record."""
+    def convs(net: nn.Module) -> list[int]:
+        return [m.out_channels for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+    return {"G": convs(g), "D": convs(d)}

@@ -1,9 +1,23 @@
-"""Turning a generator into images: fixed noise, eval mode, uint8 like the real data."""
+"""Turning a generator into images: fixed noise, eval mode, uint8 like the real data.
+
+Eval mode uses BatchNorm's running statistics, and early in training those still hold their initial
+values (mean 0, variance 1) while the batch statistics they should track are far from it: the
+generator's eval-mode output is then a constant grey image, which scores a *better* FID than a
+half-trained generator (measured: fid1k 182 at step 0 against 368-624 with fresh statistics). So
+every eval-mode picture or evaluation first re-estimates the statistics on fresh latent vectors,
+in a copy of the generator (``with_fresh_batchnorm``); the training run's own statistics are untouched.
+"""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+
+BN_NOISE_SEED = 20240614  # latent vectors that re-estimate BatchNorm statistics before eval-mode sampling
+BN_SAMPLES = 1024  # enough for the statistics of every channel to settle (each batch adds its mean and variance)
+BN_BATCH = 256
 
 
 def image_range(head: str) -> tuple[float, float]:
@@ -36,15 +50,38 @@ def noise(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
-def generate_from(generator: nn.Module, z: torch.Tensor, head: str, batch_size: int = 500) -> torch.Tensor:
-    """uint8 images [len(z), 1, 32, 32] from the given noise, the generator in eval mode (its mode restored after)."""
+def with_fresh_batchnorm(generator: nn.Module, seed: int = BN_NOISE_SEED, n: int = BN_SAMPLES,
+                         batch_size: int = BN_BATCH) -> nn.Module:
+    """A copy of the generator, in eval mode, whose BatchNorm running statistics are re-estimated from n
+    fixed latent vectors (cumulative average over batches); a generator without BatchNorm is returned as is."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return generator
+    fresh = copy.deepcopy(generator)
+    for m in fresh.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # None = cumulative moving average: every batch counts equally
+    fresh.train()
     device = next(generator.parameters()).device
-    was_training = generator.training
-    generator.eval()
+    z = noise(n, generator.latent_dim, seed, device)
+    for i in range(0, n, batch_size):
+        fresh(z[i:i + batch_size])
+    return fresh.eval()
+
+
+@torch.no_grad()
+def generate_from(generator: nn.Module, z: torch.Tensor, head: str, batch_size: int = 500) -> torch.Tensor:
+    """uint8 images [len(z), 1, 32, 32] from the given noise: eval mode, BatchNorm statistics re-estimated
+    (with_fresh_batchnorm); the generator itself is not changed."""
+    device = next(generator.parameters()).device
+    g = with_fresh_batchnorm(generator)
+    was_training = g.training
+    g.eval()
     try:
-        out = [to_uint8(generator(z[i:i + batch_size].to(device)), head).cpu() for i in range(0, len(z), batch_size)]
+        out = [to_uint8(g(z[i:i + batch_size].to(device)), head).cpu() for i in range(0, len(z), batch_size)]
     finally:
-        generator.train(was_training)
+        g.train(was_training)
     return torch.cat(out)
 
 
