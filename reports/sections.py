@@ -312,7 +312,8 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
             else "the two cannot be told apart at this number of seeds")
     return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.keys.fid} of the best arm, "
             f"{verdict.best} ({against.detail(p, 'p_holm')}): {tail}. "
-            + ("" if verdict.significant else "No arm is clearly best overall."))
+            + (f"{verdict.best} is clearly best overall." if verdict.significant
+               else "No arm is clearly best overall."))
 
 
 def _curve_columns(curves: pd.DataFrame) -> list[str | None]:

@@ -477,7 +477,7 @@ def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
     # the step ratio study answers its question with the blog's 1:5 against the best arm, paired, with a CI
     step = answers.find("tr", data_study=fx.studies["step_ratio"]).find("td", data_role="answer").text()
     assert step.startswith("The blog's setting 1:5 has ") and "the fid1k of the best arm, 1:1 (95% CI " in step
-    assert "paired over 5 seeds" in step and "it clearly costs" in step
+    assert "paired over 5 seeds" in step and "it clearly costs" in step and "1:1 is clearly best overall" in step
 
 
 def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5") -> str:
