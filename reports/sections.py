@@ -284,36 +284,38 @@ def grid_section(study: StudyData) -> dict:
 
 
 def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], quirks: dict | None) -> str:
-    """The study's answer in one sentence: first whether there is anything to compare (did the base arm, or
-    any arm, learn?), then the blog's own setting against the best arm, with the paired effect and its CI."""
+    """The study's answer: first whether there is anything to compare (if no arm learned, that is the answer; if
+    the base arm did not, that is said first), then the blog's own setting against the best arm, with the paired
+    effect and its CI."""
     steps = (study.attrs.get("budget") or {}).get("g_steps")
     budget = f"{steps:,} G steps" if isinstance(steps, int) else "this budget"
     base_arm, blog = study.attrs.get("base_arm"), study.baseline
     if verdict.best is None or not learned:
         return verdict.text
-    if base_arm in learned and not learned[base_arm].learned:
-        return (f"No answer at this budget: the base arm {base_arm} did not learn in {budget} "
-                f"({learned[base_arm].text}), so its arms compare untrained generators.")
     if not any(x.learned for x in learned.values()):
         return (f"No arm learned in {budget}: every arm's {study.keys.fid} stayed near its untrained value "
-                f"(e.g. {verdict.best}: {learned[verdict.best].text}); the blog's Adadelta at lr 1e-3 barely "
-                "moves the generator (see seed_quirks).")
+                f"(e.g. {verdict.best}: {learned[verdict.best].text}), so the arms compare untrained generators.")
+    notes = []  # said after the answer: the base arm (or the blog's setting) did not learn in this budget
+    for who, arm in (("the base arm", base_arm), ("the blog's setting", blog)):
+        if arm in learned and not learned[arm].learned and not any(f" {arm} " in n for n in notes):
+            x = learned[arm]
+            ci = f", {x.level:.0%} CI {stats.ratio_text(x.lo)}–{stats.ratio_text(x.hi)}" if x.has_ci else ""
+            notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.keys.fid} went to "
+                         f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
+    said = "".join(" " + n for n in notes)
     if quirks is not None:
-        blog_note = "" if learned.get(blog) is None or learned[blog].learned else \
-            f"The blog's own setting did not learn in {budget} ({learned[blog].text}). "
-        return blog_note + quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "."
+        return quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "." + said
     comparison = next((c for c in verdict.comparisons if c.b == blog), None)
     if blog == verdict.best or comparison is None:
-        return verdict.text[:1].upper() + verdict.text[1:] + "."
+        return verdict.text[:1].upper() + verdict.text[1:] + "." + said
     p = verdict.p_holm[verdict.comparisons.index(comparison)]
     against = comparison.inverse()  # the blog's setting against the best arm
     clear = p < stats.ALPHA and comparison.ratio < 1
     tail = (f"it clearly costs ({stats.ALPHA:.0%} level, Holm over {len(verdict.comparisons)} comparisons)" if clear
             else "the two cannot be told apart at this number of seeds")
-    return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.keys.fid} of the best arm, "
-            f"{verdict.best} ({against.detail(p, 'p_holm')}): {tail}. "
-            + (f"{verdict.best} is clearly best overall." if verdict.significant
-               else "No arm is clearly best overall."))
+    overall = f"{verdict.best} is clearly best overall." if verdict.significant else "No arm is clearly best overall."
+    return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.keys.fid} of the best "
+            f"arm, {verdict.best} ({against.detail(p, 'p_holm')}): {tail}. {overall}{said}")
 
 
 def _curve_columns(curves: pd.DataFrame) -> list[str | None]:

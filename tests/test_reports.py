@@ -499,7 +499,8 @@ def test_an_answer_says_when_the_base_arm_did_not_learn():
     final = {"1:1": {s: 390.0 + 10 * s for s in range(5)}, "1:5": {s: 20.0 + s for s in range(5)},
              "5:1": {s: 30.0 + s for s in range(5)}}
     text = answer_for(final, STEP0, base_arm="1:1")
-    assert text.startswith("No answer at this budget: the base arm 1:1 did not learn in 900 G steps")
+    assert text.startswith("1:5 is best on fid1k: 0.69")  # the arms that learned are still compared
+    assert "Note: the base arm 1:1 did not learn in 900 G steps (its fid1k went to 0.98" in text  # and it is said
 
 
 def test_an_answer_says_when_no_arm_learned():
