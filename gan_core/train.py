@@ -26,6 +26,7 @@ from gan_core.training.config import (
     parse_ratio,
     preset,
 )
+from gan_core.training.run_folder import CHECKPOINT
 
 PROG = "python -m gan_core.train"
 
@@ -130,6 +131,8 @@ def _main(argv: list[str] | None) -> int:
     devices.resolve(cfg.device.device)
     split = data.load(cfg.data)  # missing data fails here, before the run folder exists
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and not (out / CHECKPOINT).is_file():  # refused, not silently a fresh start
+        raise ConfigError(f"nothing to resume: {out} has no {CHECKPOINT}; drop --resume to start a new run there")
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     bar = None
     if show:

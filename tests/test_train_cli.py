@@ -27,11 +27,18 @@ def run_cli(*args, cwd=None):
     (["--data", "folder", "--data-root", "/nonexistent/pics"], "is not a folder"),
     (["--data", "mnist", "--data-root", "/nonexistent/mnist"], "MNIST raw files not found"),
     (["--resume"], "--resume needs --out"),
+    (["--resume", "--out", "MISSING"], "nothing to resume: "),  # a missing folder: refused, not a fresh start
+    (["--out", "FILE"], "is a file, not a folder"),
+    (["--out", "FILE/sub"], "is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, match):
     out = tmp_path / "run"
+    (tmp_path / "FILE").write_text("not a folder")
+    args = [str(tmp_path / a) if a in ("MISSING", "FILE", "FILE/sub") else a for a in args]
+    if "--out" not in args and "--resume" not in args:
+        args = [*args, "--out", str(out)]
     try:
-        code = train_cli.main([*args, "--out", str(out)] if "--resume" not in args else args)
+        code = train_cli.main(args)
     except SystemExit as e:  # argparse exits by itself for flags it rejects
         code = e.code
     err = capsys.readouterr().err
@@ -87,3 +94,16 @@ def test_short_cpu_runs_write_the_run_folder(tmp_path, args):
     p = run_cli(*args[:-2], "--steps", str(steps + 2), "--device", "cpu", "--out", str(out), "--resume")
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "summary.json").read_text())["g_steps"] == steps + 2
+
+
+def test_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert train_cli.main(["--preset", "dcgan-cpu", "--steps", "4", "--log-every", "2", "--device", "cpu",
+                           "--out", out]) == 0
+    config = (tmp_path / "r" / "config.json").read_text()
+    capsys.readouterr()
+    assert train_cli.main(["--preset", "dcgan-cpu", "--steps", "2", "--device", "cpu", "--out", out, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint is at G step 4, past the 2 asked for" in err and err.count("\n") == 1
+    assert (tmp_path / "r" / "config.json").read_text() == config  # nothing rewritten
+

@@ -55,9 +55,14 @@ class RunFolder:
     def checkpoint_to_resume(self, cfg: RunConfig, resume: bool) -> dict | None:
         """The checkpoint a run continues from (``resume`` and one exists), else None.
 
-        A folder that already holds a checkpoint is never overwritten by a fresh run (UserError), and
-        a checkpoint of a different experiment is never resumed (UserError).
+        A folder that already holds a checkpoint is never overwritten by a fresh run, a checkpoint of a
+        different experiment or one past the asked budget is never resumed, and a path through a file is
+        refused: each a UserError, raised before anything is written.
         """
+        if self.path is not None:
+            blocker = next((p for p in (self.path, *self.path.parents) if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                raise UserError(f"{blocker} is a file, not a folder; choose a folder for the run (--out DIR)")
         if not self.exists(CHECKPOINT):
             return None
         if not resume:
@@ -68,6 +73,9 @@ class RunFolder:
         if diff:
             raise UserError(f"cannot resume: the checkpoint's config differs in {', '.join(diff)}; "
                             "use the same settings or another output folder")
+        if ckpt["g_step"] > cfg.steps:
+            raise UserError(f"cannot resume: the checkpoint is at G step {ckpt['g_step']}, past the {cfg.steps} "
+                            f"asked for; ask for at least {ckpt['g_step']} steps (--steps)")
         return ckpt
 
     def start(self, cfg: RunConfig, resumed_at: int | None) -> None:
