@@ -45,8 +45,10 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
                 )
         except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
             # Workers that start together on an empty database race to create Optuna's tables; the
-            # loser sees "duplicate key" / "already exists". The tables exist by then: try again.
-            racing = any(w in str(e) for w in ("duplicate key", "already exists", "UniqueViolation"))
+            # loser sees "duplicate key" / "already exists" (PostgreSQL) or "UNIQUE constraint failed" (SQLite,
+            # on alembic_version). The tables exist by then: try again.
+            racing = any(w in str(e) for w in ("duplicate key", "already exists", "UniqueViolation",
+                                               "UNIQUE constraint failed"))
             if racing and attempt < 2:
                 time.sleep(0.5 + random.random())
                 continue
