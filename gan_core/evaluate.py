@@ -62,6 +62,7 @@ def _main(argv: list[str] | None) -> int:
     from gan_core.judging import evaluation
     from gan_core.training import data
     from gan_core.training.config import DataConfig
+    from gan_core.training.run_folder import METRICS
 
     inception = args.inception or args.inception_weights is not None
     if args.real_vs_real:
@@ -77,7 +78,7 @@ def _main(argv: list[str] | None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(_table(result, result.get("floor")))
-        print(f"wrote {args.run_dir.rstrip('/')}/{evaluation.METRICS_FILE} ({result['seconds']:.1f} s)")
+        print(f"wrote {args.run_dir.rstrip('/')}/{METRICS} ({result['seconds']:.1f} s)")
     return 0
 
 

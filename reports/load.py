@@ -15,9 +15,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from gan_core import files, storage
+from gan_core import storage
 from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.judging.metrics import MetricNames
+from gan_core.training.run_folder import EVALS, SAMPLES, RunFolder
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
@@ -131,7 +132,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         return metrics.get(name) if name else None
 
     run_dir = resolve_run_dir(a.get("run_dir"), runs)
-    samples = run_dir / "samples.png" if run_dir is not None and (run_dir / "samples.png").is_file() else None
+    samples = run_dir / SAMPLES if run_dir is not None and (run_dir / SAMPLES).is_file() else None
     row = {
         "number": t.number, "state": t.state.name,
         "arm": a.get("arm", t.params.get("arm", f"trial {t.number}")),
@@ -188,7 +189,7 @@ def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
         if t.run_dir is None or t.run_dir in seen:
             continue
         seen.add(t.run_dir)
-        rows = files.read_jsonl(t.run_dir / "evals.jsonl")
+        rows = RunFolder(t.run_dir).read_jsonl(EVALS)
         if rows:
             frames.append(pd.DataFrame(rows).assign(trial=t.number, arm=t.arm, seed=t.seed, state=t.state.lower()))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -24,18 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan_core import devices, files
+from gan_core import devices
 from gan_core.errors import UserError
 from gan_core.judging.features import Extractor, FeatureSet, cached_features, mnist_extractor
 from gan_core.judging.metrics import MIN_SAMPLES, compare
 from gan_core.training import sampling
 from gan_core.training.data import Split
+from gan_core.training.run_folder import METRICS, RunFolder
 
 EVAL_NOISE_SEED = 20240612  # latent vectors of every evaluation (pictures use the run's own seed)
 FLOOR_SEED = 20240613  # the floor's class-balanced draw from the train split
 MAX_DEFAULT_N = 10_000  # full MNIST: fid10k against its 10k test set
 INCEPTION_SUFFIX = "_inception"
-METRICS_FILE = "metrics.json"
 
 
 def default_n(split: Split) -> int:
@@ -166,7 +166,7 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
     if with_floor:
         result["floor"] = ref.floor(n)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    files.write_json(run_dir / METRICS_FILE, result)
+    RunFolder(run_dir).write_json(METRICS, result)
     return result
 
 
