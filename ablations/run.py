@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -38,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help=f"preset every arm starts from: {', '.join(PRESETS)} (default: the study's for "
                                   "the budget, see --list)")
     p.add_argument("--budget", default="auto", help=f"auto (quick on CPU, standard on CUDA), {', '.join(BUDGETS)}")
-    p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 3 except smoke)")
+    p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 5 except smoke)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one single-threaded worker per "
                                                 "CPU core up to 8; 1 on CUDA)")
     p.add_argument("--storage", default=DEFAULT_URL,
@@ -66,6 +67,7 @@ def listing() -> str:
         arms = ", ".join(a.label for a in s.arms) if s.is_grid else "searched by TPE with pruning"
         lines.append(f"  {s.name:<12} {s.knob}: {arms}")
         bases = ", ".join(f"{b} {base.preset}" + (f" x{base.shrink:g}" if base.shrink != 1 else "")
+                          + (f" batch {base.batch_size}" if base.batch_size else "")
                           for b, base in s.bases.items())
         lines.append(f"  {'':<12} base per budget (channels x shrink, never below 8): {bases}")
     lines.append("budgets (unit: generator steps per trial):")
@@ -96,7 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validate every input before anything is written."""
     from ablations import budgets
     from ablations.studies import REGISTRY
-    from gan_core import devices
+    from gan_core import devices, files
     from gan_core.training.config import override, preset
 
     if not args.study:
@@ -108,6 +110,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     study_base = REGISTRY[args.study].base(budget.name)
     base_name = args.base or study_base.preset
     changes = {"device.device": args.device, "model.shrink": study_base.shrink}
+    if study_base.batch_size is not None and base_name == study_base.preset:
+        changes["schedule.batch_size"] = study_base.batch_size
     if args.data:
         changes["data.source"] = args.data
     if args.data_root:
@@ -121,6 +125,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError(f"--workers must be an integer >= 1, got {workers}")
     if args.heartbeat <= 0:
         raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
+    files.check_writable(args.runs, "the trials' run folders (--runs)")
+    if not args.no_report:
+        files.check_writable_file(args.report, "the report (--report)")
     why = study_base.why if base_name == study_base.preset else ""
     return Settings(args.study, base_name, base, why, budget.name, seeds, args.storage, args.heartbeat,
                     args.study_name or f"{args.study}-{base_name}-{budget.name}", args.runs, workers)
@@ -164,13 +171,17 @@ def make_context(settings: Settings):
     from gan_core.judging.evaluation import Evaluator, Reference, default_n
     from gan_core.judging.metrics import MetricNames
     from gan_core.training import data
+    from gan_core.training.config import override
 
     base = settings.base
     budget = BUDGETS[settings.budget]
+    spec = REGISTRY[settings.study]
     split = data.load(base.data)
+    for changes in [{}, *(a.changes for a in spec.arms)]:  # a train limit past the data fails now, not every trial
+        data.training_images(split, override(base, changes).data)
     reference = Reference(split, device=devices.resolve(base.device.device))
     n = budget.eval_n or default_n(split)
-    return Context(REGISTRY[settings.study], budget, base, split, reference,
+    return Context(spec, budget, base, split, reference,
                    Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
                    Path(settings.runs) / settings.study_name, MetricNames.for_count(n).fid)
 
@@ -320,27 +331,89 @@ class StudyProgress:
         self.bar.refresh()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the running trials are marked interrupted (ablations.trial), then the command exits with
+    128 + the signal's number, as a shell expects of a process a signal stopped."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_once(signum: int, _frame) -> None:
+    """Raise Stopped at the first stop signal and ignore the next ones: Ctrl-C reaches a worker twice (from the
+    terminal and forwarded by the parent), and the second must not cut short marking its trial interrupted."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def run_workers(settings: Settings, ctx, study) -> list[int]:
     """Run the study's workers to the end: in this process for one, spawned processes (one thread each, see
-    default_workers) for more. Returns the exit codes of the workers that failed."""
+    default_workers) for more. Returns the exit codes of the workers that failed. SIGINT or SIGTERM stops every
+    worker, and Stopped is raised only once all have marked their trials and exited: none is left orphaned."""
     if settings.workers == 1:
-        work(settings, ctx=ctx, study=study)
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}  # _stop_once changes both
+        signal.signal(signal.SIGTERM, _stop_once)  # SIGINT raises KeyboardInterrupt by itself
+        try:
+            work(settings, ctx=ctx, study=study)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         return []
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     mp = multiprocessing.get_context("spawn")
     procs = [mp.Process(target=_worker_process, args=(settings, threads)) for _ in range(settings.workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    received: list[int] = []
+
+    def forward(signum: int | None = None, _frame=None) -> None:
+        if signum is not None:
+            received.append(signum)
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    try:
+        for p in procs:
+            p.start()
+        if received:  # a signal while they were starting: the workers started after it must stop too
+            forward()
+        for p in procs:
+            p.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise Stopped(received[0])
     return [p.exitcode for p in procs if p.exitcode != 0]
 
 
 def _worker_process(settings: Settings, threads: int) -> None:
     try:
+        for s in STOP_SIGNALS:
+            signal.signal(s, _stop_once)
+        _die_with_parent()
         work(settings, threads)
     except KeyboardInterrupt:
         pass
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when its parent dies, even by kill -9 (whose SIGTERM handler never runs), so that
+    no worker trains on for a study nobody waits for. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl: nobody will signal us
+        raise Stopped(signal.SIGTERM)
 
 
 def summary_table(study, ctx, floor: dict | None) -> str:
@@ -352,15 +425,17 @@ def summary_table(study, ctx, floor: dict | None) -> str:
     kid_key = MetricNames.from_fid(ctx.objective).kid
     rows: dict[str, dict] = {}
     order = [a.label for a in ctx.study.arms]
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("spare") or t.user_attrs.get("duplicate") or "arm" not in t.user_attrs:
-            continue
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if not (t.user_attrs.get("spare") or t.user_attrs.get("duplicate")) and "arm" in t.user_attrs]
+    finished = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
+    for t in trials:
         row = rows.setdefault(t.user_attrs["arm"], {"fid": [], "kid": [], "failed": []})
         if t.state == TrialState.COMPLETE:
             row["fid"].append(t.user_attrs["metrics"][ctx.objective])
             row["kid"].append(t.user_attrs["metrics"][kid_key])
-        elif t.state == TrialState.FAIL:
-            row["failed"].append(t.user_attrs.get("fail_kind", "error"))
+        elif t.state == TrialState.FAIL and trial_key(t) not in finished:  # one that finished later was a retry
+            # no fail_kind: Optuna failed it, its worker's heartbeat having gone stale (killed, or its host lost)
+            row["failed"].append(t.user_attrs.get("fail_kind", "worker lost"))
         elif t.state == TrialState.PRUNED:
             row["failed"].append("pruned")
 
@@ -407,6 +482,7 @@ def _main(argv: list[str] | None) -> int:
     shrink = settings.base.model.shrink
     plan = (f"{spec.name}: {size}, base {settings.base_name}"
             + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
+            + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
             + f", budget {budget.name} ({budget.note})"
             + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
     if args.dry_run:
@@ -440,9 +516,9 @@ def _main(argv: list[str] | None) -> int:
             print(f"{len(crashed)} of {workers} workers failed (exit codes {crashed}); "
                   "rerun the same command to resume", file=sys.stderr)
             return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     print(summary_table(study, ctx, study.user_attrs.get("floor")))
     if shrink != 1:
         print(f"note: the budget shrank every model's channels by {shrink:g}, never below 8 channels")

@@ -6,6 +6,7 @@ not retried automatically.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import warnings
@@ -18,6 +19,13 @@ from gan_core import storage
 from gan_core.errors import UserError, first_line
 
 MAX_RETRY = 2  # a trial whose worker died is re-run at most this often
+
+# SQLAlchemy's pool logs a cursor it could not close, with a full traceback on stderr, when Ctrl-C lands in the
+# middle of a query ("Error closing cursor ... Cannot operate on a closed database"): a cleanup failure after the
+# interrupt, which the command reports in one line. The pool logs nothing else a user could act on.
+_POOL_LOG = logging.getLogger("sqlalchemy.pool")
+_POOL_LOG.addHandler(logging.NullHandler())
+_POOL_LOG.propagate = False
 
 
 def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseStorage:

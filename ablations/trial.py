@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -92,8 +93,9 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
 def objective(ctx: Context, trial: optuna.Trial) -> float:
     try:
         return _objective(ctx, trial)
-    except KeyboardInterrupt:
-        _fail(trial, "interrupted", "stopped by Ctrl-C; rerun the command to resume it")
+    except KeyboardInterrupt as e:  # Ctrl-C, or ablations.run's Stopped (SIGINT or SIGTERM)
+        name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
+        _fail(trial, "interrupted", f"stopped by {name}; rerun the command to resume it")
         raise
 
 

@@ -27,6 +27,31 @@ def resolve(device: torch.device | str | None) -> torch.device:
     return d
 
 
+def memory_bytes(device: torch.device) -> int:
+    """All the memory a device has: the GPU's, or the machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def size_text(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:,.0f} {unit}" if unit == "B" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # unreachable: the loop returns at TB
+
+
+def check_fits(what: str, count: int, bytes_each: float, device: torch.device, flag: str) -> None:
+    """Refuse, before any allocation, a size that cannot fit the device even alone: ``count`` things (a batch,
+    samples) of about ``bytes_each`` bytes, asked for with ``flag``. An estimate, so it only catches sizes that
+    are off by a lot (a mistyped batch of 10^9); a size near the limit still fails at its first allocation."""
+    total = memory_bytes(device)
+    if count * bytes_each > total:
+        raise UserError(f"{what} {count:,} needs about {size_text(count * bytes_each)} of {device.type} memory, more "
+                        f"than the {size_text(total)} here; use {flag} {max(1, int(total // bytes_each)):,} or less")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

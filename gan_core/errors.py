@@ -27,12 +27,16 @@ class DataError(UserError):
 
 
 class Diverged(RuntimeError):
-    """A loss or a weight became NaN/inf. ``step`` is the generator step where it was seen."""
+    """A loss or a weight became NaN/inf: ``step`` is the generator step and ``d_step`` the discriminator step
+    where it was seen (both: at 5:1 the first D steps all happen at G step 0)."""
 
-    def __init__(self, step: int, what: str):
-        super().__init__(f"diverged at step {step}: {what} is not finite")
-        self.step = step
-        self.what = what
+    def __init__(self, step: int, d_step: int, what: str):
+        self.step, self.d_step, self.what = step, d_step, what
+        super().__init__(f"diverged at {self.where}: {what} is not finite")
+
+    @property
+    def where(self) -> str:
+        return f"G step {self.step}, D step {self.d_step}"
 
 
 def mask_passwords(text: str) -> str:
@@ -45,7 +49,9 @@ def first_line(e: BaseException) -> str:
     wrap the driver's "connection refused" or "file is not a database" in generic messages), with any
     URL password masked; the exception's type name when it has no message."""
     seen = {id(e)}
-    while (inner := e.__cause__ or e.__context__) is not None and id(inner) not in seen:
+    # "raise X from None" hides its context (json's JSONDecodeError hides a StopIteration holding a bare offset)
+    while (inner := e.__cause__ or (None if e.__suppress_context__ else e.__context__)) is not None \
+            and id(inner) not in seen:
         seen.add(id(inner))
         e = inner
     text = str(e).strip()

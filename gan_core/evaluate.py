@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from gan_core import cli
 from gan_core.errors import UserError
@@ -57,12 +56,13 @@ def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.real_vs_real == (args.run_dir is not None):
         raise UserError("give either RUN_DIR or --real-vs-real (exactly one)")
-    if args.run_dir is not None and not Path(args.run_dir).is_dir():  # fail before the slow imports
-        raise UserError(f"run folder {args.run_dir} does not exist")
+    from gan_core.training.run_folder import METRICS, RunFolder
+
+    if args.run_dir is not None:  # fail before the slow imports
+        RunFolder(args.run_dir).check_finished_run(METRICS)
     from gan_core.judging import evaluation
     from gan_core.training import data
     from gan_core.training.config import DataConfig
-    from gan_core.training.run_folder import METRICS
 
     inception = args.inception or args.inception_weights is not None
     if args.real_vs_real:

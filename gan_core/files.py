@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gan_core.errors import UserError
+
 CACHE_ENV = "MNIST_GAN_BENCH_CACHE"
 
 
@@ -17,6 +19,28 @@ def cache_dir() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-gan-bench"
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, a folder this process cannot write to: a path through a file, or a folder (the
+    nearest existing parent of one still to be made) without write permission. ``what`` says what goes there,
+    e.g. "the run (--out DIR)". Creates nothing, and touches nothing (not even the folder's mtime)."""
+    path = Path(folder)
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p) or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise UserError(f"{existing} is a file, not a folder; choose a folder for {what}")
+    # access(2) asks the kernel with this process's credentials and capabilities (root without
+    # CAP_DAC_OVERRIDE is refused too), so the answer is what a write would meet
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {existing} (Permission denied); choose a folder you may write for {what}")
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: an existing folder, or a place where the
+    folder it goes into cannot be made or written."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a folder; give a file name for {what}")
+    check_writable(Path(path).parent, what)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:

@@ -22,7 +22,7 @@ from gan_core import cli, files
 from gan_core.errors import UserError, mask_passwords
 from gan_core.storage import DEFAULT_URL
 from gan_core.training.sampling import BN_SAMPLES
-from reports import load, sections, stats
+from reports import downloads, load, sections, stats
 
 PROG = "python -m reports.build"
 DEFAULT_OUT = "reports/summary.html"
@@ -87,7 +87,7 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
         "bench": bench_section, "builder": {p: _version(p) for p in BUILDER_PACKAGES},
         "level": f"{stats.LEVEL:.0%}", "bn_samples": f"{BN_SAMPLES:,}",
     }
-    html = environment().get_template(TEMPLATE).render(**context)
+    html = downloads.add_csv_links(environment().get_template(TEMPLATE).render(**context))
     figs = [f for s in study_sections for f in s["figures"].values()] + list(bench_section.get("figures", []))
     return html, figs
 
@@ -102,6 +102,9 @@ def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] 
     Raises UserError (nothing written) for an unreadable storage or benchmark file.
     """
     storage = storage or DEFAULT_URL
+    files.check_writable_file(out, "the report")
+    if png_dir is not None:
+        files.check_writable(png_dir, "the figures (--png-dir)")
     explicit = benchmarks is not None
     bench_files = [Path(p) for p in benchmarks] if explicit else load.default_benchmark_files()
     studies = load.load_studies(storage, runs)

@@ -221,8 +221,8 @@ QUIRK_FID = {"blog": 90.0, "fresh noise": 55.0, "no BatchNorm before Sigmoid": 8
              "all 4000 images": 88.0, "Adadelta lr=1.0": 80.0, "all fixed": 45.0}
 DEPTH_FID = {str(d): 100.0 - 5 * d for d in range(4, 10)}
 STEP_RATIO_FAILURES = {
-    ("5:1", 2): ("diverged", "diverged at step 37: generator loss is not finite"),
-    ("2:1", 0): ("interrupted", "stopped by Ctrl-C; rerun the command to resume it"),
+    ("5:1", 2): ("diverged", "diverged at G step 37, D step 185: generator loss is not finite"),
+    ("2:1", 0): ("interrupted", "stopped by SIGINT; rerun the command to resume it"),
 }
 
 

@@ -49,7 +49,7 @@ def test_bad_ratio_names_the_valid_form(text):
     ({"model.arch": "resnet"}, "choose one of: seed, dcgan"),
     ({"model.depth": 3}, "depth must be an integer from 4 to 9"),
     ({"model.depth": 10}, "depth must be an integer from 4 to 9"),
-    ({"model.width": 0}, "width must be a number > 0"),
+    ({"model.width": 0}, "width must be a finite number > 0"),
     ({"model.channels": 2}, "channels"),
     ({"g_optim.name": "Adamx"}, "not in torch.optim"),
     ({"d_optim.name": "SGD", "d_optim.kwargs": {"betas": [0.5, 0.9]}}, "SGD rejects"),

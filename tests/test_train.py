@@ -4,9 +4,11 @@ import pytest
 import torch
 from PIL import Image
 
+from gan_core import files
 from gan_core.errors import Diverged, UserError
 from gan_core.training import loop
 from gan_core.training.config import RunConfig
+from gan_core.training.run_folder import RunFolder
 
 
 @pytest.fixture
@@ -135,11 +137,11 @@ def test_nan_loss_stops_with_the_step_where_it_appeared(split, tiny, tmp_path, m
         return loss
 
     monkeypatch.setattr(loop, "gan_loss", poisoned)
-    with pytest.raises(Diverged, match="diverged at step 7") as e:
+    with pytest.raises(Diverged, match="diverged at G step 7, D step 7: generator loss") as e:
         loop.train(tiny(steps=20, log_every=5, checkpoint_every=5), tmp_path / "r", split=split)
     assert e.value.step == 7
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["status"] == "diverged" and "step 7" in summary["reason"]
+    assert summary["status"] == "diverged" and summary["reason"] == "generator loss not finite at G step 7, D step 7"
     # the last good checkpoint (step 5) survives; the diverged weights are never written
     assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["g_step"] == 5
 
@@ -159,8 +161,22 @@ def test_nan_weights_are_detected(split, tiny, monkeypatch):
         return g, d
 
     monkeypatch.setattr(loop, "build_models", build)
-    with pytest.raises(Diverged, match="diverged at step"):
+    # the inf weight poisons G's output, so D's next loss (D step 5, still at G step 4) is the first non-finite value
+    with pytest.raises(Diverged, match="diverged at G step 4, D step 5: discriminator loss"):
         loop.train(tiny(steps=12, log_every=4, **{"schedule.loss": "bce"}), split=split, on_log=poison)
+
+
+@pytest.mark.parametrize("d_steps, g_steps, bad_d_index, where", [
+    (5, 1, 3, "G step 0, D step 3"),  # 5:1: the first five D steps all come before G step 1
+    (5, 1, 7, "G step 1, D step 7"),
+    (1, 5, 2, "G step 5, D step 2"),  # 1:5: D step 2 opens the second iteration, after G steps 1-5
+])
+def test_a_discriminator_divergence_names_its_g_step_and_d_step(tiny, d_steps, g_steps, bad_d_index, where):
+    cfg = tiny(**{"schedule.d_steps": d_steps, "schedule.g_steps": g_steps})
+    d_vals = torch.zeros(10)
+    d_vals[bad_d_index - 1] = float("nan")
+    with pytest.raises(Diverged, match=f"diverged at {where}: discriminator loss is not finite"):
+        loop.check_finite(d_vals, torch.zeros(10), loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -231,11 +247,11 @@ def test_blog_bce_matches_torch_bce_on_sigmoid():
     assert torch.isnan(loop.blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
 
 
-def test_intervals_that_are_not_multiples_of_log_every_still_fire_at_the_next_tick(split, tiny):
+def test_intervals_that_are_not_multiples_of_log_every_fire_at_their_own_steps(split, tiny):
     seen = []
     loop.train(tiny(steps=12, log_every=4, eval_every=3), split=split,
                 on_eval=lambda point: seen.append(point.g_step) or {})
-    assert seen == [0, 4, 8, 12]  # step 0 (untrained), then 3 crossed by 4, 6 by 8, 9 by 12 (and the end)
+    assert seen == [0, 3, 6, 9, 12]  # step 0 (untrained), then every 3 G steps, not at the next logging tick
 
 
 def test_resume_survives_a_torn_last_stats_line(split, tiny, tmp_path):
@@ -245,3 +261,33 @@ def test_resume_survives_a_torn_last_stats_line(split, tiny, tmp_path):
     r = loop.train(tiny(steps=6, log_every=2, checkpoint_every=2), tmp_path / "r", split=split, resume=True)
     assert r.g_steps == 6
     assert [s[0] for s in losses(tmp_path / "r")] == [2, 4, 6]
+
+
+def test_checkpoints_and_evaluations_fire_when_asked_not_only_at_logging_ticks(split, tiny, tmp_path, monkeypatch):
+    saved = []
+    real_save = RunFolder.save_checkpoint
+
+    def save(self, state):
+        saved.append(state["g_step"])
+        real_save(self, state)
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save)
+    evals = []
+    loop.train(tiny(steps=10, log_every=100, checkpoint_every=3, eval_every=4), tmp_path / "r", split=split,
+               on_eval=lambda point: evals.append(point.g_step))
+    assert saved == [3, 6, 9, 10]  # 10: the end always writes one
+    assert evals == [0, 4, 8, 10]
+    assert [r["g_step"] for r in files.read_jsonl(tmp_path / "r" / "stats.jsonl")] == [3, 4, 6, 8, 9, 10]
+
+
+def test_the_first_non_finite_loss_in_time_is_named_not_the_first_checked(tiny):
+    cfg = tiny(**{"schedule.d_steps": 1, "schedule.g_steps": 2})
+    d_vals, g_vals = torch.zeros(3), torch.zeros(6)
+    g_vals[1] = float("nan")  # G step 2, in iteration 0; its NaN weights spoil D step 2 (iteration 1)
+    d_vals[1:] = float("nan")
+    with pytest.raises(Diverged, match="diverged at G step 2, D step 1: generator loss"):
+        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
+    g_vals[:] = float("nan")
+    d_vals[0] = float("nan")  # D step 1 comes before G step 1 in the same iteration
+    with pytest.raises(Diverged, match="diverged at G step 0, D step 1: discriminator loss"):
+        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -6,46 +7,12 @@ import pytest
 
 from gan_core import train as train_cli
 from gan_core.training.config import RunConfig, preset
+from gan_core.training.run_folder import RunFolder
 
 
 def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "gan_core.train", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
-
-
-@pytest.mark.parametrize("args,match", [
-    (["--arch", "resnet"], "invalid choice: 'resnet' (choose from 'seed', 'dcgan')"),
-    (["--optim", "Adamx"], "not in torch.optim; choose one of:"),
-    (["--ratio", "0:1"], "ratio '0:1' is not valid; write D:G with positive integers"),
-    (["--ratio", "abc"], "ratio 'abc' is not valid"),
-    (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
-    (["--depth", "12"], "depth must be an integer from 4 to 9"),
-    (["--preset", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan, dcgan-cpu"),
-    (["--train-limit", "zero"], "--train-limit must be a positive integer or 'all'"),
-    (["--g-optim-args", "{betas"], "must be a JSON object"),
-    (["--data", "folder"], "needs a root folder"),
-    (["--data", "folder", "--data-root", "/nonexistent/pics"], "is not a folder"),
-    (["--data", "mnist", "--data-root", "/nonexistent/mnist"], "MNIST raw files not found"),
-    (["--resume"], "--resume needs --out"),
-    (["--resume", "--out", "MISSING"], "nothing to resume: "),  # a missing folder: refused, not a fresh start
-    (["--out", "FILE"], "is a file, not a folder"),
-    (["--out", "FILE/sub"], "is a file, not a folder"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, match):
-    out = tmp_path / "run"
-    (tmp_path / "FILE").write_text("not a folder")
-    args = [str(tmp_path / a) if a in ("MISSING", "FILE", "FILE/sub") else a for a in args]
-    if "--out" not in args and "--resume" not in args:
-        args = [*args, "--out", str(out)]
-    try:
-        code = train_cli.main(args)
-    except SystemExit as e:  # argparse exits by itself for flags it rejects
-        code = e.code
-    err = capsys.readouterr().err
-    assert code == 2
-    assert match in err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert not out.exists()
 
 
 def test_bad_input_from_the_real_command_line(tmp_path):
@@ -107,3 +74,24 @@ def test_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys
     assert "the checkpoint is at G step 4, past the 2 asked for" in err and err.count("\n") == 1
     assert (tmp_path / "r" / "config.json").read_text() == config  # nothing rewritten
 
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_and_a_dead_owners_lock_taken_over(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["--preset", "dcgan-cpu", "--log-every", "2", "--device", "cpu", "--out", str(out)]
+    assert train_cli.main([*args, "--steps", "2"]) == 0
+    stats = (out / "stats.jsonl").read_text()
+    holder = RunFolder(out)
+    holder.lock()  # another run is training into the folder
+    try:  # a real second process, as two --resume at once would be
+        p = run_cli(*args, "--steps", "4", "--resume")
+    finally:
+        holder.unlock()
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert f"is being written by another run (process {os.getpid()})" in p.stderr
+    assert (out / "stats.jsonl").read_text() == stats  # nothing appended twice
+    (out / ".lock").write_text("999999999\n")  # left by a process killed with kill -9: it holds no flock
+    capsys.readouterr()
+    assert train_cli.main([*args, "--steps", "4", "--resume"]) == 0
+    assert [json.loads(line)["g_step"] for line in (out / "stats.jsonl").read_text().splitlines()] == [2, 4]
+    assert (out / ".lock").read_text() == f"{os.getpid()}\n"

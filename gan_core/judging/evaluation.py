@@ -43,9 +43,14 @@ def default_n(split: Split) -> int:
     return min(len(split.heldout), MAX_DEFAULT_N)
 
 
+# host memory per evaluated sample, estimated: its noise, an RGB float image, the uint8 copy, its features
+BYTES_PER_SAMPLE = 16_000
+
+
 def check_n(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < MIN_SAMPLES:
         raise UserError(f"the number of samples must be an integer >= {MIN_SAMPLES}, got {n!r}")
+    devices.check_fits("the number of samples", n, BYTES_PER_SAMPLE, torch.device("cpu"), "--n")
     return n
 
 
@@ -154,8 +159,7 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
     from gan_core.training.loop import load_run
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
+    RunFolder(run_dir).check_finished_run(METRICS)
     cfg, generator = load_run(run_dir)
     split = data.load(cfg.data)
     n = check_n(n if n is not None else default_n(split))

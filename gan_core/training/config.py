@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -34,8 +35,8 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
 
 
 def _positive_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
-        raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:  # NaN fails too
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ def optimizer_names() -> list[str]:
     )
 
 
+# torch.optim classes the loop cannot drive: LBFGS's step() needs a closure that re-evaluates the loss,
+# SparseAdam takes only sparse gradients (embeddings), and a GAN's convolutions have dense ones
+UNSUPPORTED_OPTIMIZERS = {"LBFGS": "its step() needs a closure", "SparseAdam": "it takes only sparse gradients"}
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "Adadelta"  # a class in torch.optim
@@ -83,7 +89,12 @@ class OptimizerConfig:
         names = optimizer_names()
         canonical = {n.lower(): n for n in names}.get(str(self.name).lower())
         if canonical is None:
-            raise ConfigError(f"optimizer {self.name!r} is not in torch.optim; choose one of: {', '.join(names)}")
+            usable = ", ".join(n for n in names if n not in UNSUPPORTED_OPTIMIZERS)
+            raise ConfigError(f"optimizer {self.name!r} is not in torch.optim; choose one of: {usable}")
+        if canonical in UNSUPPORTED_OPTIMIZERS:
+            usable = ", ".join(n for n in names if n not in UNSUPPORTED_OPTIMIZERS)
+            raise ConfigError(f"optimizer {canonical} cannot train a GAN here ({UNSUPPORTED_OPTIMIZERS[canonical]}); "
+                              f"choose one of: {usable}")
         object.__setattr__(self, "name", canonical)
         _positive_float("lr", self.lr)
         if not isinstance(self.kwargs, dict):
@@ -157,7 +168,7 @@ class RunConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     steps: int = 1000  # the budget, in generator steps
     seed: int = 0
-    log_every: int = 50  # generator steps between stats.jsonl lines (the only host syncs)
+    log_every: int = 50  # G steps between stats.jsonl lines (host syncs); a checkpoint, eval or sample adds one
     sample_every: int = 0  # generator steps between samples.png refreshes; 0 = at the end only
     checkpoint_every: int = 500  # generator steps between checkpoints; the end always writes one
     eval_every: int = 0  # generator steps between on_eval callbacks; 0 = none

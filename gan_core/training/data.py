@@ -156,12 +156,25 @@ def _folder(root: str) -> tuple[np.ndarray, np.ndarray]:
     if not Path(root).is_dir():
         raise DataError(f"data root {root!r} is not a folder; give an ImageFolder tree (one sub-folder per class)")
     try:
-        ds = ImageFolder(root, loader=lambda p: Image.open(p).convert("L"))
+        ds = ImageFolder(root, loader=_grey)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"no images found under {root!r}: {e}") from None
     resample = Image.Resampling.BILINEAR
-    images = np.stack([np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), resample)) for img, _ in ds])
-    return images[:, None], np.asarray(ds.targets, dtype=np.int64)
+    images = []
+    for path, _ in ds.samples:
+        try:
+            images.append(np.asarray(ds.loader(path).resize((IMAGE_SIZE, IMAGE_SIZE), resample)))
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
+            raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
+                            "replace it with a PNG or JPEG digit") from None
+    return np.stack(images)[:, None], np.asarray(ds.targets, dtype=np.int64)
+
+
+def _grey(path: str):
+    from PIL import Image
+
+    with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
+        return img.convert("L")
 
 
 def load(cfg: DataConfig) -> Split:
@@ -177,4 +190,7 @@ def load(cfg: DataConfig) -> Split:
 
 def training_images(split: Split, cfg: DataConfig) -> torch.Tensor:
     """The uint8 images that training may see: a prefix of the train split, nothing else."""
+    if cfg.train_limit is not None and cfg.train_limit > len(split.train):
+        raise DataError(f"train limit {cfg.train_limit:,} is more than the {len(split.train):,} training images of "
+                        f"the {split.name} data; use at most {len(split.train):,}, or 'all'")
     return split.train if cfg.train_limit is None else split.train[: cfg.train_limit]

@@ -117,6 +117,22 @@ def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
     return float(d_flops), float(counter.get_total_flops())
 
 
+@cache
+def bytes_per_image(m: ModelConfig) -> float:
+    """Memory one image of a batch takes in a training step, estimated: the float32 outputs of every layer of G
+    and of D (run on real and fake images), each kept for the backward pass and matched by its gradient."""
+    with torch.device("meta"):
+        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
+        elements = []
+        for net in (g, d, d):
+            hooks = [layer.register_forward_hook(lambda _m, _i, out: elements.append(out[0].numel()))
+                     for layer in net.modules() if not list(layer.children())]
+            net(torch.empty(1, *((m.latent_dim,) if net is g else (m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE))))
+            for h in hooks:
+                h.remove()
+    return 2 * 4 * sum(elements)
+
+
 def _finite_weights(*modules: nn.Module) -> bool:
     return bool(torch.isfinite(torch.stack([p.detach().float().sum() for m in modules for p in m.parameters()])).all())
 
@@ -241,16 +257,19 @@ def crossed(every: int, before: int, now: int) -> bool:
 
 
 def check_finite(d_vals: torch.Tensor, g_vals: torch.Tensor, at_tick: Progress, cfg: RunConfig) -> None:
-    """Raise Diverged naming the first non-finite loss since the last tick, in G steps (and D steps)."""
+    """Raise Diverged naming the first non-finite loss since the last tick, in G steps and D steps. Counted from
+    the tick (ticks fall between iterations): a resumed run's earlier iterations may have been cut short."""
     sch = cfg.schedule
-    bad_d = (~torch.isfinite(d_vals)).nonzero()
-    if len(bad_d):  # the n-th D step runs after (its iteration) x g_steps generator steps
-        d_index = at_tick.d_step + int(bad_d[0]) + 1
-        step = min((d_index - 1) // sch.d_steps * sch.g_steps, cfg.steps)
-        raise Diverged(step, f"discriminator loss (D step {d_index})")
-    bad_g = (~torch.isfinite(g_vals)).nonzero()
-    if len(bad_g):
-        raise Diverged(at_tick.g_step + int(bad_g[0]) + 1, "generator loss")
+    bad_d, bad_g = (~torch.isfinite(d_vals)).nonzero(), (~torch.isfinite(g_vals)).nonzero()
+    # the first in time: an iteration runs its D steps, then its G steps
+    d_iteration = int(bad_d[0]) // sch.d_steps if len(bad_d) else None
+    g_iteration = int(bad_g[0]) // sch.g_steps if len(bad_g) else None
+    if d_iteration is not None and (g_iteration is None or d_iteration <= g_iteration):
+        k = int(bad_d[0])  # the k-th D step since the tick, after the G steps of the iterations before its own
+        raise Diverged(at_tick.g_step + d_iteration * sch.g_steps, at_tick.d_step + k + 1, "discriminator loss")
+    if g_iteration is not None:
+        k = int(bad_g[0])  # the k-th G step since the tick, after the D steps of its own iteration
+        raise Diverged(at_tick.g_step + k + 1, at_tick.d_step + (g_iteration + 1) * sch.d_steps, "generator loss")
 
 
 def save_samples(folder: RunFolder, generator: nn.Module, z: torch.Tensor, head: str) -> None:
@@ -287,13 +306,23 @@ def train(
     split = split or data.load(cfg.data)
     folder = RunFolder(out_dir)
     ckpt = folder.checkpoint_to_resume(cfg, resume)
+    devices.check_fits("batch size", cfg.schedule.batch_size, bytes_per_image(cfg.model), device, "--batch-size")
     steps = GanSteps(cfg, data.training_images(split, cfg.data), device)
     fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, cfg.seed + 2, device)
     progress = Progress(cfg, *count_flops(cfg), str(device))
     if ckpt is not None:
         steps.load_state_dict(ckpt)
         progress.g_step, progress.d_step, progress.wall_s = ckpt["g_step"], ckpt["d_step"], ckpt["wall_s"]
-    folder.start(cfg, progress.g_step if ckpt is not None else None)
+    folder.start(cfg, progress.g_step if ckpt is not None else None)  # locks the folder until the end
+    try:
+        return _run(cfg, steps, progress, folder, ckpt, fixed_noise, device, on_log, on_eval)
+    finally:
+        folder.unlock()
+
+
+def _run(cfg: RunConfig, steps: GanSteps, progress: Progress, folder: RunFolder, ckpt: dict | None,
+         fixed_noise: torch.Tensor, device: torch.device, on_log, on_eval) -> TrainResult:
+    """train() once its folder is locked: step 0, the loop, the end."""
     result = TrainResult(cfg, folder.path, 0, 0, 0, 0.0, 0.0, generator=steps.g_net)
     evaluating = on_eval is not None and cfg.eval_every > 0
     if evaluating and ckpt is None:  # step 0: the untrained generator, what "did it learn?" is measured against
@@ -305,6 +334,7 @@ def train(
     at_tick = dataclasses.replace(progress)
     t_tick = time.perf_counter()
     t_start = t_tick - progress.wall_s
+    intervals = (cfg.log_every, cfg.eval_every if evaluating else 0, cfg.sample_every, cfg.checkpoint_every)
     try:
         while progress.g_step < cfg.steps:
             before = progress.g_step
@@ -314,7 +344,9 @@ def train(
             progress.d_step += len(d_new)
             progress.g_step += len(g_new)
             end = progress.g_step == cfg.steps
-            if not (crossed(cfg.log_every, before, progress.g_step) or end):
+            # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
+            # must be written every 2 steps (and only after the losses since the last tick proved finite)
+            if not (end or any(crossed(every, before, progress.g_step) for every in intervals)):
                 continue
 
             # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
@@ -323,7 +355,7 @@ def train(
             progress.wall_s = now - t_start
             check_finite(d_vals, g_vals, at_tick, cfg)
             if not _finite_weights(steps.g_net, steps.d_net):
-                raise Diverged(progress.g_step, "a weight")
+                raise Diverged(progress.g_step, progress.d_step, "a weight")
             dt = max(now - t_tick, 1e-9)
             b = cfg.schedule.batch_size
             record = {
@@ -352,7 +384,7 @@ def train(
             t_tick = time.perf_counter()
             t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
     except Diverged as e:
-        folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at step {e.step}"))
+        folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at {e.where}"))
         raise
 
     # ---- the end: samples, the final checkpoint, the summary

@@ -7,6 +7,7 @@
     checkpoint.pt  models, optimizers, RNG state, counters and the config (atomic)
     summary.json   the run's outcome: finished or diverged, with its budget units
     metrics.json   final metrics, written by evaluation (gan_core.judging), not by training
+    .lock          the pid of the process training into the folder, flock-ed while it runs
 
 ``RunFolder(None)`` is the folder of a run that keeps nothing: every write is a no-op and every read
 finds nothing, so the training loop never asks whether it has a folder.
@@ -14,15 +15,18 @@ finds nothing, so the training loop never asks whether it has a folder.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from gan_core import files
-from gan_core.errors import UserError
+from gan_core.errors import UserError, first_line
 from gan_core.training.config import RunConfig
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.json"
 STATS = "stats.jsonl"
@@ -31,6 +35,7 @@ SAMPLES = "samples.png"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
+LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
 # A resumed run must be the same experiment: only the budget and the cadence of its outputs may change.
@@ -40,6 +45,8 @@ RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint
 class RunFolder:
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path is not None else None
+        self._lock_fd: int | None = None
+        self._seen: tuple | None = None  # the checkpoint file's (size, mtime) when checkpoint_to_resume read it
 
     def __bool__(self) -> bool:
         return self.path is not None
@@ -50,24 +57,33 @@ class RunFolder:
     def exists(self, name: str) -> bool:
         return self.path is not None and (self.path / name).is_file()
 
+    def check_finished_run(self, output: str) -> None:
+        """Refuse a path that is no run folder to read (missing, or a file), or one where ``output`` (the file a
+        reader writes into it, e.g. metrics.json) cannot be written."""
+        if self.path.is_file():
+            raise UserError(f"{self.path} is a file, not a run folder; give the folder that holds {CONFIG}")
+        if not self.path.is_dir():
+            raise UserError(f"run folder {self.path} does not exist")
+        files.check_writable(self.path, output)
+
     # ---- starting a run ---------------------------------------------------------------------------
 
     def checkpoint_to_resume(self, cfg: RunConfig, resume: bool) -> dict | None:
         """The checkpoint a run continues from (``resume`` and one exists), else None.
 
         A folder that already holds a checkpoint is never overwritten by a fresh run, a checkpoint of a
-        different experiment or one past the asked budget is never resumed, and a path through a file is
-        refused: each a UserError, raised before anything is written.
+        different experiment or one past the asked budget is never resumed, an unreadable checkpoint is named,
+        and a path through a file or a folder that may not be written is refused: each a UserError, raised
+        before anything is written.
         """
         if self.path is not None:
-            blocker = next((p for p in (self.path, *self.path.parents) if p.exists() and not p.is_dir()), None)
-            if blocker is not None:
-                raise UserError(f"{blocker} is a file, not a folder; choose a folder for the run (--out DIR)")
+            files.check_writable(self.path, "the run (--out DIR)")
+        self._seen = self._checkpoint_stamp()
         if not self.exists(CHECKPOINT):
             return None
         if not resume:
             raise UserError(f"{self.path} already holds a run; resume it (--resume) or choose another output folder")
-        ckpt = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+        ckpt = self.checkpoint()
         saved, asked = RunConfig.from_dict(ckpt["config"]).to_dict(), cfg.to_dict()
         diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != asked[k])
         if diff:
@@ -84,15 +100,56 @@ class RunFolder:
         if self.path is None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        if resumed_at is None:
-            for name in (*LOGS, SUMMARY):
-                (self.path / name).unlink(missing_ok=True)
-        else:
-            for name in LOGS:
-                keep = [r for r in self.read_jsonl(name) if r.get("g_step", 0) <= resumed_at]
-                if self.exists(name):
-                    files.write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in keep))
-        files.write_text(self.path / CONFIG, cfg.to_json() + "\n")
+        self.lock()
+        try:
+            if self._checkpoint_stamp() != self._seen:  # another run wrote it between our reading it and the lock
+                raise UserError(f"{self.path} was written by another run while this one was starting; run the "
+                                "command again")
+            if resumed_at is None:
+                for name in (*LOGS, SUMMARY):
+                    (self.path / name).unlink(missing_ok=True)
+            else:
+                for name in LOGS:
+                    keep = [r for r in self.read_jsonl(name) if r.get("g_step", 0) <= resumed_at]
+                    if self.exists(name):
+                        files.write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in keep))
+            files.write_text(self.path / CONFIG, cfg.to_json() + "\n")
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _checkpoint_stamp(self) -> tuple | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path / CHECKPOINT)
+        except OSError:  # none yet
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def lock(self) -> None:
+        """Make this process the folder's only writer, until ``unlock`` or its exit. A second writer (two
+        --resume at once) is refused with the owner's pid. flock, not the file's existence, is the lock: the
+        kernel drops it when its owner dies, so a stale .lock (kill -9) is simply taken over."""
+        if self.path is None or self._lock_fd is not None:
+            return
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"{self.path} is being written by another run (process {owner}); wait for it to end "
+                            "or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock; the file stays (unlinking it would let a waiting and a new writer both lock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -133,9 +190,23 @@ class RunFolder:
     def config(self) -> RunConfig:
         if not self.exists(CONFIG):
             raise UserError(f"{self.path} is not a run folder (no {CONFIG})")
-        return RunConfig.from_json((self.path / CONFIG).read_text())
+        try:
+            return RunConfig.from_json((self.path / CONFIG).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{self.path / CONFIG} is not valid JSON ({e}); the run folder is damaged") from None
 
     def checkpoint(self) -> dict:
+        """The checkpoint's content; a truncated or corrupt file (a copy cut short: writes here are atomic) is a
+        UserError naming it, never a traceback from deep inside torch.load."""
         if not self.exists(CHECKPOINT):
             raise UserError(f"{self.path} has no {CHECKPOINT} yet; train it first")
-        return torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+        import torch  # here, not at the top: the CLIs check a run folder before the slow imports
+
+        try:
+            ckpt = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors alike: the file is unreadable
+            raise UserError(f"{self.path / CHECKPOINT} cannot be read ({first_line(e)}); it is truncated or corrupt: "
+                            "delete it to start the run afresh") from None
+        if not isinstance(ckpt, dict) or not {"config", "g", "d", "g_step"} <= set(ckpt):
+            raise UserError(f"{self.path / CHECKPOINT} is not a checkpoint of this project")
+        return ckpt
