@@ -265,7 +265,7 @@ def grid_section(study: StudyData) -> dict:
         section["kid_note"] = f"KID agrees: {kid_verdict.text}"
     if study.kind == "seed_quirks" and baseline:
         section["quirks"] = {
-            "verdict": stats.costliest_quirk(fid_groups, baseline, k.fid),
+            "verdict": quirk_verdict(study, fid_groups, baseline, learned),
             "effects": stats.effects(fid_groups, baseline),
             "baseline": baseline,
         }
@@ -281,6 +281,24 @@ def grid_section(study: StudyData) -> dict:
     section["curves_note"] = None if "anytime" in section["figures"] else \
         "no evals.jsonl found for this study's trials (run folders missing, or no intermediate evaluations)"
     return section
+
+
+ALL_FIXED = "all fixed"  # the seed_quirks arm with every fix at once: not a single quirk
+
+
+def quirk_verdict(study: StudyData, fid_groups: dict, baseline: str, learned: dict[str, stats.Learning]) \
+        -> stats.Verdict:
+    """Which single fix costs the blog most, among the fixes that learned: a fix that leaves the generator at its
+    initialisation changes only what the untrained generator draws (without its BatchNorm before the Sigmoid it
+    draws something nearer digits), which is no answer to why the trained digits were blurry."""
+    untrained = [a for a, x in learned.items() if not x.learned and a not in (baseline, ALL_FIXED)]
+    singles = [a for a in fid_groups if a not in (baseline, ALL_FIXED)]
+    if singles and set(singles) <= set(untrained):
+        steps = (study.attrs.get("budget") or {}).get("g_steps")
+        return stats.Verdict(f"no single fix made the {baseline}'s setting learn in "
+                             f"{f'{steps:,} G steps' if isinstance(steps, int) else 'this budget'} (each arm's "
+                             f"{study.keys.fid} stayed near its step-0 value), so no quirk can be named the costliest")
+    return stats.costliest_quirk(fid_groups, baseline, study.keys.fid, exclude=(ALL_FIXED, *untrained))
 
 
 def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], quirks: dict | None) -> str:
@@ -304,7 +322,15 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
                          f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
     said = "".join(" " + n for n in notes)
     if quirks is not None:
-        return quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "." + said
+        text = quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "."
+        together = next((c for c in verdict.comparisons if c.a == ALL_FIXED and c.b == blog), None)
+        if not quirks["verdict"].significant and together is not None and learned.get(ALL_FIXED) \
+                and learned[ALL_FIXED].learned:  # no single fix answers; what all of them do together does
+            p = verdict.p_holm[verdict.comparisons.index(together)]
+            text += (f" All fixes together do learn: \u201c{ALL_FIXED}\u201d has {stats.ratio_text(together.ratio)} "
+                     f"the {blog}'s {study.keys.fid} ({together.detail(p, 'p_holm')}) and "
+                     f"{stats.ratio_text(learned[ALL_FIXED].ratio)} its own step-0 value.")
+        return text + said
     comparison = next((c for c in verdict.comparisons if c.b == blog), None)
     if blog == verdict.best or comparison is None:
         return verdict.text[:1].upper() + verdict.text[1:] + "." + said

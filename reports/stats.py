@@ -484,7 +484,7 @@ def costliest_quirk(groups: Mapping[str, Arm], baseline: str, metric: str,
                        f"({_join(_ci_p(vs_base, adjusted[0], label), seeds, failed)})",
                        top, second, False, comps, adjusted)
     if second is None:
-        return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}); it is the only single fix measured, so it "
+        return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}); it is the only single fix compared, so it "
                        f"is the costliest quirk by default ({_join(seeds, failed)})", top, None, True, comps, adjusted)
     vs_second = comps[1]
     if adjusted[1] < alpha and vs_second.ratio < 1:

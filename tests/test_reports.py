@@ -3,6 +3,7 @@ the page has every section, its numbers equal the storage's, and it loads in a r
 """
 
 import base64
+import csv
 import io
 import json
 import os
@@ -200,7 +201,7 @@ def test_numbers_on_the_page_equal_the_storage(fx, page):
             retried = [t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "FAIL" and t not in final]
             assert (f"{len(retried)} earlier attempt" in failures) == bool(retried)
     step = dom.find("table", class_="arms", data_study=fx.studies["step_ratio"])
-    assert "diverged at step 37" in step.find("tr", data_arm="5:1").text()
+    assert "diverged at G step 37, D step 185" in step.find("tr", data_arm="5:1").text()
     assert "1 earlier attempt retried" in step.find("tr", data_arm="2:1").text()
     assert "pruned" not in step.text()  # the spare and duplicate trials of parallel workers are not results
 
@@ -248,8 +249,35 @@ def test_page_is_self_contained(page):
     ids = {n.attrs["id"] for n in dom.iter() if "id" in n.attrs}
     for a in dom.find_all("a"):
         href = a.attrs.get("href", "")
+        if a.attrs.get("class") == "csv":  # a table's download, embedded
+            assert href.startswith("data:text/csv;charset=utf-8;base64,") and a.attrs["download"].endswith(".csv")
+            continue
         assert href.startswith("#") and href[1:] in ids, href  # only links within the page
     assert "http://" not in html and "https://" not in html
+
+
+def csv_rows(link: Node) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(base64.b64decode(link.attrs["href"].split(",", 1)[1]).decode())))
+
+
+def test_every_table_downloads_as_csv_with_every_digit(fx, page):
+    _, html, dom = page
+    tables, links = dom.find_all("table"), dom.find_all("a", class_="csv")
+    assert len(links) == len(tables) >= 8 and html.count('<a class="csv"') == html.count("<table")
+    assert len({a.attrs["download"] for a in links}) == len(links)  # no two downloads share a name
+    for link, table in zip(links, tables, strict=True):  # in page order: each link, then its table's rows
+        assert len(csv_rows(link)) == len(table.find_all("tr"))
+    arms = dom.find("table", class_="arms", data_study=fx.studies["step_ratio"])
+    link = links[tables.index(arms)]
+    assert link.attrs["download"].endswith(f"{fx.studies['step_ratio']}-arms.csv")
+    header, *rows = csv_rows(link)
+    fid = next(i for i, h in enumerate(header) if h.endswith("mean [95% CI]"))
+    assert header[fid + 1:fid + 3] == [f"{header[fid]} CI low", f"{header[fid]} CI high"]
+    for row in arms.find_all("tr", data_arm=True):
+        cell = row.find("td", data_col="fid")
+        line = next(r for r in rows if r[0].startswith(row.attrs["data-arm"]))
+        # every digit, not the page's 4 significant ones
+        assert line[fid:fid + 3] == [cell.attrs["data-value"], cell.attrs["data-lo"], cell.attrs["data-hi"]]
 
 
 def test_figures_are_also_written_as_png(page):
@@ -304,49 +332,6 @@ def test_the_cli_with_defaults_in_a_fresh_folder(tmp_path):
     # a broken file found by the default glob is skipped with a note (a study's report must not fail on it)
     assert "broken.json is not valid JSON" in dom.find("p", data_role="benchmark-skipped").text()
     assert not (tmp_path / "runs").exists()
-
-
-def _garbage_db(tmp_path: Path) -> str:
-    (tmp_path / "bad.db").write_bytes(b"this is not a database" * 100)
-    return f"sqlite:///{tmp_path}/bad.db"
-
-
-def _bench(tmp_path: Path, text: str) -> str:
-    (tmp_path / "b.json").write_text(text)
-    return str(tmp_path / "b.json")
-
-
-@pytest.mark.parametrize("args, message", [
-    (lambda t: ["--storage", f"sqlite:///{t}/no/such/folder/s.db"], "does not exist"),
-    (lambda t: ["--storage", _garbage_db(t)], "cannot"),
-    (lambda t: ["--storage", "not-a-url"], "is not a URL"),
-    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", _bench(t, "{broken")], "is not valid JSON"),
-    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", _bench(t, "[1, 2]")], "no 'benchmarks' list"),
-    (lambda t: ["--storage", f"sqlite:///{t}/x.db", "--benchmarks", str(t / "missing.json")], "cannot read"),
-    (lambda t: ["--no-such-flag"], "unrecognized arguments"),
-])
-def test_errors_are_one_line_exit_2_and_leave_the_old_page_alone(tmp_path, capsys, args, message):
-    out = tmp_path / "out" / "summary.html"
-    out.parent.mkdir()
-    out.write_text("the previous page")
-    try:
-        code = build.main([*args(tmp_path), "--out", str(out), "--png-dir", str(tmp_path / "png")])
-    except SystemExit as e:  # argparse's errors exit from inside parse_args (still one line, status 2)
-        code = e.code
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("python -m reports.build: error: ") and message in err, err
-    assert out.read_text() == "the previous page"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["summary.html"]  # no temporary file left behind
-    assert not (tmp_path / "png").exists()
-
-
-def test_an_unwritable_output_is_one_line(tmp_path, capsys):
-    (tmp_path / "file").write_text("")
-    code = build.main(["--storage", f"sqlite:///{tmp_path}/x.db", "--benchmarks", "--out",
-                       str(tmp_path / "file" / "summary.html")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "cannot write" in err
 
 
 # ---- a real browser ---------------------------------------------------------------------------------------
@@ -527,3 +512,33 @@ def test_anytime_curves_use_the_intermediate_metric_not_the_step_0_extra():
                           {"g_step": 450, "fid200": 50.0, "kid200_mean": 1.0}, {"g_step": 900, "fid200": 9.0}])
     names = load.curve_names(frame)
     assert (names.fid, names.kid) == ("fid200", "kid200_mean")
+
+
+def quirk_answer(final: dict, step0: dict) -> str:
+    """sections.answer on a seed_quirks study with these {arm: {seed: fid}} values (final and step 0)."""
+    from types import SimpleNamespace
+
+    from gan_core.judging.metrics import MetricNames
+
+    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": "blog"}, baseline="blog",
+                            keys=MetricNames.for_count(1000), kind="seed_quirks")
+    learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
+    quirks = {"verdict": sections.quirk_verdict(study, final, "blog", learned)}
+    return sections.answer(study, stats.verdict(final, "fid1k"), learned, quirks)
+
+
+def test_a_quirk_fix_that_did_not_learn_is_never_named_the_costliest():
+    seeds = range(5)
+    step0 = {"blog": {s: 700.0 + s for s in seeds}, "fresh noise": {s: 700.0 + s for s in seeds},
+             "no BN": {s: 300.0 + 5 * s for s in seeds},  # a different untrained output: a lower FID at step 0
+             "all fixed": {s: 1000.0 + s for s in seeds}}
+    final = {"blog": {s: 720.0 + 3 * s for s in seeds}, "fresh noise": {s: 710.0 + 2 * s for s in seeds},
+             "no BN": {s: 310.0 + 4 * s for s in seeds},  # 0.43x the blog's FID, yet it never left step 0
+             "all fixed": {s: 40.0 + 3 * s + s % 2 for s in seeds}}
+    text = quirk_answer(final, step0)
+    assert text.startswith("No single fix made the blog's setting learn in 900 G steps")
+    assert "All fixes together do learn: \u201call fixed\u201d has 0.0" in text and "no BN" not in text
+    assert "Note: the base arm blog did not learn" in text
+    final["no BN"] = {s: 30.0 + 2 * s + s % 2 for s in seeds}  # now it learns: it is the answer
+    text = quirk_answer(final, step0)
+    assert text.startswith("Fixing \u201cno BN\u201d alone lowers fid1k to 0.0") and "All fixes together" not in text
