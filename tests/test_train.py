@@ -291,3 +291,15 @@ def test_the_first_non_finite_loss_in_time_is_named_not_the_first_checked(tiny):
     d_vals[0] = float("nan")  # D step 1 comes before G step 1 in the same iteration
     with pytest.raises(Diverged, match="diverged at G step 0, D step 1: discriminator loss"):
         loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
+
+
+def test_a_file_system_without_locks_trains_unlocked(split, tiny, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    result = loop.train(tiny(steps=2), tmp_path / "r", split=split)
+    assert result.g_steps == 2 and (tmp_path / "r" / "checkpoint.pt").is_file()

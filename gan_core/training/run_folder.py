@@ -15,6 +15,7 @@ finds nothing, so the training loop never asks whether it has a folder.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -141,6 +142,10 @@ class RunFolder:
             os.close(fd)
             raise UserError(f"{self.path} is being written by another run (process {owner}); wait for it to end "
                             "or choose another output folder") from None
+        except OSError as e:  # a file system without locks (some network mounts): train unlocked, as before
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
