@@ -109,8 +109,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     budget = budgets.resolve(args.budget, cuda=device.type == "cuda")
     study_base = REGISTRY[args.study].base(budget.name)
     base_name = args.base or study_base.preset
+    own_base = base_name == study_base.preset  # its batch and its reason belong to the study's own base only
     changes = {"device.device": args.device, "model.shrink": study_base.shrink}
-    if study_base.batch_size is not None and base_name == study_base.preset:
+    if study_base.batch_size is not None and own_base:
         changes["schedule.batch_size"] = study_base.batch_size
     if args.data:
         changes["data.source"] = args.data
@@ -128,9 +129,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     files.check_writable(args.runs, "the trials' run folders (--runs)")
     if not args.no_report:
         files.check_writable_file(args.report, "the report (--report)")
-    why = study_base.why if base_name == study_base.preset else ""
-    return Settings(args.study, base_name, base, why, budget.name, seeds, args.storage, args.heartbeat,
-                    args.study_name or f"{args.study}-{base_name}-{budget.name}", args.runs, workers)
+    return Settings(args.study, base_name, base, study_base.why if own_base else "", budget.name, seeds,
+                    args.storage, args.heartbeat, args.study_name or f"{args.study}-{base_name}-{budget.name}",
+                    args.runs, workers)
 
 
 def default_workers(device) -> int:

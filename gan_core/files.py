@@ -26,7 +26,7 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     nearest existing parent of one still to be made) without write permission. ``what`` says what goes there,
     e.g. "the run (--out DIR)". Creates nothing, and touches nothing (not even the folder's mtime)."""
     path = Path(folder)
-    existing = next(p for p in (path, *path.parents) if os.path.exists(p) or p == Path(p.anchor or "."))
+    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path(path.anchor or "."))
     if not existing.is_dir():
         raise UserError(f"{existing} is a file, not a folder; choose a folder for {what}")
     # access(2) asks the kernel with this process's credentials and capabilities (root without

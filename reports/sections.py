@@ -177,9 +177,9 @@ def seed_groups(study: StudyData, order: list[str], column: str) -> dict[str, di
     return groups
 
 
-def learning(study: StudyData, order: list[str]) -> dict[str, stats.Learning]:
-    """Per arm: did it learn? Its final FID against the untrained generator's (step 0), paired over seeds."""
-    final = seed_groups(study, order, "fid")
+def learning(study: StudyData, order: list[str], final: dict[str, dict]) -> dict[str, stats.Learning]:
+    """Per arm: did it learn? Its final FID (``final``: seed_groups of "fid") against the untrained generator's
+    (step 0), paired over seeds."""
     step0 = seed_groups(study, order, "fid_step0")
     return {arm: stats.learned(step0[arm], final[arm], metric=study.keys.fid) for arm in order
             if any(v is not None for v in step0[arm].values())}
@@ -254,9 +254,9 @@ def grid_section(study: StudyData) -> dict:
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")
         section["answer"] = section["verdict"].text
         return section
-    learned = learning(study, order)
-    section.update(order=order, table=arm_table(study, order, baseline, learned), samples=sample_grids(study, order))
     fid_groups = seed_groups(study, order, "fid")
+    learned = learning(study, order, fid_groups)
+    section.update(order=order, table=arm_table(study, order, baseline, learned), samples=sample_grids(study, order))
     section["verdict"] = stats.verdict(fid_groups, k.fid)
     kid_verdict = stats.verdict(seed_groups(study, order, "kid"), k.kid)
     if section["verdict"].best and kid_verdict.best and kid_verdict.best != section["verdict"].best:
@@ -286,6 +286,15 @@ def grid_section(study: StudyData) -> dict:
 ALL_FIXED = "all fixed"  # the seed_quirks arm with every fix at once: not a single quirk
 
 
+def _budget_words(study: StudyData) -> str:
+    steps = (study.attrs.get("budget") or {}).get("g_steps")
+    return f"{steps:,} G steps" if isinstance(steps, int) else "this budget"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def quirk_verdict(study: StudyData, fid_groups: dict, baseline: str, learned: dict[str, stats.Learning]) \
         -> stats.Verdict:
     """Which single fix costs the blog most, among the fixes that learned: a fix that leaves the generator at its
@@ -294,10 +303,9 @@ def quirk_verdict(study: StudyData, fid_groups: dict, baseline: str, learned: di
     untrained = [a for a, x in learned.items() if not x.learned and a not in (baseline, ALL_FIXED)]
     singles = [a for a in fid_groups if a not in (baseline, ALL_FIXED)]
     if singles and set(singles) <= set(untrained):
-        steps = (study.attrs.get("budget") or {}).get("g_steps")
-        return stats.Verdict(f"no single fix made the {baseline}'s setting learn in "
-                             f"{f'{steps:,} G steps' if isinstance(steps, int) else 'this budget'} (each arm's "
-                             f"{study.keys.fid} stayed near its step-0 value), so no quirk can be named the costliest")
+        return stats.Verdict(f"no single fix made the {baseline}'s setting learn in {_budget_words(study)} (each "
+                             f"arm's {study.keys.fid} stayed near its step-0 value), so no quirk can be named the "
+                             "costliest")
     return stats.costliest_quirk(fid_groups, baseline, study.keys.fid, exclude=(ALL_FIXED, *untrained))
 
 
@@ -305,24 +313,24 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
     """The study's answer: first whether there is anything to compare (if no arm learned, that is the answer; if
     the base arm did not, that is said first), then the blog's own setting against the best arm, with the paired
     effect and its CI."""
-    steps = (study.attrs.get("budget") or {}).get("g_steps")
-    budget = f"{steps:,} G steps" if isinstance(steps, int) else "this budget"
+    budget = _budget_words(study)
     base_arm, blog = study.attrs.get("base_arm"), study.baseline
     if verdict.best is None or not learned:
         return verdict.text
     if not any(x.learned for x in learned.values()):
         return (f"No arm learned in {budget}: every arm's {study.keys.fid} stayed near its untrained value "
                 f"(e.g. {verdict.best}: {learned[verdict.best].text}), so the arms compare untrained generators.")
-    notes = []  # said after the answer: the base arm (or the blog's setting) did not learn in this budget
+    notes, noted = [], set()  # said after the answer: the base arm (or the blog's setting) did not learn here
     for who, arm in (("the base arm", base_arm), ("the blog's setting", blog)):
-        if arm in learned and not learned[arm].learned and not any(f" {arm} " in n for n in notes):
+        if arm in learned and not learned[arm].learned and arm not in noted:
+            noted.add(arm)
             x = learned[arm]
             ci = f", {x.level:.0%} CI {stats.ratio_text(x.lo)}–{stats.ratio_text(x.hi)}" if x.has_ci else ""
             notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.keys.fid} went to "
                          f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
     said = "".join(" " + n for n in notes)
     if quirks is not None:
-        text = quirks["verdict"].text[:1].upper() + quirks["verdict"].text[1:] + "."
+        text = _sentence(quirks["verdict"].text)
         together = next((c for c in verdict.comparisons if c.a == ALL_FIXED and c.b == blog), None)
         if not quirks["verdict"].significant and together is not None and learned.get(ALL_FIXED) \
                 and learned[ALL_FIXED].learned:  # no single fix answers; what all of them do together does
@@ -333,7 +341,7 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
         return text + said
     comparison = next((c for c in verdict.comparisons if c.b == blog), None)
     if blog == verdict.best or comparison is None:
-        return verdict.text[:1].upper() + verdict.text[1:] + "." + said
+        return _sentence(verdict.text) + said
     p = verdict.p_holm[verdict.comparisons.index(comparison)]
     against = comparison.inverse()  # the blog's setting against the best arm
     clear = p < stats.ALPHA and comparison.ratio < 1

@@ -474,15 +474,12 @@ def costliest_quirk(groups: Mapping[str, Arm], baseline: str, metric: str,
     beats_base = adjusted[0] < alpha and vs_base.ratio < 1
     lowers = f"fixing {quoted} alone lowers {metric} to {_r(vs_base.ratio)}{TIMES} the {baseline}'s"
     if not beats_base:
-        if vs_base.ratio >= 1:
-            return Verdict(f"no single fix lowers {metric} below the {baseline}'s setting at this budget: the best, "
-                           f"{quoted}, has {_r(vs_base.ratio)}{TIMES} the {baseline}'s "
-                           f"({_join(_ci_p(vs_base, adjusted[0], label), seeds, failed)})",
-                           top, second, False, comps, adjusted)
-        return Verdict(f"no single quirk clearly costs the most: the largest gain, from fixing {quoted}, "
-                       f"is {_r(vs_base.ratio)}{TIMES} the {baseline}'s {metric}, not clearly below it "
-                       f"({_join(_ci_p(vs_base, adjusted[0], label), seeds, failed)})",
-                       top, second, False, comps, adjusted)
+        detail = _join(_ci_p(vs_base, adjusted[0], label), seeds, failed)
+        text = (f"no single fix lowers {metric} below the {baseline}'s setting at this budget: the best, {quoted}, "
+                f"has {_r(vs_base.ratio)}{TIMES} the {baseline}'s ({detail})" if vs_base.ratio >= 1 else
+                f"no single quirk clearly costs the most: the largest gain, from fixing {quoted}, is "
+                f"{_r(vs_base.ratio)}{TIMES} the {baseline}'s {metric}, not clearly below it ({detail})")
+        return Verdict(text, top, second, False, comps, adjusted)
     if second is None:
         return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}); it is the only single fix compared, so it "
                        f"is the costliest quirk by default ({_join(seeds, failed)})", top, None, True, comps, adjusted)

@@ -88,11 +88,10 @@ class OptimizerConfig:
     def __post_init__(self):
         names = optimizer_names()
         canonical = {n.lower(): n for n in names}.get(str(self.name).lower())
+        usable = ", ".join(n for n in names if n not in UNSUPPORTED_OPTIMIZERS)
         if canonical is None:
-            usable = ", ".join(n for n in names if n not in UNSUPPORTED_OPTIMIZERS)
             raise ConfigError(f"optimizer {self.name!r} is not in torch.optim; choose one of: {usable}")
         if canonical in UNSUPPORTED_OPTIMIZERS:
-            usable = ", ".join(n for n in names if n not in UNSUPPORTED_OPTIMIZERS)
             raise ConfigError(f"optimizer {canonical} cannot train a GAN here ({UNSUPPORTED_OPTIMIZERS[canonical]}); "
                               f"choose one of: {usable}")
         object.__setattr__(self, "name", canonical)

@@ -64,7 +64,10 @@ def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 
 def build_models(cfg: RunConfig):
-    m = cfg.model
+    return _build(cfg.model)
+
+
+def _build(m: ModelConfig):
     return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
 
 
@@ -103,7 +106,7 @@ def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
+        g, d = _build(m)
         z = torch.randn(b, m.latent_dim)
         real = torch.randn(b, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
     with FlopCounterMode(display=False) as counter:  # a D step: G forward, D on real and fake, D backward
@@ -122,12 +125,13 @@ def bytes_per_image(m: ModelConfig) -> float:
     """Memory one image of a batch takes in a training step, estimated: the float32 outputs of every layer of G
     and of D (run on real and fake images), each kept for the backward pass and matched by its gradient."""
     with torch.device("meta"):
-        g, d = models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
+        g, d = _build(m)
+        z, image = torch.empty(1, m.latent_dim), torch.empty(1, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
         elements = []
-        for net in (g, d, d):
+        for net, x in ((g, z), (d, image), (d, image)):
             hooks = [layer.register_forward_hook(lambda _m, _i, out: elements.append(out[0].numel()))
                      for layer in net.modules() if not list(layer.children())]
-            net(torch.empty(1, *((m.latent_dim,) if net is g else (m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE))))
+            net(x)
             for h in hooks:
                 h.remove()
     return 2 * 4 * sum(elements)

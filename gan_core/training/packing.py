@@ -26,7 +26,7 @@ from torch import nn
 from gan_core.errors import ConfigError
 from gan_core.training import sampling
 from gan_core.training.config import RunConfig
-from gan_core.training.loop import build_models, gan_loss, make_optimizer
+from gan_core.training.loop import GanSteps, build_models, gan_loss, make_optimizer
 from gan_core.training.models import Discriminator, Generator
 
 # each parameter's update depends on that parameter's own gradient only: a member's update is its solo update
@@ -180,10 +180,4 @@ class PackedSteps:
         self.opt_g.step()
         return losses.detach()
 
-    def iteration(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """d_steps D steps, then g_steps G steps, as GanSteps.iteration; each loss is [K]."""
-        sch = self.cfg.schedule
-        self.d_net.requires_grad_(True)
-        d_losses = [self.d_step() for _ in range(sch.d_steps)]
-        self.d_net.requires_grad_(False)  # G steps need no D weight gradients
-        return d_losses, [self.g_step() for _ in range(sch.g_steps)]
+    iteration = GanSteps.iteration  # d_steps D steps, then g_steps G steps; each loss here is [K]
