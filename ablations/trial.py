@@ -10,6 +10,7 @@ import platform
 import re
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,7 +27,9 @@ from gan_core.judging.metrics import MetricNames
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
 from gan_core.training.loop import channel_lists, train
-from gan_core.training.run_folder import EVALS, METRICS, RunFolder
+from gan_core.training.run_folder import EVALS, METRICS, FolderInUse, RunFolder
+
+FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
 
 FINAL_FAILURES = ("diverged", "out of memory")  # results, not accidents: a rerun does not repeat them
 
@@ -130,7 +133,7 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
         return metrics
 
     try:
-        result = train(cfg, run_dir, on_eval=on_eval, resume=True, split=ctx.split)
+        result = _train_when_free(cfg, run_dir, on_eval, ctx.split)
         metrics = evaluate_generator(result.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
                                      reference=ctx.reference)
     except Diverged as e:
@@ -158,6 +161,18 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
         "device_name": devices.name(device),
     })
     return metrics[ctx.objective]
+
+
+def _train_when_free(cfg: RunConfig, run_dir: Path, on_eval, split: Split):
+    """train(), resuming. On SQLite two workers can pop the same queued trial (the row is not locked), and both
+    then train the same arm x seed into the same folder: the second finds the folder locked. It waits for the
+    first to finish and resumes its final checkpoint (nothing left to train), so both report the same result
+    (the second report is refused by Optuna, which ``work`` expects), instead of failing a trial that finished."""
+    while True:
+        try:
+            return train(cfg, run_dir, on_eval=on_eval, resume=True, split=split)
+        except FolderInUse:
+            time.sleep(FOLDER_WAIT_S)
 
 
 def _fail(trial: optuna.Trial, kind: str, reason: str) -> None:

@@ -364,3 +364,25 @@ def test_sqlalchemys_cursor_cleanup_after_an_interrupt_prints_no_traceback(capfd
     except RuntimeError:  # what the pool logs when Ctrl-C interrupted a query (seen in a Ctrl-C test run)
         logging.getLogger("sqlalchemy.pool.impl.QueuePool").error("Error closing cursor", exc_info=True)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_trial_whose_run_folder_another_worker_is_training_waits_for_it_instead_of_failing(tmp_path):
+    """On SQLite two workers can pop the same queued trial; the second finds the run folder locked (seen in CI:
+    the 5:1 trial failed with "is being written by another run"). It must wait, then report the same result."""
+    import threading
+
+    from gan_core.training.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path / "runs" / "step_ratio-dcgan-cpu-smoke" / "5_1" / "seed0")
+    folder.path.mkdir(parents=True)
+    folder.lock()  # the other worker, busy with the same arm x seed for a while
+    release = threading.Timer(3.0, folder.unlock)
+    release.start()
+    try:
+        assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
+    finally:
+        release.cancel()
+        folder.unlock()
+    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
+    assert not study.get_trials(states=(TrialState.FAIL,))
+    assert sorted(grid_keys(study)) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)

@@ -39,6 +39,10 @@ METRICS = "metrics.json"
 LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
+class FolderInUse(UserError):
+    """Another live process is training into this run folder (it holds the folder's lock)."""
+
+
 # A resumed run must be the same experiment: only the budget and the cadence of its outputs may change.
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "eval_every"})
 
@@ -140,8 +144,8 @@ class RunFolder:
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"{self.path} is being written by another run (process {owner}); wait for it to end "
-                            "or choose another output folder") from None
+            raise FolderInUse(f"{self.path} is being written by another run (process {owner}); wait for it to end "
+                              "or choose another output folder") from None
         except OSError as e:  # a file system without locks (some network mounts): train unlocked, as before
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 os.close(fd)
