@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from gan_core import cli
-from gan_core.errors import ConfigError
+from gan_core.errors import ConfigError, Diverged
 from gan_core.training.config import (
     ARCHS,
     COMPILE_MODES,
@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help=f"starting point: {', '.join(PRESETS)} (seed = the blog)")
     p.add_argument("--out", help="run folder (default: runs/train/<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--seeds", help="train several seeds in one pass, e.g. 0,1,2: one run folder each, "
+                                   "OUT/seed0, OUT/seed1, ... (instead of --seed)")
     p.add_argument("--dry-run", action="store_true", help="print the final config as JSON and exit")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on when stderr is a terminal)")
@@ -113,26 +115,45 @@ def config_from_args(args: argparse.Namespace):
     return override(cfg, changes)
 
 
+def parse_seeds(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts) or len(set(map(int, parts))) != len(parts):
+        raise ConfigError(f"--seeds must be distinct integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    return [int(p) for p in parts]
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli.run(_main, argv, prog=PROG)
 
 
 def _main(argv: list[str] | None) -> int:
     from gan_core import devices
-    from gan_core.training import data, loop
+    from gan_core.training import data, loop, packing
 
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
+    seeds = None
+    if args.seeds is not None:
+        if args.seed is not None:
+            raise ConfigError("give --seed or --seeds, not both")
+        seeds = parse_seeds(args.seeds)
+        if len(seeds) > 1:
+            packing.check_packable(cfg)
     if args.dry_run:
         print(cfg.to_json())
         return 0
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run folder to continue)")
-    devices.resolve(cfg.device.device)
+    device = devices.resolve(cfg.device.device)
     split = data.load(cfg.data)  # missing data fails here, before the run folder exists
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.resume and not (out / CHECKPOINT).is_file():  # refused, not silently a fresh start
-        raise ConfigError(f"nothing to resume: {out} has no {CHECKPOINT}; drop --resume to start a new run there")
+    folders = [out] if seeds is None else [loop.seed_folder(out, s) for s in seeds]
+    if args.resume and not any((f / CHECKPOINT).is_file() for f in folders):  # refused, not silently a fresh start
+        where = out if seeds is None else f"{out}/seed*"
+        raise ConfigError(f"nothing to resume: {where} has no {CHECKPOINT}; drop --resume to start a new run there")
+    note = loop.graph_fallback(cfg, device)
+    if note:
+        print(note, file=sys.stderr)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     bar = None
     if show:
@@ -148,12 +169,23 @@ def _main(argv: list[str] | None) -> int:
             bar.refresh()
 
     try:
-        result = loop.train(cfg, out, on_log=on_log, resume=args.resume, split=split)
+        outcomes = loop.train_seeds(cfg, seeds or [cfg.seed], folders, on_log=on_log, resume=args.resume,
+                                    split=split)
     finally:
         if bar is not None:
             bar.close()
-    print(f"{out}: {result.g_steps} G steps, {result.d_steps} D steps in {result.wall_s:.1f} s "
-          f"({result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9):.0f} generated images/s)")
+    diverged = []
+    for folder, result in zip(folders, outcomes, strict=True):
+        if isinstance(result, Diverged):
+            diverged.append(f"{folder}: {result}")
+            continue
+        print(f"{folder}: {result.g_steps} G steps, {result.d_steps} D steps in {result.wall_s:.1f} s "
+              f"({result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9):.0f} generated images/s)")
+    if diverged:
+        if seeds is None:
+            raise outcomes[0]
+        sys.stderr.write("".join(f"{PROG}: error: {line}\n" for line in diverged))
+        return 1
     return 0
 
 

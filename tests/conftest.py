@@ -33,3 +33,19 @@ def tiny_config(**changes) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+def trained_steps(monkeypatch, then=lambda steps: None) -> list:
+    """The GanSteps objects train() makes, as it makes them (``then`` sees each before it trains)."""
+    from gan_core.training import loop
+
+    made = []
+    real_init = loop.GanSteps.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+        then(self)
+
+    monkeypatch.setattr(loop.GanSteps, "__init__", init)
+    return made

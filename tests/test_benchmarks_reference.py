@@ -88,7 +88,8 @@ def test_the_loops_train_the_same_networks_with_the_same_optimizers(make, model)
     for name in ("blog", "example"):
         _, loop = make(name, 1, 5, model)
         for ours, theirs in ((reference.g_net, loop.g_net), (reference.d_net, loop.d_net)):
-            assert type(ours) is type(theirs)
+            # GanSteps trains its seed as a pack of one: the same layers (groups=1) under the same state keys
+            assert [type(layer) for layer in ours.net] == [type(layer) for layer in theirs.net]
             a, b = ours.state_dict(), theirs.state_dict()
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: initial weights differ"
@@ -106,7 +107,8 @@ def test_d_sees_the_same_number_of_real_training_images(make, split, model, d_st
     d_inputs, g_inputs = {}, {}
     for name in ("gan_steps", "blog", "example"):
         cfg, loop = make(name, d_steps, g_steps, model)
-        d_inputs[name], g_inputs[name] = record_inputs(loop.d_net), record_inputs(loop.g_net)
+        # at the layers, where GanSteps' pack of one sees what a solo network sees
+        d_inputs[name], g_inputs[name] = record_inputs(loop.d_net.net), record_inputs(loop.g_net.net)
         for _ in range(ITERATIONS):
             loop.iteration()
     m, b = cfg.model, cfg.schedule.batch_size

@@ -9,6 +9,7 @@ from gan_core.errors import Diverged, UserError
 from gan_core.training import loop
 from gan_core.training.config import RunConfig
 from gan_core.training.run_folder import RunFolder
+from tests.conftest import trained_steps
 
 
 @pytest.fixture
@@ -150,17 +151,9 @@ def test_nan_weights_are_detected(split, tiny, monkeypatch):
     def poison(record):
         if record["g_step"] == 4:
             with torch.no_grad():
-                next(iter(state["g"].parameters())).fill_(float("inf"))
+                next(iter(made[0].g_net.parameters())).fill_(float("inf"))
 
-    state = {}
-    real_build = loop.build_models
-
-    def build(cfg):
-        g, d = real_build(cfg)
-        state.setdefault("g", g)  # the first build is the trained one; count_flops builds another on meta
-        return g, d
-
-    monkeypatch.setattr(loop, "build_models", build)
+    made = trained_steps(monkeypatch)
     # the inf weight poisons G's output, so D's next loss (D step 5, still at G step 4) is the first non-finite value
     with pytest.raises(Diverged, match="diverged at G step 4, D step 5: discriminator loss"):
         loop.train(tiny(steps=12, log_every=4, **{"schedule.loss": "bce"}), split=split, on_log=poison)
@@ -182,17 +175,8 @@ def test_a_discriminator_divergence_names_its_g_step_and_d_step(tiny, d_steps, g
 @pytest.mark.parametrize("reuse", [True, False])
 def test_noise_is_fresh_every_step_unless_the_blog_quirk_is_on(split, tiny, monkeypatch, reuse):
     seen = []
-    real_build = loop.build_models
-
-    def build(cfg):
-        g, d = real_build(cfg)
-        if not built:  # the trained generator; count_flops builds another on the meta device
-            g.register_forward_pre_hook(lambda _m, a: seen.append(a[0].clone()) if torch.is_grad_enabled() else None)
-        built.append(g)
-        return g, d
-
-    built = []
-    monkeypatch.setattr(loop, "build_models", build)
+    trained_steps(monkeypatch, lambda steps: steps.g_net.register_forward_pre_hook(
+        lambda _m, a: seen.append(a[0].clone()) if torch.is_grad_enabled() else None))
     loop.train(tiny(steps=4, **{"schedule.reuse_noise": reuse}), split=split)
     g_step_noise = seen[: 4]  # forward passes with grad enabled are the G steps (samples run under no_grad)
     same = [torch.equal(g_step_noise[0], z) for z in g_step_noise[1:]]

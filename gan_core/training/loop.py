@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_core import devices
-from gan_core.errors import Diverged
-from gan_core.training import data, models, sampling
+from gan_core.errors import ConfigError, Diverged
+from gan_core.training import data, models, packing, sampling
 from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
 
@@ -137,70 +137,104 @@ def bytes_per_image(m: ModelConfig) -> float:
     return 2 * 4 * sum(elements)
 
 
-def _finite_weights(*modules: nn.Module) -> bool:
-    return bool(torch.isfinite(torch.stack([p.detach().float().sum() for m in modules for p in m.parameters()])).all())
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+
+
+def graph_fallback(cfg: RunConfig, device: torch.device) -> str | None:
+    """The one line a run prints when it was asked for CUDA graphs it cannot have (it then runs eager)."""
+    if cfg.device.compile in CUDA_GRAPH_MODES and device.type != "cuda":
+        return (f"--compile {cfg.device.compile} captures CUDA graphs, which need a CUDA device: "
+                f"running eager on {device}")
+    return None
 
 
 class GanSteps:
-    """One run's models, optimizers, data and noise sources, and its D and G steps.
+    """K seeds of one configuration trained as one network (K = 1: one run), its optimizers, data and noise sources,
+    and its D and G steps (see packing.py for how K members become one network).
 
-    Everything stays on the device: a step returns its loss as a 0-d tensor without a host sync.
-    Benchmarks time ``iteration()`` directly.
+    Member m starts from its solo run's initial weights (``torch.manual_seed(seed)``, then the models are built),
+    draws its real batches and noise from its own RNG stream (seed + 1) in its solo order, and its loss is its
+    solo loss; the packed loss is the members' sum, so each member's gradient is its own. Everything stays on
+    the device: a step returns the members' losses, [K], without a host sync. Benchmarks time ``iteration()``.
     """
 
-    def __init__(self, cfg: RunConfig, images: torch.Tensor, device: torch.device):
+    def __init__(self, cfg: RunConfig, images: torch.Tensor, device: torch.device, seeds: Sequence[int] = ()):
+        self.seeds = list(seeds) or [cfg.seed]
+        self.k = len(self.seeds)
+        if self.k > 1:
+            packing.check_packable(cfg)
         m, sch = cfg.model, cfg.schedule
         self.cfg, self.device, self.batch = cfg, device, sch.batch_size
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.device.cudnn_benchmark
-        torch.manual_seed(cfg.seed)  # model initialisation
-        self.g_net, self.d_net = build_models(cfg)
-        fmt = torch.channels_last if cfg.device.channels_last else torch.contiguous_format
-        self.g_net.to(device, memory_format=fmt).train()
-        self.d_net.to(device, memory_format=fmt).train()
+        members = []
+        for seed in self.seeds:  # model initialisation, one member after the other, each as its solo run
+            torch.manual_seed(seed)
+            members.append(build_models(cfg))
+        self.fmt = torch.channels_last if cfg.device.channels_last else torch.contiguous_format
+        self.g_net = packing.pack([g for g, _ in members]).to(device, memory_format=self.fmt).train()
+        self.d_net = packing.pack([d for _, d in members]).to(device, memory_format=self.fmt).train()
         self.opt_g = make_optimizer(self.g_net.parameters(), cfg.g_optim)
         self.opt_d = make_optimizer(self.d_net.parameters(), cfg.d_optim)
-        self.rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # batches and training noise
+        self.rngs = [torch.Generator(device=device).manual_seed(seed + 1) for seed in self.seeds]
         # uint8 travels to the device, the float copy is made there (4x, RGB 12x, less host memory and transfer)
-        self.real = sampling.to_float(images.to(device), m.head, m.channels).contiguous(memory_format=fmt)
-        noise_shape = (sch.batch_size, m.latent_dim, 1, 1)
-        self.d_noise = torch.randn(noise_shape, device=device, generator=self.rng)  # used when reuse_noise
-        self.g_noise = torch.randn(noise_shape, device=device, generator=self.rng)
+        self.real = sampling.to_float(images.to(device), m.head, m.channels).contiguous(memory_format=self.fmt)
+        shape = (sch.batch_size, m.latent_dim)
+        pairs = [(torch.randn(shape, device=device, generator=r), torch.randn(shape, device=device, generator=r))
+                 for r in self.rngs]  # per member: the noise its D steps reuse (reuse_noise), then its G steps'
+        self.d_noise = torch.stack([d for d, _ in pairs], 1)  # [B, K, latent]
+        self.g_noise = torch.stack([g for _, g in pairs], 1)
         self.ones = torch.ones(sch.batch_size, device=device)
         self.zeros = torch.zeros(sch.batch_size, device=device)
         self.loss_fn = gan_loss(sch.loss)
-        compiled = cfg.device.compile != "off"
-        self.g_fwd = torch.compile(self.g_net, mode=cfg.device.compile) if compiled else self.g_net
-        self.d_fwd = torch.compile(self.d_net, mode=cfg.device.compile) if compiled else self.d_net
+        mode = cfg.device.compile
+        if graph_fallback(cfg, device):
+            mode = "off"
+        self.graphs = device.type == "cuda" and mode in CUDA_GRAPH_MODES
+        self.g_fwd = torch.compile(self.g_net, mode=mode) if mode != "off" else self.g_net
+        self.d_fwd = torch.compile(self.d_net, mode=mode) if mode != "off" else self.d_net
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.device.amp)
+
+    def _begin_step(self) -> None:
+        # A CUDA graph's outputs live in memory its next replay overwrites: each step is a new graph step, and
+        # nothing a step returns is a graph output (the losses are computed outside the compiled networks).
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def noise(self, reused: torch.Tensor) -> torch.Tensor:
         if self.cfg.schedule.reuse_noise:  # the blog's quirk: the same 100 vectors every step
             return reused
-        return torch.randn(reused.shape, device=self.device, generator=self.rng)
+        return torch.stack([torch.randn(reused.shape[0], reused.shape[2], device=self.device, generator=r)
+                            for r in self.rngs], 1)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.loss_fn(logits[:, i], target) for i in range(self.k)])  # [K], each a solo loss
 
     def d_step(self) -> torch.Tensor:
-        x = self.real[torch.randint(len(self.real), (self.batch,), device=self.device, generator=self.rng)]
+        self._begin_step()
+        picks = [torch.randint(len(self.real), (self.batch,), device=self.device, generator=r) for r in self.rngs]
+        x = torch.stack([self.real[i] for i in picks], 1)  # drawn before the noise, member by member
         z = self.noise(self.d_noise)
         with self.autocast:
             with torch.no_grad():
                 fake = self.g_fwd(z)
             logits_real, logits_fake = self.d_fwd(x), self.d_fwd(fake)
-        loss = self.loss_fn(logits_real, self.ones) + self.loss_fn(logits_fake, self.zeros)  # summed, as the blog
+        losses = self._loss(logits_real, self.ones) + self._loss(logits_fake, self.zeros)  # summed, as the blog
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         self.opt_d.step()
-        return loss.detach()
+        return losses.detach()
 
     def g_step(self) -> torch.Tensor:
+        self._begin_step()
         z = self.noise(self.g_noise)
         with self.autocast:
             logits = self.d_fwd(self.g_fwd(z))
-        loss = self.loss_fn(logits, self.ones)
+        losses = self._loss(logits, self.ones)
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         self.opt_g.step()
-        return loss.detach()
+        return losses.detach()
 
     def iteration(self, g_steps: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """d_steps D steps, then g_steps G steps (fewer when the budget ends mid-iteration)."""
@@ -211,26 +245,45 @@ class GanSteps:
         g_losses = [self.g_step() for _ in range(sch.g_steps if g_steps is None else g_steps)]
         return d_losses, g_losses
 
-    def state_dict(self) -> dict:
-        return {"g": self.g_net.state_dict(), "d": self.d_net.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "rng": self.rng.get_state(),
-                "d_noise": self.d_noise.cpu(), "g_noise": self.g_noise.cpu()}
+    def generator(self, m: int = 0) -> nn.Module:
+        """Member m's generator as its solo network (a copy, in training mode), for evaluation and samples."""
+        with torch.device("meta"):
+            g, _ = _build(self.cfg.model)
+        g.load_state_dict(packing.member_state(self.g_net, m), assign=True)
+        return g.train()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.g_net.load_state_dict(state["g"])
-        self.d_net.load_state_dict(state["d"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.rng.set_state(state["rng"])
-        self.d_noise, self.g_noise = state["d_noise"].to(self.device), state["g_noise"].to(self.device)
+    def finite_members(self) -> torch.Tensor:
+        """[K] bool on the host: whether each member's weights are all finite."""
+        return packing.finite_members(self.g_net, self.d_net).cpu()
+
+    def state_dict(self, m: int = 0) -> dict:
+        """Member m's state in a solo run's checkpoint format."""
+        return {"g": packing.member_state(self.g_net, m), "d": packing.member_state(self.d_net, m),
+                "opt_g": packing.member_optimizer_state(self.opt_g.state_dict(), m, self.k),
+                "opt_d": packing.member_optimizer_state(self.opt_d.state_dict(), m, self.k),
+                "rng": self.rngs[m].get_state(),
+                "d_noise": self.d_noise[:, m].reshape(self.batch, -1, 1, 1).cpu(),
+                "g_noise": self.g_noise[:, m].reshape(self.batch, -1, 1, 1).cpu()}
+
+    def load_state_dicts(self, states: list[dict]) -> None:
+        """Every member's state, as state_dict gave it (the members must be at the same step)."""
+        self.g_net.load_state_dict(packing.packed_state([s["g"] for s in states]))
+        self.d_net.load_state_dict(packing.packed_state([s["d"] for s in states]))
+        self.opt_g.load_state_dict(packing.packed_optimizer_state([s["opt_g"] for s in states]))
+        self.opt_d.load_state_dict(packing.packed_optimizer_state([s["opt_d"] for s in states]))
+        for rng, s in zip(self.rngs, states, strict=True):
+            rng.set_state(s["rng"])
+        self.d_noise = torch.stack([s["d_noise"].reshape(self.batch, -1) for s in states], 1).to(self.device)
+        self.g_noise = torch.stack([s["g_noise"].reshape(self.batch, -1) for s in states], 1).to(self.device)
 
 
 @dataclass
 class Progress:
-    """A run's counters in every budget unit; what stats.jsonl, checkpoints and summary.json record."""
+    """A pass's counters in every budget unit (the same for each of its members); what stats.jsonl, checkpoints
+    and summary.json record."""
 
     cfg: RunConfig
-    d_flops: float  # model FLOPs of one D step, one G step (count_flops)
+    d_flops: float  # model FLOPs of one D step, one G step (count_flops), per member
     g_flops: float
     device: str
     g_step: int = 0
@@ -250,8 +303,8 @@ class Progress:
                 "wall_s": self.wall_s, "flops": self.flops, "flops_per_g_step": self.g_flops,
                 "flops_per_d_step": self.d_flops, "device": self.device, "torch": torch.__version__, **extra}
 
-    def checkpoint(self, steps: GanSteps) -> dict:
-        return {"config": self.cfg.to_dict(), **steps.state_dict(), "g_step": self.g_step, "d_step": self.d_step,
+    def checkpoint(self, cfg: RunConfig, state: dict) -> dict:
+        return {"config": cfg.to_dict(), **state, "g_step": self.g_step, "d_step": self.d_step,
                 "wall_s": self.wall_s}
 
 
@@ -292,6 +345,11 @@ def evaluate_at(on_eval: Callable[[EvalPoint], dict | None], point: EvalPoint, f
         folder.append(EVALS, row)
 
 
+def seed_folder(out_dir: str | os.PathLike, seed: int) -> Path:
+    """Where a seed of a several-seed run writes its run folder: OUT/seed<N>."""
+    return Path(out_dir) / f"seed{seed}"
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | os.PathLike | None = None,
@@ -305,32 +363,101 @@ def train(
 
     Raises Diverged (the last good checkpoint stays), UserError for bad input (nothing written).
     """
-    # ---- set-up: device, data, run folder, models, counters (a resumed run continues its checkpoint)
+    (outcome,) = train_seeds(cfg, [cfg.seed], [out_dir], on_log=on_log, on_eval=on_eval, resume=resume, split=split)
+    if isinstance(outcome, Diverged):
+        raise outcome
+    return outcome
+
+
+@dataclass
+class Member:
+    """One seed of a pass: its config (cfg with its seed), run folder, result so far and checkpoint to resume."""
+
+    cfg: RunConfig
+    folder: RunFolder
+    ckpt: dict | None
+    result: TrainResult
+    outcome: TrainResult | Diverged | None = None
+    fixed_noise: torch.Tensor | None = None  # samples.png's noise
+
+
+def train_seeds(
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    out_dirs: Sequence[str | os.PathLike | None],
+    *,
+    on_log: Callable[[dict], None] | None = None,
+    on_eval: Callable[[EvalPoint], dict | None] | None = None,
+    resume: bool = False,
+    split: data.Split | None = None,
+) -> list[TrainResult | Diverged]:
+    """Train cfg once per seed, all seeds in one pass (one packed network, see GanSteps), each into its own run
+    folder exactly as a solo run would write it. A member that diverges is dropped from the pass, its summary says
+    so and its outcome is the Diverged error; the others go on. Members resumed from checkpoints at different
+    steps train in one pass per step. Callbacks see one member at a time (EvalPoint.cfg.seed says which).
+
+    Raises UserError for bad input, before anything is written.
+    """
+    if len(set(seeds)) != len(seeds) or len(out_dirs) != len(seeds):
+        raise ConfigError(f"seeds must be distinct, one run folder each; got seeds {list(seeds)}")
     device = devices.resolve(cfg.device.device)
     split = split or data.load(cfg.data)
-    folder = RunFolder(out_dir)
-    ckpt = folder.checkpoint_to_resume(cfg, resume)
-    devices.check_fits("batch size", cfg.schedule.batch_size, bytes_per_image(cfg.model), device, "--batch-size")
-    steps = GanSteps(cfg, data.training_images(split, cfg.data), device)
-    fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, cfg.seed + 2, device)
+    members = []
+    for seed, out in zip(seeds, out_dirs, strict=True):
+        member_cfg = dataclasses.replace(cfg, seed=seed)
+        folder = RunFolder(out)
+        members.append(Member(member_cfg, folder, folder.checkpoint_to_resume(member_cfg, resume),
+                              TrainResult(member_cfg, folder.path, 0, 0, 0, 0.0, 0.0)))
+    if len(seeds) == 1:
+        devices.check_fits("batch size", cfg.schedule.batch_size, bytes_per_image(cfg.model), device, "--batch-size")
+    else:  # a pass holds every member's batch at once
+        devices.check_fits("batch size x seeds", cfg.schedule.batch_size * len(seeds), bytes_per_image(cfg.model),
+                           device, "--batch-size x the number of seeds")
+    images = data.training_images(split, cfg.data)
+    passes: dict[tuple | None, list[Member]] = {}
+    for member in members:  # members resumed at the same step share a pass
+        key = (member.ckpt["g_step"], member.ckpt["d_step"]) if member.ckpt is not None else None
+        passes.setdefault(key, []).append(member)
+    for group in passes.values():
+        _train_pass(group, images, device, on_log, on_eval)
+    return [member.outcome for member in members]
+
+
+def _train_pass(members: list[Member], images: torch.Tensor, device: torch.device, on_log, on_eval) -> None:
+    cfg = members[0].cfg
+    steps = GanSteps(cfg, images, device, [member.cfg.seed for member in members])
     progress = Progress(cfg, *count_flops(cfg), str(device))
-    if ckpt is not None:
-        steps.load_state_dict(ckpt)
-        progress.g_step, progress.d_step, progress.wall_s = ckpt["g_step"], ckpt["d_step"], ckpt["wall_s"]
-    folder.start(cfg, progress.g_step if ckpt is not None else None)  # locks the folder until the end
+    first = members[0].ckpt
+    if first is not None:
+        steps.load_state_dicts([member.ckpt for member in members])
+        progress.g_step, progress.d_step, progress.wall_s = first["g_step"], first["d_step"], first["wall_s"]
+    started = []
     try:
-        return _run(cfg, steps, progress, folder, ckpt, fixed_noise, device, on_log, on_eval)
+        for member in members:  # each folder locked until the end
+            member.folder.start(member.cfg, progress.g_step if first is not None else None)
+            started.append(member)
+        _run(members, steps, progress, images, device, on_log, on_eval)
     finally:
-        folder.unlock()
+        for member in started:
+            member.folder.unlock()
 
 
-def _run(cfg: RunConfig, steps: GanSteps, progress: Progress, folder: RunFolder, ckpt: dict | None,
-         fixed_noise: torch.Tensor, device: torch.device, on_log, on_eval) -> TrainResult:
-    """train() once its folder is locked: step 0, the loop, the end."""
-    result = TrainResult(cfg, folder.path, 0, 0, 0, 0.0, 0.0, generator=steps.g_net)
+def _run(members: list[Member], steps: GanSteps, progress: Progress, images: torch.Tensor, device: torch.device,
+         on_log, on_eval) -> None:
+    """A pass once its folders are locked: step 0, the loop, the end. ``members[m]`` is the pack's member m."""
+    cfg = members[0].cfg
+    for member in members:
+        member.fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, member.cfg.seed + 2, device)
     evaluating = on_eval is not None and cfg.eval_every > 0
-    if evaluating and ckpt is None:  # step 0: the untrained generator, what "did it learn?" is measured against
-        evaluate_at(on_eval, EvalPoint(0, 0, 0.0, steps.g_net, cfg, device, folder.path), folder, result)
+
+    def evaluate_all() -> None:
+        for i, member in enumerate(members):
+            point = EvalPoint(progress.g_step, progress.d_step, progress.wall_s, steps.generator(i), member.cfg,
+                              device, member.folder.path)
+            evaluate_at(on_eval, point, member.folder, member.result)
+
+    if evaluating and members[0].ckpt is None:  # step 0: the untrained generator, what "did it learn?" compares with
+        evaluate_all()
 
     # ---- the loop: iterations stay queued on the device between logging ticks
     g_losses: list[torch.Tensor] = []
@@ -339,66 +466,81 @@ def _run(cfg: RunConfig, steps: GanSteps, progress: Progress, folder: RunFolder,
     t_tick = time.perf_counter()
     t_start = t_tick - progress.wall_s
     intervals = (cfg.log_every, cfg.eval_every if evaluating else 0, cfg.sample_every, cfg.checkpoint_every)
-    try:
-        while progress.g_step < cfg.steps:
-            before = progress.g_step
-            d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, cfg.steps - progress.g_step))
-            d_losses += d_new
-            g_losses += g_new
-            progress.d_step += len(d_new)
-            progress.g_step += len(g_new)
-            end = progress.g_step == cfg.steps
-            # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
-            # must be written every 2 steps (and only after the losses since the last tick proved finite)
-            if not (end or any(crossed(every, before, progress.g_step) for every in intervals)):
-                continue
+    while members and progress.g_step < cfg.steps:
+        before = progress.g_step
+        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, cfg.steps - progress.g_step))
+        d_losses += d_new
+        g_losses += g_new
+        progress.d_step += len(d_new)
+        progress.g_step += len(g_new)
+        end = progress.g_step == cfg.steps
+        # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
+        # must be written every 2 steps (and only after the losses since the last tick proved finite)
+        if not (end or any(crossed(every, before, progress.g_step) for every in intervals)):
+            continue
 
-            # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
-            d_vals, g_vals = torch.stack(d_losses).cpu(), torch.stack(g_losses).cpu()
-            now = time.perf_counter()
-            progress.wall_s = now - t_start
-            check_finite(d_vals, g_vals, at_tick, cfg)
-            if not _finite_weights(steps.g_net, steps.d_net):
-                raise Diverged(progress.g_step, progress.d_step, "a weight")
-            dt = max(now - t_tick, 1e-9)
-            b = cfg.schedule.batch_size
+        # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
+        d_vals, g_vals = torch.stack(d_losses).cpu(), torch.stack(g_losses).cpu()  # [steps since the tick, K]
+        finite = steps.finite_members()
+        now = time.perf_counter()
+        progress.wall_s = now - t_start
+        dt = max(now - t_tick, 1e-9)
+        b = cfg.schedule.batch_size
+        for i, member in enumerate(members):
+            try:
+                check_finite(d_vals[:, i], g_vals[:, i], at_tick, cfg)
+                if not finite[i]:
+                    raise Diverged(progress.g_step, progress.d_step, "a weight")
+            except Diverged as e:
+                member.folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at "
+                                                                                  f"{e.where}"))
+                member.outcome = e
+                continue
             record = {
                 "g_step": progress.g_step, "d_step": progress.d_step, "real_images": progress.real_images,
                 "wall_s": round(progress.wall_s, 4), "flops": progress.flops,
-                "loss_d": float(d_vals.mean()), "loss_g": float(g_vals.mean()),
+                "loss_d": float(d_vals[:, i].mean()), "loss_g": float(g_vals[:, i].mean()),
                 "g_images_per_s": (progress.g_step - at_tick.g_step) * b / dt,
                 "real_images_per_s": (progress.d_step - at_tick.d_step) * b / dt,
             }
-            g_losses.clear()
-            d_losses.clear()
-            folder.append(STATS, record)
-            result.last = record
+            member.folder.append(STATS, record)
+            member.result.last = record
             if on_log is not None:
                 on_log(record)
+        g_losses.clear()
+        d_losses.clear()
+        if any(member.outcome is not None for member in members):  # drop the diverged members from the pack
+            kept = [i for i, member in enumerate(members) if member.outcome is None]
+            states = [steps.state_dict(i) for i in kept]
+            members = [members[i] for i in kept]
+            if not members:
+                break
+            steps = GanSteps(cfg, images, device, [member.cfg.seed for member in members])
+            steps.load_state_dicts(states)
 
-            # ---- intervals that fire at this tick: evaluation, samples, checkpoint
-            if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end):
-                evaluate_at(on_eval, EvalPoint(progress.g_step, progress.d_step, progress.wall_s, steps.g_net, cfg,
-                                               device, folder.path), folder, result)
-            if crossed(cfg.sample_every, at_tick.g_step, progress.g_step) and not end:
-                save_samples(folder, steps.g_net, fixed_noise, cfg.model.head)
-            if crossed(cfg.checkpoint_every, at_tick.g_step, progress.g_step) and not end:
-                folder.save_checkpoint(progress.checkpoint(steps))
-            at_tick = dataclasses.replace(progress)
-            t_tick = time.perf_counter()
-            t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
-    except Diverged as e:
-        folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at {e.where}"))
-        raise
+        # ---- intervals that fire at this tick: evaluation, samples, checkpoint
+        if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end):
+            evaluate_all()
+        if crossed(cfg.sample_every, at_tick.g_step, progress.g_step) and not end:
+            for i, member in enumerate(members):
+                save_samples(member.folder, steps.generator(i), member.fixed_noise, cfg.model.head)
+        if crossed(cfg.checkpoint_every, at_tick.g_step, progress.g_step) and not end:
+            for i, member in enumerate(members):
+                member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
+        at_tick = dataclasses.replace(progress)
+        t_tick = time.perf_counter()
+        t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
 
     # ---- the end: samples, the final checkpoint, the summary
-    summary = progress.summary("finished")
-    save_samples(folder, steps.g_net, fixed_noise, cfg.model.head)
-    folder.save_checkpoint(progress.checkpoint(steps))
-    folder.write_json(SUMMARY, summary)
-    result.g_steps, result.d_steps, result.real_images = progress.g_step, progress.d_step, progress.real_images
-    result.wall_s, result.flops = progress.wall_s, progress.flops
-    return result
+    for i, member in enumerate(members):
+        summary = progress.summary("finished", **({"seeds_in_pass": steps.seeds} if steps.k > 1 else {}))
+        save_samples(member.folder, steps.generator(i), member.fixed_noise, cfg.model.head)
+        member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
+        member.folder.write_json(SUMMARY, summary)
+        r = member.result
+        r.g_steps, r.d_steps, r.real_images = progress.g_step, progress.d_step, progress.real_images
+        r.wall_s, r.flops, r.generator = progress.wall_s, progress.flops, steps.generator(i)
+        member.outcome = r
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, nn.Module]:

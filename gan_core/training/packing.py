@@ -1,4 +1,4 @@
-"""K members of one family member trained as one network: the first building block of packed seeds (issue 12).
+"""K members of one configuration as one network: how GanSteps trains K seeds in one pass.
 
 Every convolution becomes a grouped one (groups=K) whose group m holds member m's weights, every BatchNorm
 runs over K x C channels (so each member keeps its own statistics) and the activations are elementwise:
@@ -8,29 +8,27 @@ each member's gradient is its solo gradient, and an elementwise optimizer (Adam,
 gives each member its solo update.
 
 Layout: a packed generator maps noise [N, K, latent] to images [N, K, C, H, W]; a packed discriminator maps
-images [N, K, C, H, W] to logits [N, K]. ``PackedSteps`` is gan_core.training.loop.GanSteps for K seeds: each
-member draws its real batches and noise from its own RNG stream, in its solo run's order.
-
-What is not here yet: train() over a PackedSteps (per-member run folders, stats, checkpoints, resume), the
-CLI's --seeds, the studies' use of it, and the CUDA benchmarks that decide whether packing pays (on the
-2-core CPU a probe measured it slower, 0.63x at K=3).
+images [N, K, C, H, W] to logits [N, K]. Every packed parameter (and every optimizer state tensor shaped like
+one) holds member m's part in slice m of K along dim 0, which is how a member's solo checkpoint is cut out of
+the pack and put back in. K = 1 is a solo run: the same layers, the same arithmetic.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 import torch
 from torch import nn
 
 from gan_core.errors import ConfigError
-from gan_core.training import sampling
 from gan_core.training.config import RunConfig
-from gan_core.training.loop import GanSteps, build_models, gan_loss, make_optimizer
 from gan_core.training.models import Discriminator, Generator
 
-# each parameter's update depends on that parameter's own gradient only: a member's update is its solo update
-ELEMENTWISE_OPTIMIZERS = ("Adadelta", "Adam", "RMSprop", "SGD")
+# Each parameter's update depends on that parameter's own gradient and state only (and on the shared step count):
+# a member's update is its solo update. Not here: Adafactor (its second moments are factored over a weight's rows
+# and columns, which span members), Muon (orthogonalises whole matrices), LBFGS and SparseAdam (never usable).
+ELEMENTWISE_OPTIMIZERS = ("ASGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop",
+                          "Rprop", "SGD")
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 
@@ -105,79 +103,56 @@ def pack(members: list[Generator] | list[Discriminator]) -> PackedGenerator | Pa
     return PackedGenerator(members) if isinstance(members[0], Generator) else PackedDiscriminator(members)
 
 
+
+
+def check_packable(cfg: RunConfig) -> None:
+    """Refuse, in one line, a configuration whose optimizer would couple the members of a pack."""
+    for which, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
+        if opt.name not in ELEMENTWISE_OPTIMIZERS:
+            raise ConfigError(f"{opt.name} for the {which} cannot train packed seeds (its update mixes "
+                              f"the members' weights); choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or one seed")
+
+
+def _slice(value, m: int, k: int):
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        size = value.shape[0] // k
+        return value[m * size:(m + 1) * size].clone()
+    return value.clone() if isinstance(value, torch.Tensor) else value  # a step count: the same for every member
+
+
 def member_state(packed: PackedGenerator | PackedDiscriminator, m: int) -> dict[str, torch.Tensor]:
     """Member m's state dict, keyed as its solo network's: what its own checkpoint and samples need."""
-    state = {}
-    for name, value in packed.state_dict().items():
-        if value.dim() == 0:  # num_batches_tracked: counted once for all members, the same for each
-            state[name] = value.clone()
-            continue
-        size = value.shape[0] // packed.k
-        state[name] = value[m * size:(m + 1) * size].clone()
-    return state
+    return {name: _slice(value, m, packed.k) for name, value in packed.state_dict().items()}
 
 
-class PackedSteps:
-    """K seeds of one configuration trained as one network: GanSteps' D and G steps, for every member at once.
+def member_optimizer_state(state: dict, m: int, k: int) -> dict:
+    """Member m's part of a packed optimizer's state dict: a solo optimizer's state dict (same parameter order)."""
+    return {"state": {i: {key: _slice(v, m, k) for key, v in s.items()} for i, s in state["state"].items()},
+            "param_groups": copy.deepcopy(state["param_groups"])}
 
-    Member m starts from its solo run's initial weights (``torch.manual_seed(seed)``, then the models are built),
-    draws its batches and noise from its solo run's RNG stream (seed + 1), in the same order, and its loss is its
-    solo loss; the packed loss is the members' sum, so each member's gradient is its own. A step returns the
-    members' losses, [K], without a host sync.
-    """
 
-    def __init__(self, cfg: RunConfig, seeds: list[int], images: torch.Tensor, device: torch.device):
-        for which, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
-            if opt.name not in ELEMENTWISE_OPTIMIZERS:
-                raise ConfigError(f"{opt.name} for the {which} cannot train packed seeds (its update couples "
-                                  f"parameters); choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}")
-        m, sch = cfg.model, cfg.schedule
-        self.cfg, self.device, self.batch, self.k = cfg, device, sch.batch_size, len(seeds)
-        solo = []
-        for seed in seeds:  # exactly GanSteps' initialisation, one member after the other
-            torch.manual_seed(seed)
-            solo.append(build_models(dataclasses.replace(cfg, seed=seed)))
-        self.g_net = pack([g for g, _ in solo]).to(device).train()
-        self.d_net = pack([d for _, d in solo]).to(device).train()
-        self.opt_g = make_optimizer(self.g_net.parameters(), cfg.g_optim)
-        self.opt_d = make_optimizer(self.d_net.parameters(), cfg.d_optim)
-        self.rngs = [torch.Generator(device=device).manual_seed(seed + 1) for seed in seeds]
-        self.real = sampling.to_float(images.to(device), m.head, m.channels)
-        shape = (sch.batch_size, m.latent_dim)
-        pairs = [(torch.randn(shape, device=device, generator=r), torch.randn(shape, device=device, generator=r))
-                 for r in self.rngs]  # per member: its d_noise, then its g_noise, as GanSteps draws them
-        self.d_noise = torch.stack([d for d, _ in pairs], 1)
-        self.g_noise = torch.stack([g for _, g in pairs], 1)
-        self.ones = torch.ones(sch.batch_size, device=device)
-        self.zeros = torch.zeros(sch.batch_size, device=device)
-        self.loss_fn = gan_loss(sch.loss)
+def _joined(values: list):
+    first = values[0]
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return torch.cat(values)
+    return first
 
-    def _noise(self, reused: torch.Tensor) -> torch.Tensor:
-        if self.cfg.schedule.reuse_noise:
-            return reused
-        return torch.stack([torch.randn(reused.shape[0], reused.shape[2], device=self.device, generator=r)
-                            for r in self.rngs], 1)
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.loss_fn(logits[:, i], target) for i in range(self.k)])  # [K], each a solo loss
+def packed_state(states: list[dict]) -> dict:
+    """The inverse of member_state: K members' solo state dicts as one packed state dict."""
+    return {name: _joined([s[name] for s in states]) for name in states[0]}
 
-    def d_step(self) -> torch.Tensor:
-        picks = [torch.randint(len(self.real), (self.batch,), device=self.device, generator=r) for r in self.rngs]
-        x = torch.stack([self.real[i] for i in picks], 1)  # drawn before the noise, as GanSteps.d_step does
-        z = self._noise(self.d_noise)
-        with torch.no_grad():
-            fake = self.g_net(z)
-        losses = self._loss(self.d_net(x), self.ones) + self._loss(self.d_net(fake), self.zeros)
-        self.opt_d.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        self.opt_d.step()
-        return losses.detach()
 
-    def g_step(self) -> torch.Tensor:
-        losses = self._loss(self.d_net(self.g_net(self._noise(self.g_noise))), self.ones)
-        self.opt_g.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        self.opt_g.step()
-        return losses.detach()
+def packed_optimizer_state(states: list[dict]) -> dict:
+    """The inverse of member_optimizer_state; the members must be at the same step (their counts are shared)."""
+    return {"state": {i: {key: _joined([s["state"][i][key] for s in states]) for key in first}
+                      for i, first in states[0]["state"].items()},
+            "param_groups": states[0]["param_groups"]}
 
-    iteration = GanSteps.iteration  # d_steps D steps, then g_steps G steps; each loss here is [K]
+
+def finite_members(*packed: PackedGenerator | PackedDiscriminator) -> torch.Tensor:
+    """[K] bool: whether every weight and buffer of member m is finite (one reduction per tensor, on the device)."""
+    k = packed[0].k
+    checks = [torch.isfinite(v.detach().reshape(k, -1).float()).all(dim=1)
+              for net in packed for v in net.state_dict().values() if v.dim() > 0 and v.is_floating_point()]
+    return torch.stack(checks).all(dim=0)
