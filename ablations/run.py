@@ -10,6 +10,7 @@ resumes from the run folder's checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -42,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 5 except smoke)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one single-threaded worker per "
                                                 "CPU core up to 8; 1 on CUDA)")
+    p.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
+                   help="train an arm's seeds in one pass, a packed network (default: on CUDA, where it fills the "
+                        "GPU; off on the CPU, where it is slower)")
     p.add_argument("--storage", default=DEFAULT_URL,
                    help="Optuna storage: sqlite:///FILE, postgresql://..., journal:FILE")
     p.add_argument("--study-name", help="Optuna study name (default: STUDY-BASE-BUDGET)")
@@ -92,6 +96,7 @@ class Settings:
     study_name: str
     runs: str
     workers: int
+    pack: int = 1  # seeds trained in one pass (1: one seed per pass)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -126,12 +131,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError(f"--workers must be an integer >= 1, got {workers}")
     if args.heartbeat <= 0:
         raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
+    pack_seeds = device.type == "cuda" and REGISTRY[args.study].is_grid if args.pack_seeds is None else args.pack_seeds
+    if pack_seeds and not REGISTRY[args.study].is_grid:
+        raise UserError(f"--pack-seeds needs a grid study; {args.study} is searched (each trial its own config)")
     files.check_writable(args.runs, "the trials' run folders (--runs)")
     if not args.no_report:
         files.check_writable_file(args.report, "the report (--report)")
     return Settings(args.study, base_name, base, study_base.why if own_base else "", budget.name, seeds,
                     args.storage, args.heartbeat, args.study_name or f"{args.study}-{base_name}-{budget.name}",
-                    args.runs, workers)
+                    args.runs, workers, seeds if pack_seeds else 1)
 
 
 def default_workers(device) -> int:
@@ -193,8 +201,11 @@ def trial_key(t) -> tuple | None:
     return (a["arm"], a["seed"]) if "arm" in a and "seed" in a else None
 
 
-def enqueue_missing(study, spec, seeds: int) -> int:
-    """Queue every arm x seed that is neither done, running, queued nor finally failed. Returns how many."""
+def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
+    """Queue every arm x seed that is neither done, running, queued nor finally failed. Returns how many.
+
+    Seed by seed, so that every arm has a result early; arm by arm (``by_arm``) when the seeds of an arm train
+    in one pass, so that a worker's next asks are one arm's seeds."""
     from optuna.trial import TrialState
 
     from ablations.trial import FINAL_FAILURES
@@ -207,11 +218,13 @@ def enqueue_missing(study, spec, seeds: int) -> int:
         if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
             taken.add(key)
     queued = 0
-    for seed in range(seeds):
-        for arm in spec.arms:
-            if (arm.label, seed) not in taken:
-                study.enqueue_trial({"arm": arm.label, "seed": seed}, user_attrs={"arm": arm.label, "seed": seed})
-                queued += 1
+    pairs = [(arm, seed) for seed in range(seeds) for arm in spec.arms]
+    if by_arm:
+        pairs.sort(key=lambda pair: spec.arms.index(pair[0]))  # stable: each arm's seeds stay in order
+    for arm, seed in pairs:
+        if (arm.label, seed) not in taken:
+            study.enqueue_trial({"arm": arm.label, "seed": seed}, user_attrs={"arm": arm.label, "seed": seed})
+            queued += 1
     return queued
 
 
@@ -230,6 +243,8 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # work_pass asks for trials itself and keeps their heartbeats as study.optimize does; Optuna warns at every ask
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     study = study or open_study(settings)
     ctx = ctx or make_context(settings)
     poll = max(0.5, settings.heartbeat / 2)
@@ -254,12 +269,52 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
         elif sum(t.state != TrialState.WAITING for t in trials) >= ctx.budget.joint_trials:  # running ones count
             return
         try:
-            study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
+            if settings.pack > 1:
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                work_pass(study, ctx, min(settings.pack, waiting))
+            else:
+                study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
         except ValueError as e:
             # On SQLite two workers can pop the same queued trial (the pop is not atomic there); the
             # one that finishes second cannot record it again. The trial is done: go on.
             if "Cannot tell a" not in str(e):
                 raise
+
+
+def work_pass(study, ctx, n: int) -> None:
+    """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
+    told separately: what study.optimize does for one trial, heartbeats included, for several at once."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna's own, as study.optimize uses it
+    from optuna.trial import TrialState
+
+    from ablations.trial import run_pass
+
+    trials = [study.ask() for _ in range(n)]
+    by_arm: dict = {}
+    for trial in trials:
+        by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
+    outcomes = {}
+    try:
+        with contextlib.ExitStack() as beating:
+            for trial in trials:  # a killed pass leaves every one of its trials stale, to be failed and retried
+                beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+            for group in by_arm.values():
+                outcomes.update(zip((t.number for t in group), run_pass(ctx, group), strict=True))
+    finally:  # interrupted: the trials not yet told fail (their reason recorded by run_pass), as optimize does
+        for trial in trials:
+            outcome = outcomes.get(trial.number)
+            if isinstance(outcome, optuna.TrialPruned):
+                told = {"state": TrialState.PRUNED}
+            elif outcome is None or isinstance(outcome, BaseException):
+                told = {"state": TrialState.FAIL}
+            else:
+                told = {"values": outcome}
+            try:
+                _print_trial(study, study.tell(trial, **told))
+            except ValueError as e:  # SQLite's double pop, as in work(): the other worker told it
+                if "Cannot tell a" not in str(e):
+                    raise
 
 
 def _print_trial(study, trial) -> None:
@@ -504,7 +559,7 @@ def _main(argv: list[str] | None) -> int:
     study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
     if "floor" not in study.user_attrs:
         study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
-    queued = enqueue_missing(study, spec, settings.seeds) if spec.is_grid else 0
+    queued = enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
     print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
     workers = settings.workers

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,12 +22,13 @@ import torch
 from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices
-from gan_core.errors import Diverged, first_line
+from gan_core.errors import ConfigError, Diverged, UserError, first_line
 from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator
 from gan_core.judging.metrics import MetricNames
+from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
-from gan_core.training.loop import channel_lists, train
+from gan_core.training.loop import channel_lists, seed_folder, train, train_seeds
 from gan_core.training.run_folder import EVALS, METRICS, FolderInUse, RunFolder
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
@@ -94,21 +96,33 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    try:
-        return _objective(ctx, trial)
-    except KeyboardInterrupt as e:  # Ctrl-C, or ablations.run's Stopped (SIGINT or SIGTERM)
-        name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
-        _fail(trial, "interrupted", f"stopped by {name}; rerun the command to resume it")
-        raise
+    """One trial trained alone: what study.optimize runs."""
+    with _interrupts_recorded([trial]):
+        planned = plan(ctx, trial)
+    with _interrupts_recorded([trial]), _failures_recorded(trial):
+        result = _train_when_free(lambda: train(planned.cfg, planned.run_dir, on_eval=on_eval_for(ctx, planned),
+                                                resume=True, split=ctx.split))
+        return finish(ctx, planned, result)
 
 
-def _objective(ctx: Context, trial: optuna.Trial) -> float:
+@dataclass
+class Planned:
+    """A trial about to train: its config (with its seed), arm and run folder."""
+
+    trial: optuna.Trial
+    cfg: RunConfig
+    arm: str
+    run_dir: Path
+
+
+def plan(ctx: Context, trial: optuna.Trial) -> Planned:
+    """A trial's config and run folder, recorded in its user attrs; TrialPruned for a trial with nothing to do."""
     if ctx.study.is_grid and "arm" not in trial.user_attrs:  # queued trials carry their arm (see enqueue_missing)
         # Another worker took the last queued trial between our check and our ask: nothing to do.
         trial.set_user_attr("spare", True)
         raise optuna.TrialPruned("no queued arm x seed left")
     cfg, arm = trial_config(ctx, trial)
-    run_dir = ctx.runs_dir / slug(arm) / f"seed{cfg.seed}"
+    run_dir = seed_folder(ctx.runs_dir / slug(arm), cfg.seed)
     if ctx.study.is_grid and _duplicate(trial, arm, cfg.seed):
         trial.set_user_attr("duplicate", True)
         raise optuna.TrialPruned(f"{arm} seed {cfg.seed} already ran in another trial")
@@ -116,41 +130,43 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
     trial.set_user_attr("config", cfg.to_dict())
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("provenance", provenance())
-    kid_key = MetricNames.for_count(ctx.budget.eval_n_intermediate).kid
+    return Planned(trial, cfg, arm, run_dir)
+
+
+def _step0_keys(ctx: Context) -> tuple[str, ...]:
     final = MetricNames.from_fid(ctx.objective)
-    step0_keys = (final.fid, final.kid, final.precision, final.recall, final.modes)
+    return final.fid, final.kid, final.precision, final.recall, final.modes
+
+
+def on_eval_for(ctx: Context, planned: Planned):
+    """The trial's evaluation during training: intermediate metrics, the final count at step 0, pruning."""
+    trial, cfg = planned.trial, planned.cfg
+    kid_key = MetricNames.for_count(ctx.budget.eval_n_intermediate).kid
 
     def on_eval(point):
         metrics = ctx.intermediate(point)
         if point.g_step == 0:  # the untrained generator, at the final count too: what "did it learn?" compares with
             full = evaluate_generator(point.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
                                       reference=ctx.reference)
-            metrics.update({k: full[k] for k in step0_keys})
+            metrics.update({k: full[k] for k in _step0_keys(ctx)})
         if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
             trial.report(metrics[kid_key], point.g_step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at G step {point.g_step} ({kid_key} {metrics[kid_key]:.4f})")
         return metrics
 
-    try:
-        result = _train_when_free(cfg, run_dir, on_eval, ctx.split)
-        metrics = evaluate_generator(result.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
-                                     reference=ctx.reference)
-    except Diverged as e:
-        _fail(trial, "diverged", str(e))
-        raise
-    except torch.OutOfMemoryError as e:
-        _fail(trial, "out of memory", first_line(e))
-        raise
-    except optuna.TrialPruned:
-        raise
-    except Exception as e:  # a bug or a fault: recorded with the trial, the study goes on
-        _fail(trial, "error", f"{type(e).__name__}: {e}")
-        raise
+    return on_eval
+
+
+def finish(ctx: Context, planned: Planned, result) -> float:
+    """A trained trial's final metrics, in its run folder and its user attrs; returns the objective."""
+    trial, cfg, run_dir = planned.trial, planned.cfg, planned.run_dir
+    metrics = evaluate_generator(result.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
+                                 reference=ctx.reference)
     RunFolder(run_dir).write_json(METRICS, metrics)
     trial.set_user_attr("metrics", metrics)
     step0 = next((r for r in RunFolder(run_dir).read_jsonl(EVALS) if r.get("g_step") == 0), {})
-    trial.set_user_attr("metrics_step0", {k: step0[k] for k in step0_keys if k in step0})
+    trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
     trial.set_user_attr("channels", channel_lists(cfg))
     device = next(result.generator.parameters()).device
     trial.set_user_attr("budget", {
@@ -163,14 +179,98 @@ def _objective(ctx: Context, trial: optuna.Trial) -> float:
     return metrics[ctx.objective]
 
 
-def _train_when_free(cfg: RunConfig, run_dir: Path, on_eval, split: Split):
-    """train(), resuming. On SQLite two workers can pop the same queued trial (the row is not locked), and both
-    then train the same arm x seed into the same folder: the second finds the folder locked. It waits for the
-    first to finish and resumes its final checkpoint (nothing left to train), so both report the same result
-    (the second report is refused by Optuna, which ``work`` expects), instead of failing a trial that finished."""
+def run_pass(ctx: Context, trials: list[optuna.Trial]) -> list[float | BaseException]:
+    """Trials of one arm, each its own seed, trained in one pass (gan_core.training.loop.train_seeds) where the
+    arm's optimizers allow it, else one by one. One outcome per trial, in order: its objective value, or the
+    exception that ended it (optuna.TrialPruned for a trial with nothing to do), its reason in its user attrs."""
+    outcomes: dict[int, float | BaseException] = {}
+    planned = []
+    for trial in trials:
+        try:
+            planned.append(plan(ctx, trial))
+        except optuna.TrialPruned as e:
+            outcomes[trial.number] = e
+    if planned:
+        try:
+            packing.check_packable(planned[0].cfg)
+            packable = True
+        except ConfigError:
+            packable = False
+        groups = [planned] if packable else [[p] for p in planned]
+        for group in groups:
+            outcomes.update(_train_group(ctx, group))
+    return [outcomes[t.number] for t in trials]
+
+
+def _train_group(ctx: Context, group: list[Planned]) -> dict[int, float | BaseException]:
+    on_eval = {p.cfg.seed: on_eval_for(ctx, p) for p in group}
+    cfg = group[0].cfg
+    with _interrupts_recorded([p.trial for p in group]):
+        try:
+            results = _train_when_free(lambda: train_seeds(
+                cfg, [p.cfg.seed for p in group], [p.run_dir for p in group],
+                on_eval=lambda point: on_eval[point.cfg.seed](point), resume=True, split=ctx.split))
+        except Exception as e:
+            if len(group) > 1 and isinstance(e, (torch.OutOfMemoryError, UserError)):
+                # a pack the device cannot hold (or its memory estimate refused): its members one by one, each
+                # from the checkpoint the pass left (a member's checkpoint is a solo run's)
+                return {number: outcome for p in group for number, outcome in _train_group(ctx, [p]).items()}
+            for p in group:  # the whole pass failed: each of its trials, with the same reason
+                _record(p.trial, e)
+            return {p.trial.number: e for p in group}
+        outcomes = {}
+        for p, result in zip(group, results, strict=True):
+            try:
+                with _failures_recorded(p.trial):
+                    if isinstance(result, Diverged):
+                        raise result
+                    outcomes[p.trial.number] = finish(ctx, p, result)
+            except Exception as e:
+                outcomes[p.trial.number] = e
+        return outcomes
+
+
+@contextmanager
+def _interrupts_recorded(trials: list[optuna.Trial]):
+    try:
+        yield
+    except KeyboardInterrupt as e:  # Ctrl-C, or ablations.run's Stopped (SIGINT or SIGTERM)
+        name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
+        for trial in trials:
+            _fail(trial, "interrupted", f"stopped by {name}; rerun the command to resume it")
+        raise
+
+
+@contextmanager
+def _failures_recorded(trial: optuna.Trial):
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except Exception as e:
+        _record(trial, e)
+        raise
+
+
+def _record(trial: optuna.Trial, e: Exception) -> None:
+    """A failed trial's kind and reason in its user attrs (the report and the table show them)."""
+    if isinstance(e, Diverged):
+        _fail(trial, "diverged", str(e))
+    elif isinstance(e, torch.OutOfMemoryError):
+        _fail(trial, "out of memory", first_line(e))
+    elif not isinstance(e, optuna.TrialPruned):  # a bug or a fault: recorded with the trial, the study goes on
+        _fail(trial, "error", f"{type(e).__name__}: {e}")
+
+
+def _train_when_free(start):
+    """start() (a train or train_seeds call that resumes). On SQLite two workers can pop the same queued trial (the
+    row is not locked), and both then train the same arm x seed into the same folder: the second finds the folder
+    locked. It waits for the first to finish and resumes its final checkpoint (nothing left to train), so both
+    report the same result (the second report is refused by Optuna, which ``work`` expects), instead of failing a
+    trial that finished."""
     while True:
         try:
-            return train(cfg, run_dir, on_eval=on_eval, resume=True, split=split)
+            return start()
         except FolderInUse:
             time.sleep(FOLDER_WAIT_S)
 

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ from ablations import run
 from ablations.studies import REGISTRY
 from gan_core.training.config import RunConfig, override
 from gan_core.training.loop import channel_lists
+from gan_core.training.run_folder import RunFolder
 
 
 def study_args(tmp_path, *extra):
@@ -118,21 +120,24 @@ def states(db):
         return []
 
 
+def kill_when(p: subprocess.Popen, ready, db: Path, what: str) -> None:
+    """kill -9 the study process as soon as ``ready(states(db))``; fail the test if that never comes."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if db.exists() and ready(states(db)):
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            return
+        time.sleep(0.02)
+    p.kill()
+    pytest.fail(f"the study never had {what}")
+
+
 def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_path):
     db = tmp_path / "s.db"
     p = subprocess.Popen(cli(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for a finished trial and one in progress, then kill -9
-        if db.exists():
-            s = states(db)
-            if s.count("COMPLETE") >= 2 and "RUNNING" in s:
-                break
-        time.sleep(0.05)
-    else:
-        p.kill()
-        pytest.fail("the study never had a running trial after two finished ones")
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_when(p, lambda s: s.count("COMPLETE") >= 2 and "RUNNING" in s, db,
+              "a running trial after two finished ones")
     done_before = {t.number: t.datetime_complete for t in load(tmp_path, "step_ratio-dcgan-cpu-smoke").trials
                    if t.state == TrialState.COMPLETE}
     assert load(tmp_path, "step_ratio-dcgan-cpu-smoke").get_trials(states=(TrialState.RUNNING,))  # left behind
@@ -386,3 +391,85 @@ def test_a_trial_whose_run_folder_another_worker_is_training_waits_for_it_instea
     study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     assert not study.get_trials(states=(TrialState.FAIL,))
     assert sorted(grid_keys(study)) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
+
+
+# ---- an arm's seeds in one pass (--pack-seeds; the default on CUDA)
+
+
+def test_packed_seeds_give_every_trial_its_own_result_as_unpacked_ones_do(tmp_path, capsys):
+    for flag in ("--no-pack-seeds", "--pack-seeds"):
+        (tmp_path / flag).mkdir()
+        assert run.main(["--study", "step_ratio", "--seeds", "2", flag, *in_process(tmp_path / flag)]) == 0
+    capsys.readouterr()
+    values = {}
+    for flag in ("--no-pack-seeds", "--pack-seeds"):
+        study = optuna.load_study(study_name="step_ratio-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path / flag}/s.db")
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert len(complete) == 10  # 5 arms x 2 seeds, each its own trial, told separately
+        values[flag] = {(t.user_attrs["arm"], t.params["seed"]): t.value for t in complete}
+        passes = {tuple(RunFolder(t.user_attrs["run_dir"]).read_json("summary.json").get("seeds_in_pass", ()))
+                  for t in complete}
+        assert passes == ({(0, 1)} if flag == "--pack-seeds" else {()})
+    for key, value in values["--no-pack-seeds"].items():  # the same training, up to float reassociation
+        assert values["--pack-seeds"][key] == pytest.approx(value, rel=1e-3), key
+
+
+def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
+    import torch
+
+    from gan_core import devices
+
+    def settings(*extra, study="step_ratio"):
+        return run.settings_from_args(run.parser().parse_args(["--study", study, *study_args(tmp_path), *extra]))
+
+    assert settings().pack == 1
+    assert settings("--pack-seeds", "--seeds", "3").pack == 3
+    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda"))
+    assert settings("--seeds", "4").pack == 4
+    assert settings("--no-pack-seeds").pack == 1
+    assert settings(study="joint").pack == 1  # a searched study: every trial its own config
+
+
+def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path):
+    db = tmp_path / "s.db"
+    args = cli(tmp_path, "--pack-seeds", "--study-name", "packed", seeds="2")
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = tmp_path / "runs" / "packed"
+    kill_when(p, lambda s: s.count("RUNNING") == 2 and len(list(checkpoints.glob("*/seed*/checkpoint.pt"))) == 2,
+              db, "a pass running with both members checkpointed")
+    import torch
+
+    arm_dir = next(checkpoints.iterdir())
+    stats_before = {d.name: (d / "stats.jsonl").read_text().splitlines() for d in arm_dir.iterdir()}
+    checkpointed = {d.name: torch.load(d / "checkpoint.pt", weights_only=False)["g_step"] for d in arm_dir.iterdir()}
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="packed", storage=f"sqlite:///{db}")
+    assert sorted(grid_keys(study)) == sorted((a.label, s) for a in REGISTRY["step_ratio"].arms for s in (0, 1))
+    assert len(study.get_trials(states=(TrialState.FAIL,))) == 2  # the killed pass's two trials, retried
+    for seed_dir in arm_dir.iterdir():  # resumed: what was logged before the kill is still the run's beginning
+        after = (seed_dir / "stats.jsonl").read_text().splitlines()
+        step = checkpointed[seed_dir.name]
+        kept = [line for line in stats_before[seed_dir.name] if json.loads(line)["g_step"] <= step]
+        assert kept and after[:len(kept)] == kept, seed_dir
+
+
+
+def test_a_pack_the_device_cannot_hold_trains_its_seeds_one_by_one(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ablations import trial as trial_module
+
+    real = trial_module.train_seeds
+    sizes = []
+
+    def train_seeds(cfg, seeds, *args, **kwargs):
+        sizes.append(len(seeds))
+        if len(seeds) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(cfg, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
+    assert run.main(["--study", "width", "--seeds", "2", "--pack-seeds", *in_process(tmp_path)]) == 0
+    study = load(tmp_path, "width-dcgan-cpu-smoke")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8 and sizes == [2, 1, 1] * 4
