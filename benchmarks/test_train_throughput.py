@@ -223,3 +223,64 @@ def test_train_iteration(benchmark, case: Case, split, image_folder, comparisons
         info["paired_project_speedup"] = comparisons.add_baseline(group, case.loop, seconds, project_s)
     else:
         comparisons.add_baseline(group, case.loop, seconds)
+
+
+# ---- K seeds in one pass (GanSteps with K seeds): is packing worth it on this device?
+
+PACKED_MODELS: dict[str, tuple[str, dict]] = {
+    "blog-w0.125-b100": ("seed", {"model.width": 0.125}),
+    "blog-w0.25-b100": ("seed", {"model.width": 0.25}),
+    "blog-3ch-b100": MODELS["blog-3ch-b100"],
+    "dcgan-b64": MODELS["dcgan-b64"],  # the standard budget's base (step_ratio, optimizer, ...)
+    "dcgan-cpu-b32": ("dcgan-cpu", {}),  # the quick budget's base on the CPU
+}
+PACKED_K = (1, 3, 5, 15)
+PACKED_CASES = [("cuda", m, k) for m in ("blog-w0.125-b100", "blog-w0.25-b100", "blog-3ch-b100", "dcgan-b64")
+                for k in PACKED_K] + [("cpu", m, k) for m, ks in (("dcgan-cpu-b32", (1, 5)),
+                                                                  ("blog-w0.125-b100", (1, 3))) for k in ks]
+_one_seed_s: dict[tuple[str, str], float] = {}  # (device, model) -> best s/iteration at K = 1, this session
+
+
+@pytest.mark.parametrize("device_name, model, k", [
+    pytest.param(d, m, k, id=f"{d}-{m}-packed-k{k}", marks=[harness.requires_cuda] if d == "cuda" else [])
+    for d, m, k in PACKED_CASES])
+def test_packed_iteration(benchmark, device_name: str, model: str, k: int, split, matmul_peak):
+    """One iteration of K members trained as one network (their seeds 0..K-1): trials x iterations per second,
+    and the speed-up over K one-seed passes (K x the K = 1 case's time over this case's, same session)."""
+    from gan_core.training.loop import GanSteps
+
+    device = torch.device(device_name)
+    name, changes = PACKED_MODELS[model]
+    cfg = override(preset(name), {**changes, "device.device": device_name})
+    sch = cfg.schedule
+    steps = GanSteps(cfg, data.training_images(split, cfg.data), device, range(k))
+    steps.iteration(g_steps=1)  # warm-up: allocations, kernels
+    flops = k * _flops(cfg)
+    rounds, warmup_rounds = harness.plan_rounds(device, flops)
+    counts = _count_steps(steps)
+    benchmark.group = f"train {device_name} {model} packed"
+    precision = harness.peak_dtype(device, False)
+    peak = matmul_peak.measure(device, precision)
+    with harness.PeakMemory(device) as memory:
+        benchmark.pedantic(harness.synced(steps.iteration, device), rounds=rounds, warmup_rounds=warmup_rounds)
+    calls = 1 if benchmark.disabled else rounds + warmup_rounds
+    assert counts == {"d": calls * sch.d_steps, "g": calls * sch.g_steps}
+    assert bool(steps.finite_members().all()), "a member's weights went non-finite"
+
+    info = benchmark.extra_info
+    info.update(harness.environment(device))
+    info.update(model=model, loop=f"packed K={k}", variant=None, members=k, config=cfg.to_dict(),
+                batch=sch.batch_size, ratio=sch.ratio, dtype="float32", flops_per_iteration=flops, rounds=rounds,
+                warmup_rounds=warmup_rounds, **peak, **memory.info)
+    seconds = harness.best_s(benchmark)
+    if seconds is None:
+        info["timed"] = False
+        return
+    info.update(timed=True, s_per_iteration=seconds, iterations_per_s=1 / seconds,
+                trials_x_iterations_per_s=k / seconds, g_images_per_s=k * sch.g_steps * sch.batch_size / seconds,
+                real_images_per_s=k * sch.d_steps * sch.batch_size / seconds, achieved_flops=flops / seconds)
+    matmul_peak.track(info, device, precision, flops / seconds)
+    if k == 1:
+        _one_seed_s[(device_name, model)] = seconds
+    elif (device_name, model) in _one_seed_s:
+        info["packing_speedup"] = k * _one_seed_s[(device_name, model)] / seconds

@@ -3,6 +3,8 @@ saved results depend on. Nothing here is timed."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from benchmarks import harness
@@ -67,3 +69,17 @@ def test_results_file_names_are_safe_slugs():
     name = harness.slug("cpu")
     assert name.startswith("cpu-") and name == name.lower()
     assert all(c.isalnum() or c == "-" for c in name)
+
+
+def test_the_gpu_checks_run_on_the_cpu_and_judge_what_they_measure(capsys):
+    """benchmarks/gpu_checks.py is run on a GPU machine in one prepared script: its logic is tested here."""
+    from benchmarks import gpu_checks
+
+    assert gpu_checks.main(["--device", "cpu", "--iterations", "2", "--k", "2", "--width", "0.0625"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    graphs, packed = report["graphs"], report["packed"]
+    assert graphs["fallback"].startswith("--compile reduce-overhead captures CUDA graphs")
+    assert graphs["first_iteration_max_rel"] == 0.0 and graphs["passed"]  # the fallback is eager: the same losses
+    assert packed["k"] == 2 and 0 <= packed["first_iteration_max_rel"] <= gpu_checks.FIRST_ITERATION_RTOL
+    bad = gpu_checks._rel(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 1.0]))
+    assert bad.tolist() == [0.0, float("inf")]  # a NaN loss can never pass as close

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One prepared script for a lent GPU machine (../shared/device/README.md): every check issue 12 leaves to a GPU,
+# each under its own timeout, each reporting and going on. Fits one 10-minute device command by default.
+#   OUT=/tmp/gpu benchmarks/gpu_session.sh      # on the device machine $OUT is set; at most 8 files land there
+# Steps (seconds, override with the variables):
+#   CHECKS_S=150  python -m benchmarks.gpu_checks: CUDA graphs vs eager (50 iterations), K=5 packed vs solo
+#   BENCH_S=200   the CUDA benchmark cases for packing and CUDA graphs -> benchmarks/results/cuda-<gpu>.json
+#   STUDY_S=180   the standard step_ratio study on CUDA (packed seeds) for that long: trials done per minute
+# Test its logic on the CPU with DEVICE=cpu (the benchmark step then skips its CUDA cases).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-session}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT"
+if ! python -c "import optuna, torch_fidelity, mlxtend" 2>/dev/null; then  # the offline machine: the wheels in .whl/
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+log="$OUT/session.log"
+step() { echo "== $(date -u +%T) $*" | tee -a "$log"; }
+
+step "machine"
+{ nvidia-smi 2>&1 | head -15; python -c "import torch; print('torch', torch.__version__)"; } >> "$log"
+
+step "gpu_checks"
+timeout "${CHECKS_S:-150}" python -m benchmarks.gpu_checks --device "$DEVICE" > "$OUT/gpu_checks.json" 2>> "$log"
+echo "exit $?" | tee -a "$log"
+
+step "benchmarks: packed and CUDA-graph cases"
+if [ "$DEVICE" = cuda ]; then
+    FILTER="packed or cudagraphs or (dcgan-b64 and project)" timeout "${BENCH_S:-200}" benchmarks/gpu_run.sh -q \
+        >> "$log" 2>&1
+    echo "exit $?" | tee -a "$log"
+    cp benchmarks/results/cuda-*.json "$OUT/" 2>/dev/null
+fi
+
+step "standard step_ratio study, packed seeds, for ${STUDY_S:-180} s"
+runs=/tmp/gpu-session-runs
+rm -rf "$runs" && mkdir -p "$runs"
+budget=$([ "$DEVICE" = cuda ] && echo standard || echo smoke)
+timeout -s INT "${STUDY_S:-180}" python -m ablations.run --study step_ratio --budget "$budget" --device "$DEVICE" \
+    --storage "sqlite:///$runs/s.db" --runs "$runs" --no-report --no-progress > "$OUT/study.log" 2>&1
+echo "exit $? (130: stopped by the timeout, as planned)" | tee -a "$log"
+python - "$runs" >> "$OUT/study.log" 2>&1 <<'EOF'
+import json, pathlib, sys
+for summary in sorted(pathlib.Path(sys.argv[1]).glob("*/*/seed*/summary.json")):
+    s = json.loads(summary.read_text())
+    print(summary.parent, s["status"], s["g_steps"], "G steps in", round(s["wall_s"], 1), "s")
+EOF
+tar czf "$OUT/runs.tgz" --exclude='*.pt' -C "$runs" . 2>> "$log"
+step "done"
+ls -la "$OUT" >> "$log"
