@@ -10,7 +10,6 @@ resumes from the run folder's checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -283,38 +282,52 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
 
 def work_pass(study, ctx, n: int) -> None:
     """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
-    told separately: what study.optimize does for one trial, heartbeats included, for several at once."""
+    told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
+    at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does."""
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna's own, as study.optimize uses it
     from optuna.trial import TrialState
 
     from ablations.trial import run_pass
 
-    trials = [study.ask() for _ in range(n)]
-    by_arm: dict = {}
-    for trial in trials:
-        by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
-    outcomes = {}
+    trials, beats, told = [], {}, set()
+
+    def tell(trial, outcome) -> None:
+        beats.pop(trial.number).join()  # as optimize: the heartbeat stops before the trial is told
+        told.add(trial.number)
+        if isinstance(outcome, optuna.TrialPruned):
+            state = {"state": TrialState.PRUNED}
+        elif outcome is None or isinstance(outcome, BaseException):
+            state = {"state": TrialState.FAIL}
+        else:
+            state = {"values": outcome}
+        try:
+            _print_trial(study, study.tell(trial, **state))
+        except ValueError as e:  # SQLite's double pop, as in work(): the other worker told it
+            if "Cannot tell a" not in str(e):
+                raise
+
     try:
-        with contextlib.ExitStack() as beating:
-            for trial in trials:  # a killed pass leaves every one of its trials stale, to be failed and retried
-                beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
-            for group in by_arm.values():
-                outcomes.update(zip((t.number for t in group), run_pass(ctx, group), strict=True))
-    finally:  # interrupted: the trials not yet told fail (their reason recorded by run_pass), as optimize does
+        for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
+            trial = study.ask()
+            trials.append(trial)
+            beats[trial.number] = get_heartbeat_thread(trial._trial_id, study._storage)
+            beats[trial.number].start()
+        by_arm: dict = {}
         for trial in trials:
-            outcome = outcomes.get(trial.number)
-            if isinstance(outcome, optuna.TrialPruned):
-                told = {"state": TrialState.PRUNED}
-            elif outcome is None or isinstance(outcome, BaseException):
-                told = {"state": TrialState.FAIL}
-            else:
-                told = {"values": outcome}
-            try:
-                _print_trial(study, study.tell(trial, **told))
-            except ValueError as e:  # SQLite's double pop, as in work(): the other worker told it
-                if "Cannot tell a" not in str(e):
-                    raise
+            by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
+        for group in by_arm.values():
+            run_pass(ctx, group, tell)
+    finally:
+        errors = []
+        for trial in trials:
+            if trial.number not in told:
+                try:
+                    tell(trial, None)
+                except Exception as e:  # the others must still be told; the first error is raised below
+                    errors.append(e)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
 
 
 def _print_trial(study, trial) -> None:
@@ -399,11 +412,32 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-def _stop_once(signum: int, _frame) -> None:
+# Code that a Stopped must not interrupt: the storage's database layers. Raised there, the exception can leave
+# SQLAlchemy's connection pool half-updated (seen: the heartbeat thread then failed with "Should not reach"), or
+# land in one of its weakref callbacks, run by the garbage collector, where Python swallows it with a traceback
+# on stderr and the stop is lost (seen: sqlalchemy/event/registry.py _collection_gced).
+STORAGE_CODE = ("/sqlalchemy/", "/optuna/storages/", "/alembic/")
+STOP_RETRY_S = 0.02
+
+
+def _stop_once(signum: int, frame) -> None:
     """Raise Stopped at the first stop signal and ignore the next ones: Ctrl-C reaches a worker twice (from the
     terminal and forwarded by the parent), and the second must not cut short marking its trial interrupted."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    _stop_outside_storage(signum, frame)
+
+
+def _stop_outside_storage(signum: int, frame) -> None:
+    """Raise Stopped, unless the main thread is inside the storage's code (STORAGE_CODE): then look again a moment
+    later (SIGALRM), until it is out."""
+    f = frame
+    while f is not None:
+        if any(part in f.f_code.co_filename for part in STORAGE_CODE):
+            signal.signal(signal.SIGALRM, lambda _s, later: _stop_outside_storage(signum, later))
+            signal.setitimer(signal.ITIMER_REAL, STOP_RETRY_S)
+            return
+        f = f.f_back
     raise Stopped(signum)
 
 

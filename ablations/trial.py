@@ -6,11 +6,13 @@ resumes from the checkpoint it left instead of starting over.
 
 from __future__ import annotations
 
+import gc
 import platform
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -175,59 +177,75 @@ def finish(ctx: Context, planned: Planned, result) -> float:
         "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
         "device": str(device),
         "device_name": devices.name(device),
+        "seeds_in_pass": result.seeds_in_pass,  # trained together: wall_s and images/s are the whole pass's
     })
     return metrics[ctx.objective]
 
 
-def run_pass(ctx: Context, trials: list[optuna.Trial]) -> list[float | BaseException]:
+def run_pass(ctx: Context, trials: list[optuna.Trial], told: Callable[[optuna.Trial, object], None]) -> None:
     """Trials of one arm, each its own seed, trained in one pass (gan_core.training.loop.train_seeds) where the
-    arm's optimizers allow it, else one by one. One outcome per trial, in order: its objective value, or the
-    exception that ended it (optuna.TrialPruned for a trial with nothing to do), its reason in its user attrs."""
-    outcomes: dict[int, float | BaseException] = {}
-    planned = []
-    for trial in trials:
-        try:
-            planned.append(plan(ctx, trial))
-        except optuna.TrialPruned as e:
-            outcomes[trial.number] = e
-    if planned:
-        try:
-            packing.check_packable(planned[0].cfg)
-            packable = True
-        except ConfigError:
-            packable = False
-        groups = [planned] if packable else [[p] for p in planned]
-        for group in groups:
-            outcomes.update(_train_group(ctx, group))
-    return [outcomes[t.number] for t in trials]
+    arm's optimizers allow it, else one by one. Each trial's outcome goes to ``told`` as soon as it is known: its
+    objective value, or the exception that ended it (optuna.TrialPruned for a trial with nothing to do), its reason
+    in its user attrs. An interrupt marks only the trials without an outcome yet."""
+    pending = list(trials)
 
+    def done(trial: optuna.Trial, outcome) -> None:
+        pending.remove(trial)
+        told(trial, outcome)
 
-def _train_group(ctx: Context, group: list[Planned]) -> dict[int, float | BaseException]:
-    on_eval = {p.cfg.seed: on_eval_for(ctx, p) for p in group}
-    cfg = group[0].cfg
-    with _interrupts_recorded([p.trial for p in group]):
-        try:
-            results = _train_when_free(lambda: train_seeds(
-                cfg, [p.cfg.seed for p in group], [p.run_dir for p in group],
-                on_eval=lambda point: on_eval[point.cfg.seed](point), resume=True, split=ctx.split))
-        except Exception as e:
-            if len(group) > 1 and isinstance(e, (torch.OutOfMemoryError, UserError)):
-                # a pack the device cannot hold (or its memory estimate refused): its members one by one, each
-                # from the checkpoint the pass left (a member's checkpoint is a solo run's)
-                return {number: outcome for p in group for number, outcome in _train_group(ctx, [p]).items()}
-            for p in group:  # the whole pass failed: each of its trials, with the same reason
-                _record(p.trial, e)
-            return {p.trial.number: e for p in group}
-        outcomes = {}
-        for p, result in zip(group, results, strict=True):
+    with _interrupts_recorded(pending):
+        planned = []
+        for trial in trials:
             try:
-                with _failures_recorded(p.trial):
-                    if isinstance(result, Diverged):
-                        raise result
-                    outcomes[p.trial.number] = finish(ctx, p, result)
-            except Exception as e:
-                outcomes[p.trial.number] = e
-        return outcomes
+                planned.append(plan(ctx, trial))
+            except Exception as e:  # TrialPruned: nothing to do; anything else: the storage failed this trial
+                _record(trial, e)
+                done(trial, e)
+        try:
+            if planned:
+                packing.check_packable(planned[0].cfg)
+            groups = [planned]
+        except ConfigError:
+            groups = [[p] for p in planned]
+        for group in filter(None, groups):
+            _train_group(ctx, group, done)
+
+
+def _train_group(ctx: Context, group: list[Planned], done: Callable[[optuna.Trial, object], None]) -> None:
+    on_eval = {p.cfg.seed: on_eval_for(ctx, p) for p in group}
+    failed = None
+    try:
+        results = _train_when_free(lambda: train_seeds(
+            group[0].cfg, [p.cfg.seed for p in group], [p.run_dir for p in group],
+            on_eval=lambda point: on_eval[point.cfg.seed](point), resume=True, split=ctx.split))
+    except Exception as e:
+        failed = e
+    if failed is not None and len(group) > 1 and isinstance(failed, (torch.OutOfMemoryError, UserError)):
+        # A pack the device cannot hold (or its memory estimate refused): its members one by one, each from the
+        # checkpoint the pass left (a member's checkpoint is a solo run's). The error's traceback still holds the
+        # pass's networks and optimizer state: let go of them first.
+        del failed
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for p in group:
+            _train_group(ctx, [p], done)
+        return
+    if failed is not None:  # the whole pass failed: each of its trials, with the same reason
+        for p in group:
+            _record(p.trial, failed)
+            done(p.trial, failed)
+        return
+    for p, result in zip(group, results, strict=True):
+        try:
+            with _failures_recorded(p.trial):
+                if isinstance(result, Diverged):
+                    raise result
+                value = finish(ctx, p, result)
+        except Exception as e:
+            done(p.trial, e)
+            continue
+        done(p.trial, value)
 
 
 @contextmanager

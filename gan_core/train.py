@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from gan_core.training.config import (
     COMPILE_MODES,
     HEADS,
     LOSSES,
+    MAX_SEED,
     PRESETS,
     SOURCES,
     OptimizerConfig,
@@ -117,8 +119,10 @@ def config_from_args(args: argparse.Namespace):
 
 def parse_seeds(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts) or len(set(map(int, parts))) != len(parts):
-        raise ConfigError(f"--seeds must be distinct integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    if not all(re.fullmatch(r"[0-9]+", p) for p in parts) or len(set(map(int, parts))) != len(parts) \
+            or max(map(int, parts)) > MAX_SEED:
+        raise ConfigError(f"--seeds must be distinct integers from 0 to {MAX_SEED:,} separated by commas, e.g. 0,1,2; "
+                          f"got {text!r}")
     return [int(p) for p in parts]
 
 

@@ -66,8 +66,12 @@ ROWS = [
     ("T", ["--out", "{RUN}"], "already holds a run; resume it (--resume)"),
     ("T", ["--out", "{FILE}"], "is a file, not a folder"),
     ("T", ["--out", "{FILE}/sub"], "is a file, not a folder"),
-    ("T", ["--seeds", "0,0"], "--seeds must be distinct integers >= 0 separated by commas, e.g. 0,1,2; got '0,0'"),
-    ("T", ["--seeds", "0,a"], "--seeds must be distinct integers >= 0"),
+    ("T", ["--seeds", "0,0"], "--seeds must be distinct integers from 0 to 2,147,483,647 separated by commas, e.g. "
+                              "0,1,2; got '0,0'"),
+    ("T", ["--seeds", "0,a"], "--seeds must be distinct integers from 0"),
+    ("T", ["--seeds", "0,\u00b2"], "--seeds must be distinct integers from 0"),  # isdigit() says yes, int() no
+    ("T", ["--seeds", "0,18446744073709551616"], "--seeds must be distinct integers from 0 to 2,147,483,647"),
+    ("T", ["--seed", "18446744073709551616"], "seed must be an integer from 0 to 2,147,483,647, got 18,446,744,"),
     ("T", ["--seeds", "0,1", "--seed", "3"], "give --seed or --seeds, not both"),
     ("T", ["--seeds", "0,1", "--optim", "Adafactor"], "Adafactor for the generator cannot train packed seeds"),
     ("T", ["--seeds", "0,1", "--resume", "--out", "{DIR}/missing"], "nothing to resume: "),

@@ -231,9 +231,22 @@ def test_a_member_that_diverges_is_dropped_and_the_others_finish(split, tmp_path
                 w[w.shape[0] // 3:2 * w.shape[0] // 3] = float("inf")
 
     made = trained_steps(monkeypatch)
+    handed = []
+    real_load = loop.GanSteps.load_state_dicts
+
+    def load(self, states):  # the pass without member 1 must go on from members 0 and 2's own states
+        real_load(self, states)
+        for new, old in ((0, 0), (1, 2)):
+            a, b = self.state_dict(new), made[0].state_dict(old)
+            handed.append(all(torch.equal(a[n][k], b[n][k]) for n in ("g", "d") for k in a[n])
+                          and torch.equal(a["rng"], b["rng"]) and torch.equal(a["g_noise"], b["g_noise"])
+                          and torch.equal(a["opt_g"]["state"][0]["exp_avg"], b["opt_g"]["state"][0]["exp_avg"]))
+
+    monkeypatch.setattr(loop.GanSteps, "load_state_dicts", load)
     cfg = tiny_config(steps=10, log_every=2)
     dirs = [tmp_path / f"seed{s}" for s in SEEDS]
     outcomes = loop.train_seeds(cfg, SEEDS, dirs, split=split, on_log=poison)
+    assert handed == [True, True]
     assert isinstance(outcomes[1], Diverged) and "G step 4, D step 5" in str(outcomes[1])
     assert json.loads((dirs[1] / "summary.json").read_text())["status"] == "diverged"
     for m in (0, 2):

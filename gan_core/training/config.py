@@ -29,6 +29,9 @@ def _choice(name: str, value: Any, valid) -> None:
         raise ConfigError(f"{name} {value!r} is not valid; choose one of: {', '.join(map(str, valid))}")
 
 
+MAX_SEED = 2**31 - 1  # a run seeds torch with seed, seed + 1 and seed + 2, each of which must fit an int64
+
+
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -175,6 +178,8 @@ class RunConfig:
     def __post_init__(self):
         _positive_int("steps", self.steps)
         _positive_int("seed", self.seed, minimum=0)
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED:,}, got {self.seed:,}")
         _positive_int("log_every", self.log_every)
         for name in ("sample_every", "checkpoint_every", "eval_every"):
             _positive_int(name, getattr(self, name), minimum=0)

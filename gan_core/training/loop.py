@@ -57,6 +57,7 @@ class TrainResult:
     last: dict = field(default_factory=dict)  # the last stats.jsonl record
     evals: list[dict] = field(default_factory=list)
     generator: nn.Module | None = None
+    seeds_in_pass: list[int] = field(default_factory=list)  # the seeds trained together with this one, itself too
 
 
 def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -137,12 +138,13 @@ def bytes_per_image(m: ModelConfig) -> float:
     return 2 * 4 * sum(elements)
 
 
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs on CUDA
 
 
 def graph_fallback(cfg: RunConfig, device: torch.device) -> str | None:
-    """The one line a run prints when it was asked for CUDA graphs it cannot have (it then runs eager)."""
-    if cfg.device.compile in CUDA_GRAPH_MODES and device.type != "cuda":
+    """The one line a run prints when it was asked for CUDA graphs it cannot have (it then runs eager).
+    max-autotune is no such ask: elsewhere it is inductor's autotuning, without graphs."""
+    if cfg.device.compile == "reduce-overhead" and device.type != "cuda":
         return (f"--compile {cfg.device.compile} captures CUDA graphs, which need a CUDA device: "
                 f"running eager on {device}")
     return None
@@ -253,7 +255,7 @@ class GanSteps:
         return g.train()
 
     def finite_members(self) -> torch.Tensor:
-        """[K] bool on the host: whether each member's weights are all finite."""
+        """[K] bool on the host: whether each member's weights (parameters) are all finite."""
         return packing.finite_members(self.g_net, self.d_net).cpu()
 
     def state_dict(self, m: int = 0) -> dict:
@@ -396,10 +398,13 @@ def train_seeds(
     so and its outcome is the Diverged error; the others go on. Members resumed from checkpoints at different
     steps train in one pass per step. Callbacks see one member at a time (EvalPoint.cfg.seed says which).
 
-    Raises UserError for bad input, before anything is written.
+    Raises UserError for bad input, before anything is written (members resumed at different steps: before
+    their pass writes).
     """
-    if len(set(seeds)) != len(seeds) or len(out_dirs) != len(seeds):
-        raise ConfigError(f"seeds must be distinct, one run folder each; got seeds {list(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
+    if len(out_dirs) != len(seeds):
+        raise ConfigError(f"one run folder per seed: {len(seeds)} seeds, {len(out_dirs)} folders")
     device = devices.resolve(cfg.device.device)
     split = split or data.load(cfg.data)
     members = []
@@ -415,8 +420,8 @@ def train_seeds(
                            device, "--batch-size x the number of seeds")
     images = data.training_images(split, cfg.data)
     passes: dict[tuple | None, list[Member]] = {}
-    for member in members:  # members resumed at the same step share a pass
-        key = (member.ckpt["g_step"], member.ckpt["d_step"]) if member.ckpt is not None else None
+    for member in members:  # members resumed at the same point share a pass (its counters are shared)
+        key = (member.ckpt["g_step"], member.ckpt["d_step"], member.ckpt["wall_s"]) if member.ckpt else None
         passes.setdefault(key, []).append(member)
     for group in passes.values():
         _train_pass(group, images, device, on_log, on_eval)
@@ -532,14 +537,15 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
         t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
 
     # ---- the end: samples, the final checkpoint, the summary
+    packed = {"seeds_in_pass": steps.seeds} if steps.k > 1 else {}
     for i, member in enumerate(members):
-        summary = progress.summary("finished", **({"seeds_in_pass": steps.seeds} if steps.k > 1 else {}))
-        save_samples(member.folder, steps.generator(i), member.fixed_noise, cfg.model.head)
-        member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
-        member.folder.write_json(SUMMARY, summary)
         r = member.result
+        r.generator = steps.generator(i)
+        save_samples(member.folder, r.generator, member.fixed_noise, cfg.model.head)
+        member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
+        member.folder.write_json(SUMMARY, progress.summary("finished", **packed))
         r.g_steps, r.d_steps, r.real_images = progress.g_step, progress.d_step, progress.real_images
-        r.wall_s, r.flops, r.generator = progress.wall_s, progress.flops, steps.generator(i)
+        r.wall_s, r.flops, r.seeds_in_pass = progress.wall_s, progress.flops, steps.seeds
         member.outcome = r
 
 

@@ -4,8 +4,8 @@ Every convolution becomes a grouped one (groups=K) whose group m holds member m'
 runs over K x C channels (so each member keeps its own statistics) and the activations are elementwise:
 member m's slice of the packed network computes exactly what member m computes alone, and no weight of one
 member ever touches another's activations. With the loss taken as the sum of the members' own mean losses,
-each member's gradient is its solo gradient, and an elementwise optimizer (Adam, Adadelta, RMSprop, SGD)
-gives each member its solo update.
+each member's gradient is its solo gradient, and an elementwise optimizer (ELEMENTWISE_OPTIMIZERS: Adam,
+Adadelta, RMSprop, SGD, ...) gives each member its solo update.
 
 Layout: a packed generator maps noise [N, K, latent] to images [N, K, C, H, W]; a packed discriminator maps
 images [N, K, C, H, W] to logits [N, K]. Every packed parameter (and every optimizer state tensor shaped like
@@ -103,8 +103,6 @@ def pack(members: list[Generator] | list[Discriminator]) -> PackedGenerator | Pa
     return PackedGenerator(members) if isinstance(members[0], Generator) else PackedDiscriminator(members)
 
 
-
-
 def check_packable(cfg: RunConfig) -> None:
     """Refuse, in one line, a configuration whose optimizer would couple the members of a pack."""
     for which, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
@@ -151,8 +149,7 @@ def packed_optimizer_state(states: list[dict]) -> dict:
 
 
 def finite_members(*packed: PackedGenerator | PackedDiscriminator) -> torch.Tensor:
-    """[K] bool: whether every weight and buffer of member m is finite (one reduction per tensor, on the device)."""
+    """[K] bool: whether every parameter of member m is finite (one reduction per tensor, on the device)."""
     k = packed[0].k
-    checks = [torch.isfinite(v.detach().reshape(k, -1).float()).all(dim=1)
-              for net in packed for v in net.state_dict().values() if v.dim() > 0 and v.is_floating_point()]
+    checks = [torch.isfinite(p.detach().reshape(k, -1).float()).all(dim=1) for net in packed for p in net.parameters()]
     return torch.stack(checks).all(dim=0)
