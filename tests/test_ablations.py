@@ -120,6 +120,13 @@ def states(db):
         return []
 
 
+def rerun(args: list[str], capsys) -> str:
+    """The killed or stopped command once more, in this process (a subprocess costs seconds of start-up): stdout."""
+    capsys.readouterr()
+    assert run.main(args[3:]) == 0  # args: python -m ablations.run ...
+    return capsys.readouterr().out
+
+
 def kill_when(p: subprocess.Popen, ready, db: Path, what: str) -> None:
     """kill -9 the study process as soon as ``ready(states(db))``; fail the test if that never comes."""
     deadline = time.time() + 240
@@ -133,7 +140,7 @@ def kill_when(p: subprocess.Popen, ready, db: Path, what: str) -> None:
     pytest.fail(f"the study never had {what}")
 
 
-def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_path):
+def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_path, capsys):
     db = tmp_path / "s.db"
     p = subprocess.Popen(cli(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     kill_when(p, lambda s: s.count("COMPLETE") >= 2 and "RUNNING" in s, db,
@@ -141,8 +148,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_
     done_before = {t.number: t.datetime_complete for t in load(tmp_path, "step_ratio-dcgan-cpu-smoke").trials
                    if t.state == TrialState.COMPLETE}
     assert load(tmp_path, "step_ratio-dcgan-cpu-smoke").get_trials(states=(TrialState.RUNNING,))  # left behind
-    again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    out = rerun(cli(tmp_path), capsys)
     study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     keys = grid_keys(study)
     assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
@@ -151,7 +157,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_nothing_finished_is_rerun(tmp_
             assert t.datetime_complete == done_before[t.number]
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1  # the killed one, failed by its stale heartbeat and retried
-    table = again.stdout[again.stdout.index("arm "):]
+    table = out[out.index("arm "):]
     assert "worker lost" not in table and "error" not in table  # its retry finished: no failure to count
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
@@ -171,7 +177,7 @@ def test_two_workers_complete_a_grid_without_duplicates(tmp_path, storage):
     assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["width"].arms)
 
 
-def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path):
+def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path, capsys):
     db = tmp_path / "s.db"
     p = subprocess.Popen(cli(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -185,8 +191,7 @@ def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path):
     interrupted = study.get_trials(states=(TrialState.FAIL,))
     assert [t.user_attrs["fail_kind"] for t in interrupted] == ["interrupted"]
     assert not study.get_trials(states=(TrialState.RUNNING,))  # the storage is consistent
-    again = subprocess.run(cli(tmp_path), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    rerun(cli(tmp_path), capsys)
     assert sorted(grid_keys(load(tmp_path, "step_ratio-dcgan-cpu-smoke"))) == \
         sorted((a.label, 0) for a in REGISTRY["step_ratio"].arms)
 
@@ -396,25 +401,37 @@ def test_a_trial_whose_run_folder_another_worker_is_training_waits_for_it_instea
 # ---- an arm's seeds in one pass (--pack-seeds; the default on CUDA)
 
 
-def test_packed_seeds_give_every_trial_its_own_result_as_unpacked_ones_do(tmp_path, capsys):
-    for flag in ("--no-pack-seeds", "--pack-seeds"):
-        (tmp_path / flag).mkdir()
-        assert run.main(["--study", "width", "--seeds", "2", flag, *in_process(tmp_path / flag)]) == 0
+def test_packed_seeds_are_trials_of_their_own_and_a_pack_too_big_trains_one_by_one(tmp_path, monkeypatch, capsys):
+    """Packing's arithmetic is tested in tests/test_packing.py; here, the study around it. The 1/8 arm's pack
+    "runs out of memory": its seeds train one by one, from where the pass left them."""
+    import torch
+
+    from ablations import trial as trial_module
+
+    real, passes = trial_module.train_seeds, []
+
+    def train_seeds(cfg, seeds, *args, **kwargs):
+        passes.append((cfg.model.width, len(seeds)))
+        if cfg.model.width == 1 / 8 and len(seeds) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(cfg, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
+    assert run.main(["--study", "width", "--seeds", "2", "--pack-seeds", *in_process(tmp_path)]) == 0
     capsys.readouterr()
-    values = {}
-    for flag in ("--no-pack-seeds", "--pack-seeds"):
-        study = optuna.load_study(study_name="width-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path / flag}/s.db")
-        complete = study.get_trials(states=(TrialState.COMPLETE,))
-        assert len(complete) == 8  # 4 arms x 2 seeds, each its own trial, told separately
-        values[flag] = {(t.user_attrs["arm"], t.params["seed"]): t.value for t in complete}
-        passes = {tuple(RunFolder(t.user_attrs["run_dir"]).read_json("summary.json").get("seeds_in_pass", ()))
-                  for t in complete}
-        assert passes == ({(0, 1)} if flag == "--pack-seeds" else {()})
-        assert {tuple(t.user_attrs["budget"]["seeds_in_pass"]) for t in complete} == \
-            ({(0, 1)} if flag == "--pack-seeds" else {(0,), (1,)})
-    for key, value in values["--no-pack-seeds"].items():  # the same training, up to float reassociation (0.1%:
-        # grouped convolutions sum in another order; seeds differ by 10%)
-        assert values["--pack-seeds"][key] == pytest.approx(value, rel=1e-2), key
+    study = load(tmp_path, "width-dcgan-cpu-smoke")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 8  # 4 arms x 2 seeds, each its own trial, told separately
+    assert len(passes) == 3 + 3 and passes.count((1 / 8, 1)) == 2  # 3 packs of 2; the too-big one, then 2 alone
+    for t in complete:
+        together = [0, 1] if t.user_attrs["arm"] != "1/8" else [t.params["seed"]]
+        assert t.user_attrs["budget"]["seeds_in_pass"] == together, t.user_attrs["arm"]
+        summary = RunFolder(t.user_attrs["run_dir"]).read_json("summary.json")
+        assert summary.get("seeds_in_pass", [t.params["seed"]]) == together
+    by_seed = {}
+    for t in complete:  # each seed its own result: the two seeds of an arm differ
+        by_seed.setdefault(t.user_attrs["arm"], set()).add(t.value)
+    assert all(len(values) == 2 for values in by_seed.values())
 
 
 def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
@@ -433,7 +450,7 @@ def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, mon
     assert settings(study="joint").pack == 1  # a searched study: every trial its own config
 
 
-def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path):
+def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path, capsys):
     db = tmp_path / "s.db"
     args = cli(tmp_path, "--pack-seeds", "--study-name", "packed", seeds="2")
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -445,8 +462,7 @@ def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path):
     arm_dir = next(checkpoints.iterdir())
     stats_before = {d.name: (d / "stats.jsonl").read_text().splitlines() for d in arm_dir.iterdir()}
     checkpointed = {d.name: torch.load(d / "checkpoint.pt", weights_only=False)["g_step"] for d in arm_dir.iterdir()}
-    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    rerun(args, capsys)
     study = optuna.load_study(study_name="packed", storage=f"sqlite:///{db}")
     assert sorted(grid_keys(study)) == sorted((a.label, s) for a in REGISTRY["step_ratio"].arms for s in (0, 1))
     assert len(study.get_trials(states=(TrialState.FAIL,))) == 2  # the killed pass's two trials, retried
@@ -456,26 +472,6 @@ def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path):
         kept = [line for line in stats_before[seed_dir.name] if json.loads(line)["g_step"] <= step]
         assert kept and after[:len(kept)] == kept, seed_dir
 
-
-
-def test_a_pack_the_device_cannot_hold_trains_its_seeds_one_by_one(tmp_path, monkeypatch, capsys):
-    import torch
-
-    from ablations import trial as trial_module
-
-    real = trial_module.train_seeds
-    sizes = []
-
-    def train_seeds(cfg, seeds, *args, **kwargs):
-        sizes.append(len(seeds))
-        if len(seeds) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return real(cfg, seeds, *args, **kwargs)
-
-    monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
-    assert run.main(["--study", "width", "--seeds", "2", "--pack-seeds", *in_process(tmp_path)]) == 0
-    study = load(tmp_path, "width-dcgan-cpu-smoke")
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8 and sizes == [2, 1, 1] * 4
 
 
 def test_a_stop_signal_waits_until_the_worker_is_out_of_the_storages_code():
