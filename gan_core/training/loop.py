@@ -206,8 +206,12 @@ class GanSteps:
     def noise(self, reused: torch.Tensor) -> torch.Tensor:
         if self.cfg.schedule.reuse_noise:  # the blog's quirk: the same 100 vectors every step
             return reused
-        return torch.stack([torch.randn(reused.shape[0], reused.shape[2], device=self.device, generator=r)
-                            for r in self.rngs], 1)
+        return self._members([torch.randn(reused.shape[0], reused.shape[2], device=self.device, generator=r)
+                              for r in self.rngs])
+
+    def _members(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The members' tensors side by side on dim 1; one member's as a view (a solo run copies nothing)."""
+        return tensors[0].unsqueeze(1) if self.k == 1 else torch.stack(tensors, 1)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.loss_fn(logits[:, i], target) for i in range(self.k)])  # [K], each a solo loss
@@ -215,7 +219,7 @@ class GanSteps:
     def d_step(self) -> torch.Tensor:
         self._begin_step()
         picks = [torch.randint(len(self.real), (self.batch,), device=self.device, generator=r) for r in self.rngs]
-        x = torch.stack([self.real[i] for i in picks], 1)  # drawn before the noise, member by member
+        x = self._members([self.real[i] for i in picks])  # drawn before the noise, member by member
         z = self.noise(self.d_noise)
         with self.autocast:
             with torch.no_grad():
