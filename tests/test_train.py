@@ -123,8 +123,8 @@ def test_nan_loss_stops_with_the_step_where_it_appeared(split, tiny, tmp_path, m
     real_loss = loop.gan_loss
     calls = {"g": 0, "last_was_fake": False}
 
-    def poisoned(name):
-        fn = real_loss(name)
+    def poisoned(name, *args):
+        fn = real_loss(name, *args)
 
         def loss(logits, target):
             value = fn(logits, target)

@@ -72,7 +72,7 @@ def _build(m: ModelConfig):
     return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
 
 
-def blog_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def blog_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The blog's BCELoss(Sigmoid(x)), computed by the built-in (log clamped at -100, its gradient eps).
 
     The built-in raises on a NaN input on the CPU and trips a device-side assert on CUDA (which ends
@@ -81,14 +81,16 @@ def blog_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     p = torch.sigmoid(logits)
     safe = torch.nan_to_num(p, nan=0.5)
+    if reduction == "none":
+        return F.binary_cross_entropy(safe, target, reduction="none") + (p - safe) * 0
     return F.binary_cross_entropy(safe, target) + (p - safe).sum() * 0
 
 
-def gan_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Losses are computed in fp32, outside autocast."""
+def gan_loss(name: str, reduction: str = "mean") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Losses are computed in fp32, outside autocast. ``reduction="none"``: one loss per logit."""
     if name == "bce":
-        return lambda logits, target: blog_bce(logits.float(), target)
-    return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target)
+        return lambda logits, target: blog_bce(logits.float(), target, reduction)
+    return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target, reduction=reduction)
 
 
 def channel_lists(cfg: RunConfig) -> dict[str, list[int]]:
@@ -189,6 +191,7 @@ class GanSteps:
         self.ones = torch.ones(sch.batch_size, device=device)
         self.zeros = torch.zeros(sch.batch_size, device=device)
         self.loss_fn = gan_loss(sch.loss)
+        self.losses_fn = gan_loss(sch.loss, "none")
         mode = cfg.device.compile
         if graph_fallback(cfg, device):
             mode = "off"
@@ -214,7 +217,10 @@ class GanSteps:
         return tensors[0].unsqueeze(1) if self.k == 1 else torch.stack(tensors, 1)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.loss_fn(logits[:, i], target) for i in range(self.k)])  # [K], each a solo loss
+        """[K]: each member's mean loss over its batch, as its solo run computes it (K > 1: in one kernel, not K)."""
+        if self.k == 1:
+            return self.loss_fn(logits[:, 0], target).unsqueeze(0)
+        return self.losses_fn(logits, target[:, None].expand_as(logits)).mean(dim=0)
 
     def d_step(self) -> torch.Tensor:
         self._begin_step()
