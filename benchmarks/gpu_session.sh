@@ -2,10 +2,11 @@
 # One prepared script for a lent GPU machine (../shared/device/README.md): every check issue 12 leaves to a GPU,
 # each under its own timeout, each reporting and going on. Fits one 10-minute device command by default.
 #   OUT=/tmp/gpu benchmarks/gpu_session.sh      # on the device machine $OUT is set; at most 8 files land there
-# Steps (seconds, override with the variables):
-#   CHECKS_S=150  python -m benchmarks.gpu_checks: CUDA graphs vs eager (50 iterations), K=5 packed vs solo
-#   BENCH_S=200   the CUDA benchmark cases for packing and CUDA graphs -> benchmarks/results/cuda-<gpu>.json
-#   STUDY_S=180   the standard step_ratio study on CUDA (packed seeds) for that long: trials done per minute
+# Steps (seconds, override with the variables); about 520 s in all:
+#   CHECKS_S=120  python -m benchmarks.gpu_checks: CUDA graphs vs eager (50 iterations), K=5 packed vs solo
+#   PACKED_S=100  the packed benchmark cases (K = 1, 3, 5, 15)        -> $OUT/cuda-<gpu>-packed.json
+#   GRAPHS_S=130  CUDA-graph cases and the baselines they compare to  -> $OUT/cuda-<gpu>-graphs.json
+#   STUDY_S=150   the standard step_ratio study on CUDA (packed seeds) for that long: trials done per minute
 # Test its logic on the CPU with DEVICE=cpu (the benchmark step then skips its CUDA cases).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,22 +24,26 @@ step "machine"
 { nvidia-smi 2>&1 | head -15; python -c "import torch; print('torch', torch.__version__)"; } >> "$log"
 
 step "gpu_checks"
-timeout "${CHECKS_S:-150}" python -m benchmarks.gpu_checks --device "$DEVICE" > "$OUT/gpu_checks.json" 2>> "$log"
+timeout "${CHECKS_S:-120}" python -m benchmarks.gpu_checks --device "$DEVICE" > "$OUT/gpu_checks.json" 2>> "$log"
 echo "exit $?" | tee -a "$log"
 
-step "benchmarks: packed and CUDA-graph cases"
+step "benchmarks: packed cases, then CUDA-graph cases (two JSON files: a timeout loses only its own)"
 if [ "$DEVICE" = cuda ]; then
-    FILTER="packed or cudagraphs or (dcgan-b64 and project)" timeout "${BENCH_S:-200}" benchmarks/gpu_run.sh -q \
-        >> "$log" 2>&1
+    slug=$(python -m benchmarks.harness slug cuda)
+    timeout "${PACKED_S:-100}" python -m pytest benchmarks/ --benchmark-only -q -k "cuda and packed" \
+        --benchmark-json "$OUT/$slug-packed.json" >> "$log" 2>&1
     echo "exit $?" | tee -a "$log"
-    cp benchmarks/results/cuda-*.json "$OUT/" 2>/dev/null
+    timeout "${GRAPHS_S:-130}" python -m pytest benchmarks/ --benchmark-only -q -k "cuda and not packed and \
+(cudagraphs or dcgan-b64-example or dcgan-b64-project-fp32 or blog-3ch-b100-example or blog-3ch-b100-project-fp32)" \
+        --benchmark-json "$OUT/$slug-graphs.json" >> "$log" 2>&1
+    echo "exit $?" | tee -a "$log"
 fi
 
-step "standard step_ratio study, packed seeds, for ${STUDY_S:-180} s"
+step "standard step_ratio study, packed seeds, for ${STUDY_S:-150} s"
 runs=/tmp/gpu-session-runs
 rm -rf "$runs" && mkdir -p "$runs"
 budget=$([ "$DEVICE" = cuda ] && echo standard || echo smoke)
-timeout -s INT "${STUDY_S:-180}" python -m ablations.run --study step_ratio --budget "$budget" --device "$DEVICE" \
+timeout -s INT "${STUDY_S:-150}" python -m ablations.run --study step_ratio --budget "$budget" --device "$DEVICE" \
     --storage "sqlite:///$runs/s.db" --runs "$runs" --no-report --no-progress > "$OUT/study.log" 2>&1
 echo "exit $? (130: stopped by the timeout, as planned)" | tee -a "$log"
 python - "$runs" >> "$OUT/study.log" 2>&1 <<'EOF'
