@@ -30,7 +30,7 @@ from gan_core.judging.metrics import MetricNames
 from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
-from gan_core.training.loop import channel_lists, seed_folder, train, train_seeds
+from gan_core.training.loop import channel_lists, seed_folder, train_seeds
 from gan_core.training.run_folder import EVALS, METRICS, FolderInUse, RunFolder
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
@@ -98,13 +98,12 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    """One trial trained alone: what study.optimize runs."""
-    with _interrupts_recorded([trial]):
-        planned = plan(ctx, trial)
-    with _interrupts_recorded([trial]), _failures_recorded(trial):
-        result = _train_when_free(lambda: train(planned.cfg, planned.run_dir, on_eval=on_eval_for(ctx, planned),
-                                                resume=True, split=ctx.split))
-        return finish(ctx, planned, result)
+    """One trial trained alone, what study.optimize runs: a pass of one seed (run_pass)."""
+    outcome = []
+    run_pass(ctx, [trial], lambda _trial, result: outcome.append(result))
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 @dataclass

@@ -247,14 +247,14 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_
     from ablations import trial as trial_module
     from gan_core.errors import Diverged
 
-    real_train = trial_module.train
+    real_train = trial_module.train_seeds
 
-    def train(cfg, *args, **kwargs):
+    def train_seeds(cfg, *args, **kwargs):
         if cfg.schedule.d_steps == 5:  # the 5:1 arm "diverges"
             raise Diverged(3, 3, "generator loss")
         return real_train(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
     assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
     study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     failed = study.get_trials(states=(TrialState.FAIL,))
@@ -271,10 +271,10 @@ def test_a_diverged_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_
 def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch):
     from ablations import trial as trial_module
 
-    def train(*args, **kwargs):
+    def train_seeds(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(trial_module, "train", train)
+    monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
     assert run.main(["--study", "width", *in_process(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "every trial of this study failed" in out and out.count("1 error") == 4  # one row per arm

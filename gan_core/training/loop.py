@@ -152,6 +152,15 @@ def graph_fallback(cfg: RunConfig, device: torch.device) -> str | None:
     return None
 
 
+def solo_generator(m: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A generator holding ``state``'s tensors (a checkpoint's "g", a member's part of a pack), in training mode:
+    built on the meta device, so no initialisation is computed only to be overwritten."""
+    with torch.device("meta"):
+        g, _ = _build(m)
+    g.load_state_dict(state, assign=True)
+    return g.train()
+
+
 class GanSteps:
     """K seeds of one configuration trained as one network (K = 1: one run), its optimizers, data and noise sources,
     and its D and G steps (see packing.py for how K members become one network).
@@ -175,14 +184,14 @@ class GanSteps:
         for seed in self.seeds:  # model initialisation, one member after the other, each as its solo run
             torch.manual_seed(seed)
             members.append(build_models(cfg))
-        self.fmt = torch.channels_last if cfg.device.channels_last else torch.contiguous_format
-        self.g_net = packing.pack([g for g, _ in members]).to(device, memory_format=self.fmt).train()
-        self.d_net = packing.pack([d for _, d in members]).to(device, memory_format=self.fmt).train()
+        fmt = torch.channels_last if cfg.device.channels_last else torch.contiguous_format
+        self.g_net = packing.pack([g for g, _ in members]).to(device, memory_format=fmt).train()
+        self.d_net = packing.pack([d for _, d in members]).to(device, memory_format=fmt).train()
         self.opt_g = make_optimizer(self.g_net.parameters(), cfg.g_optim)
         self.opt_d = make_optimizer(self.d_net.parameters(), cfg.d_optim)
         self.rngs = [torch.Generator(device=device).manual_seed(seed + 1) for seed in self.seeds]
         # uint8 travels to the device, the float copy is made there (4x, RGB 12x, less host memory and transfer)
-        self.real = sampling.to_float(images.to(device), m.head, m.channels).contiguous(memory_format=self.fmt)
+        self.real = sampling.to_float(images.to(device), m.head, m.channels).contiguous(memory_format=fmt)
         shape = (sch.batch_size, m.latent_dim)
         pairs = [(torch.randn(shape, device=device, generator=r), torch.randn(shape, device=device, generator=r))
                  for r in self.rngs]  # per member: the noise its D steps reuse (reuse_noise), then its G steps'
@@ -259,10 +268,7 @@ class GanSteps:
 
     def generator(self, m: int = 0) -> nn.Module:
         """Member m's generator as its solo network (a copy, in training mode), for evaluation and samples."""
-        with torch.device("meta"):
-            g, _ = _build(self.cfg.model)
-        g.load_state_dict(packing.member_state(self.g_net, m), assign=True)
-        return g.train()
+        return solo_generator(self.cfg.model, packing.member_state(self.g_net, m))
 
     def finite_members(self) -> torch.Tensor:
         """[K] bool on the host: whether each member's weights (parameters) are all finite."""
@@ -563,6 +569,4 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, nn.Module]:
     """(config, generator in eval mode on the CPU) from a run folder's config.json and checkpoint.pt."""
     folder = RunFolder(run_dir)
     cfg = folder.config()
-    g, _ = build_models(cfg)
-    g.load_state_dict(folder.checkpoint()["g"])
-    return cfg, g.eval()
+    return cfg, solo_generator(cfg.model, folder.checkpoint()["g"]).eval()
