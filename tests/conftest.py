@@ -1,7 +1,19 @@
+import os
+
 import pytest
+import torch
 
 from gan_core.training import data
 from gan_core.training.config import DataConfig, RunConfig, override
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` gives each worker one of the two cores: a second torch or BLAS thread per worker only
+    # oversubscribes them (tests.metric_helpers.one_thread measured 9-25x slower when two busy processes each
+    # ran two threads). The environment reaches the CLIs the tests start as subprocesses too.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
