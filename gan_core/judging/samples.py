@@ -38,7 +38,7 @@ def _to_gray(img, path: Path):
     """One PIL image -> 8-bit grey ("L"). The one place a file's pixel format is converted: swap it for a
     converter that handles 16-bit and float modes when there is one."""
     if img.mode not in EIGHT_BIT_MODES:
-        raise UserError(f"{path} is a {img.mode} image (16-bit or float); save 8-bit grey or RGB images")
+        raise UserError(f"{path}: image mode {img.mode} (16-bit or float) is not read; save 8-bit grey or RGB images")
     return img.convert("L")
 
 
