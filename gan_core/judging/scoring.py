@@ -87,14 +87,15 @@ def score(samples, *, n: int | None = None, latent_dim: int | None = None, data_
     """
     t0 = time.perf_counter()
     split = reference.split if reference else _split(data_source)
-    ref = reference or Reference(split, device=device, cache_dir=cache_dir)
     if callable(samples) and not isinstance(samples, torch.Tensor):
+        ref = reference or Reference(split, device=device, cache_dir=cache_dir)
         count = check_n(n if n is not None else default_n(split))
         label = name or getattr(samples, "__qualname__", type(samples).__name__)
         images, given = _generated(samples, count, latent_dim, ref.device, seed, batch_size, label)
-    else:
+    else:  # read (and refuse) the samples before building the judge
         images, given = _given(samples)
         images = take(images, n, split, given["source"])
+        ref = reference or Reference(split, device=device, cache_dir=cache_dir)
     result = {**ref.score(images), "input": {**given, "n_scored": len(images)}}
     if with_floor:
         result["floor"] = ref.floor(len(images))
