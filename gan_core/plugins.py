@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import os
 import sys
+from pathlib import Path
 
 from gan_core.errors import UserError
 
@@ -47,8 +47,6 @@ def source_sha256(spec: str, flag: str) -> str:
     live beside it), so that a rerun with changed code is noticed."""
     module_name, _ = split_spec(spec, flag)
     load(spec, flag)
-    try:
-        source = inspect.getsource(sys.modules[module_name])
-    except (OSError, TypeError):  # a built-in or a module without a file: nothing to hash
-        source = ""
-    return hashlib.sha256(source.encode()).hexdigest()
+    path = getattr(sys.modules[module_name], "__file__", None)
+    source = Path(path).read_bytes() if path else b""  # a module without a file (built in): nothing to hash
+    return hashlib.sha256(source).hexdigest()
