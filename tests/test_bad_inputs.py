@@ -32,6 +32,7 @@ from tests.metric_helpers import embedded_split
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = "tests.plugins.generators"  # the callables of --generator rows
+MLP = "tests.plugins.mlp_gan"  # the builders of --arch rows
 T_BASE = ["--preset", "dcgan", "--device", "cpu", "--steps", "2"]
 E_BASE = ["--device", "cpu", "--no-floor"]
 A_BASE = ["--budget", "smoke", "--device", "cpu"]
@@ -44,7 +45,17 @@ CLIS = {  # main, program name, arguments every row of that CLI starts with
 
 ROWS = [
     # ---- train
-    ("T", ["--arch", "resnet"], "invalid choice: 'resnet' (choose from 'seed', 'dcgan')"),
+    ("T", ["--arch", "resnet"], "arch 'resnet' is not valid; choose one of: seed, dcgan, or module:function"),
+    ("T", ["--arch", "nosuchmodule_xyz:build"], "--arch nosuchmodule_xyz:build: cannot import nosuchmodule_xyz"),
+    ("T", ["--arch", f"{MLP}:wrong_size"], "the generator maps noise [2, 100] to [2, 1, 28, 28]; it must give "
+                                           "[2, 1, 32, 32]"),
+    ("T", ["--arch", f"{MLP}:two_logits"], "the discriminator maps images [2, 1, 32, 32] to [2, 2]; it must give one "
+                                           "logit per image"),
+    ("T", ["--arch", f"{MLP}:not_a_pair"], "returned MLPGenerator; return (generator, discriminator)"),
+    ("T", ["--arch", f"{MLP}:build", "--depth", "6"], "the flags vary depth, which --arch tests.plugins.mlp_gan:build "
+                                                      "does not take (it takes: width, channels, head, latent_dim)"),
+    ("T", ["--arch", f"{MLP}:build", "--seeds", "0,1"], "its generator cannot train packed seeds (cannot pack a "
+                                                        "MLPGenerator"),
     ("T", ["--optim", "Adamx"], "not in torch.optim; choose one of:"),
     ("T", ["--optim", "LBFGS", "--optim-args", "{}"], "optimizer LBFGS cannot train a GAN here (its step() needs"),
     ("T", ["--optim", "SparseAdam"], "optimizer SparseAdam cannot train a GAN here (it takes only sparse"),
@@ -140,6 +151,8 @@ ROWS = [
     ("A", ["--study", "depth", "--runs", "{FILE}"], "is a file, not a folder; choose a folder for the trials'"),
     ("A", ["--study", "depth", "--report", "{DIR}"], "is a folder; give a file name for the report (--report)"),
     ("A", [], "--study is required"),
+    ("A", ["--study", "depth", "--arch", f"{MLP}:build"], "the depth study's arms vary depth, which --arch"),
+    ("A", ["--study", "width", "--arch", f"{MLP}:wrong_size"], "it must give [2, 1, 32, 32]"),
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
