@@ -5,7 +5,8 @@ T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m abl
 R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
 folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
 checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
-text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page; the names in
+text file named .png, {BENCH} a benchmark file that is not JSON, {BADSCORES} a results folder whose metrics.json
+is not JSON, {PAGE} an existing report page; the names in
 SAMPLE_FILES are samples a user brings to --samples, each wrong in its own way.
 """
 
@@ -164,6 +165,10 @@ ROWS = [
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--out", "{FILE}/summary.html"], "is a file, not a folder"),
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--out", "{DIR}"], "is a folder; give a file name for the report"),
     ("R", ["--no-such-flag"], "unrecognized arguments"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--scores", "{FILE}"], "is not a folder; give the folder whose "
+                                                                      "sub-folders hold metrics.json"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--scores", "{BADSCORES}"], "mine/metrics.json cannot be read: "
+                                                                           "Expecting property name"),
 ]
 
 
@@ -231,6 +236,9 @@ def make(name: str, work: Path, trained: Path) -> Path:
             (path / cls).mkdir(parents=True)
             Image.new("L", (28, 28)).save(path / cls / "ok.png")
         (path / "0" / "fake.png").write_text("this is text, not a PNG")
+    elif name == "BADSCORES":  # a results folder whose metrics.json is cut short
+        (path / "mine").mkdir(parents=True)
+        (path / "mine" / "metrics.json").write_text("{broken")
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
@@ -247,7 +255,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", *SAMPLE_FILES):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "BADSCORES", *SAMPLE_FILES):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)
