@@ -31,8 +31,8 @@ def load(spec: str, flag: str):
     try:
         obj = importlib.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - a missing module and a module that fails on import are the same mistake
-        raise UserError(f"{flag} {spec}: cannot import {module_name} ({type(e).__name__}: {e})".splitlines()[0]) \
-            from None
+        first = (str(e).splitlines() or [""])[0]
+        raise UserError(f"{flag} {spec}: cannot import {module_name} ({type(e).__name__}: {first})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise UserError(f"{flag} {spec}: module {module_name} has no attribute {attr!r}")

@@ -157,8 +157,9 @@ def from_callable(fn: Callable, z: torch.Tensor, what: str, batch_size: int = 50
         try:
             batch = fn(zb)
         except Exception as e:  # noqa: BLE001 - the user's code failing on our input is their mistake to see
-            raise UserError(f"{what} failed on latent vectors {list(zb.shape)} ({type(e).__name__}: {e}); check "
-                            "--latent-dim".splitlines()[0]) from None
+            first = (str(e).splitlines() or [""])[0]
+            raise UserError(f"{what} failed on latent vectors {list(zb.shape)} ({type(e).__name__}: {first}); "
+                            "check --latent-dim") from None
         if not isinstance(batch, (torch.Tensor, np.ndarray)):
             raise UserError(f"{what} returned a {type(batch).__name__}; return a torch tensor or numpy array")
         t = as_nchw(torch.as_tensor(batch).detach().cpu(), f"{what}'s output for {len(zb)} latent vectors")

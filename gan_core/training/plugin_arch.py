@@ -95,8 +95,8 @@ def _forward(net: nn.Module, x: torch.Tensor, spec: str, which: str, what: str) 
     try:
         out = net(x)
     except Exception as e:  # noqa: BLE001 - the user's network failing on the family's shapes is one line
-        raise ConfigError(f"{FLAG} {spec}: the {which} fails on {what} ({type(e).__name__}: {e})".splitlines()[0]) \
-            from None
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"{FLAG} {spec}: the {which} fails on {what} ({type(e).__name__}: {first})") from None
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{FLAG} {spec}: the {which} returned a {type(out).__name__}, not a tensor")
     return out
