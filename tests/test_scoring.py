@@ -50,7 +50,8 @@ def cli_json(argv: list[str], capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_the_floor_draw_saved_as_pngs_and_as_npz_scores_the_floor_exactly(floor, cache_dir, tmp_path, capsys):
+def test_the_floor_draw_saved_as_pngs_and_as_npz_scores_the_floor_exactly(floor, reference, cache_dir, tmp_path,
+                                                                           capsys):
     split = embedded_split()
     draw = evaluation.balanced_draw(split.train, split.train_labels, 1000)  # the floor's own draw
     folder = tmp_path / "pngs"
@@ -60,7 +61,7 @@ def test_the_floor_draw_saved_as_pngs_and_as_npz_scores_the_floor_exactly(floor,
     np.savez(tmp_path / "draw.npz", images=draw.numpy())
     out = tmp_path / "results" / "real"
     from_pngs = cli_json(["--samples", str(folder), "--cache-dir", str(cache_dir), "--out", str(out)], capsys)
-    from_npz = cli_json(["--samples", str(tmp_path / "draw.npz"), "--cache-dir", str(cache_dir)], capsys)
+    from_npz = scoring.score(tmp_path / "draw.npz", reference=reference, with_floor=False)  # the Python API
     assert values(floor) and values(from_pngs) == values(floor) == values(from_npz)
     assert from_pngs["protocol"] == floor["protocol"] == from_npz["protocol"]
     assert from_pngs["input"]["pixels"] == "uint8 0-255" and from_npz["input"]["n_scored"] == 1000
