@@ -156,10 +156,19 @@ def study_name(args: argparse.Namespace, base_name: str, budget: str) -> str:
 def plugged_base(base, study):
     """The base with a user's builder: the knobs the study's arms vary must be ones the builder takes; its source
     hash is recorded and its shapes are checked, before any trial."""
+    import optuna
+
     from gan_core.training import plugin_arch
 
-    plugin_arch.check_knobs(base.model.arch, [k for arm in study.arms for k in arm.changes],
-                            f"the {study.name} study's arms")
+    keys = [k for arm in study.arms for k in arm.changes]
+    if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
+        try:
+            keys = list(study.space(optuna.create_study().ask()))
+        finally:
+            optuna.logging.set_verbosity(level)
+    plugin_arch.check_knobs(base.model.arch, keys, f"the {study.name} study's {'arms' if study.is_grid else 'trials'}")
     base = plugin_arch.with_source_hash(base)
     plugin_arch.check_shapes(base.model)
     return base

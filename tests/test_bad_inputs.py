@@ -154,6 +154,7 @@ ROWS = [
     ("A", [], "--study is required"),
     ("A", ["--study", "depth", "--arch", f"{MLP}:build"], "the depth study's arms vary depth, which --arch"),
     ("A", ["--study", "width", "--arch", f"{MLP}:wrong_size"], "it must give [2, 1, 32, 32]"),
+    ("A", ["--study", "joint", "--arch", f"{MLP}:build"], "the joint study's trials vary depth, which --arch"),
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
