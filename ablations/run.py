@@ -153,12 +153,13 @@ def study_name(args: argparse.Namespace, base_name: str, budget: str) -> str:
     return f"{args.study}-{base_name}-{budget}{arch}"
 
 
-def plugged_base(base, study):
+def plugged_base(base: RunConfig, study) -> RunConfig:
     """The base with a user's builder: the knobs the study's arms vary must be ones the builder takes; its source
     hash is recorded and its shapes are checked, before any trial."""
     import optuna
 
     from gan_core.training import plugin_arch
+    from gan_core.training.config import override
 
     keys = [k for arm in study.arms for k in arm.changes]
     if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
@@ -169,6 +170,8 @@ def plugged_base(base, study):
         finally:
             optuna.logging.set_verbosity(level)
     plugin_arch.check_knobs(base.model.arch, keys, f"the {study.name} study's {'arms' if study.is_grid else 'trials'}")
+    if "shrink" not in plugin_arch.accepted_knobs(base.model.arch):  # the budget cannot shrink it: say so, not x1/8
+        base = override(base, {"model.shrink": 1.0})
     base = plugin_arch.with_source_hash(base)
     plugin_arch.check_shapes(base.model)
     return base

@@ -66,4 +66,6 @@ def test_a_pack_of_one_keeps_the_users_network_and_its_state_dict():
 def test_a_study_takes_the_builder_and_names_its_study_after_it(capsys):
     assert ablations_run.main(["--study", "step_ratio", "--arch", MLP, "--budget", "smoke", "--device", "cpu",
                                "--dry-run"]) == 0
-    assert "step_ratio-dcgan-cpu-smoke-tests.plugins.mlp_gan.build" in capsys.readouterr().out
+    plan = capsys.readouterr().out
+    assert "step_ratio-dcgan-cpu-smoke-tests.plugins.mlp_gan.build" in plan
+    assert "with channels x" not in plan  # the budget's shrinking is a knob this builder does not take
