@@ -130,7 +130,8 @@ def _score(args) -> int:
 
     result = score(samples, n=args.n, latent_dim=args.latent_dim, data_source=DataConfig(source=args.data,
                    root=args.data_root), device=args.device, cache_dir=args.cache_dir, with_floor=args.floor,
-                   name=args.generator, out=args.out)
+                   name=args.generator, out=args.out, inception=args.inception or args.inception_weights is not None,
+                   inception_weights=args.inception_weights)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -76,26 +76,32 @@ def take(images: torch.Tensor, n: int | None, split: data.Split, what: str) -> t
 def score(samples, *, n: int | None = None, latent_dim: int | None = None, data_source="embedded",
           device: torch.device | str | None = "auto", cache_dir: str | os.PathLike | None = None,
           with_floor: bool = True, seed: int = EVAL_NOISE_SEED, batch_size: int = 500, name: str | None = None,
-          out: str | os.PathLike | None = None, reference: Reference | None = None) -> dict:
+          out: str | os.PathLike | None = None, inception: bool = False,
+          inception_weights: str | os.PathLike | None = None, reference: Reference | None = None) -> dict:
     """Metrics of a generator's samples against the held-out set (see the module doc for what ``samples`` may be).
 
     ``latent_dim`` (callables only): default the callable's ``latent_dim`` attribute, else 100. ``data_source``:
     "embedded", "mnist", a DataConfig or a Split: whose held-out set judges. ``name`` labels a callable in the
     result (``--generator`` passes its module:callable). ``out``: a results folder that receives metrics.json and
-    samples.png (the first 64 scored images), written only once everything is scored. Bad input raises UserError
-    (one line), and then nothing is written.
+    samples.png (the first 64 scored images), written only once everything is scored. ``inception``: Inception-v3
+    metrics too (see Reference). Bad input raises UserError (one line), and then nothing is written.
     """
     t0 = time.perf_counter()
     split = reference.split if reference else _split(data_source)
+
+    def judge() -> Reference:
+        return reference or Reference(split, device=device, cache_dir=cache_dir, inception=inception,
+                                      inception_weights=inception_weights)
+
     if callable(samples) and not isinstance(samples, torch.Tensor):
-        ref = reference or Reference(split, device=device, cache_dir=cache_dir)
+        ref = judge()
         count = check_n(n if n is not None else default_n(split))
         label = name or getattr(samples, "__qualname__", type(samples).__name__)
         images, given = _generated(samples, count, latent_dim, ref.device, seed, batch_size, label)
     else:  # read (and refuse) the samples before building the judge
         images, given = _given(samples)
         images = take(images, n, split, given["source"])
-        ref = reference or Reference(split, device=device, cache_dir=cache_dir)
+        ref = judge()
     result = {**ref.score(images), "input": {**given, "n_scored": len(images)}}
     if with_floor:
         result["floor"] = ref.floor(len(images))
