@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the studies with their arms and the budgets")
     p.add_argument("--base", help=f"preset every arm starts from: {', '.join(PRESETS)} (default: the study's for "
                                   "the budget, see --list)")
+    p.add_argument("--arch", metavar="MODULE:FUNCTION", help="train every arm with your own (G, D) builder instead "
+                                                             "of the base's family (see python -m gan_core.train)")
     p.add_argument("--budget", default="auto", help=f"auto (quick on CPU, standard on CUDA), {', '.join(BUDGETS)}")
     p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 5 except smoke)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one single-threaded worker per "
@@ -121,7 +123,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         changes["data.source"] = args.data
     if args.data_root:
         changes["data.root"] = args.data_root
+    if args.arch:
+        changes["model.arch"] = args.arch
     base = override(preset(base_name), changes)
+    if args.arch:
+        base = plugged_base(base, REGISTRY[args.study])
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
@@ -137,8 +143,38 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not args.no_report:
         files.check_writable_file(args.report, "the report (--report)")
     return Settings(args.study, base_name, base, study_base.why if own_base else "", budget.name, seeds,
-                    args.storage, args.heartbeat, args.study_name or f"{args.study}-{base_name}-{budget.name}",
+                    args.storage, args.heartbeat, args.study_name or study_name(args, base_name, budget.name),
                     args.runs, workers, seeds if pack_seeds else 1)
+
+
+def study_name(args: argparse.Namespace, base_name: str, budget: str) -> str:
+    """STUDY-BASE-BUDGET, and the builder's path when --arch plugs one in (its trials are another experiment)."""
+    arch = f"-{args.arch.replace(':', '.')}" if args.arch else ""
+    return f"{args.study}-{base_name}-{budget}{arch}"
+
+
+def plugged_base(base: RunConfig, study) -> RunConfig:
+    """The base with a user's builder: the knobs the study's arms vary must be ones the builder takes; its source
+    hash is recorded and its shapes are checked, before any trial."""
+    import optuna
+
+    from gan_core.training import plugin_arch
+    from gan_core.training.config import override
+
+    keys = [k for arm in study.arms for k in arm.changes]
+    if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
+        try:
+            keys = list(study.space(optuna.create_study().ask()))
+        finally:
+            optuna.logging.set_verbosity(level)
+    plugin_arch.check_knobs(base.model.arch, keys, f"the {study.name} study's {'arms' if study.is_grid else 'trials'}")
+    if "shrink" not in plugin_arch.accepted_knobs(base.model.arch):  # the budget cannot shrink it: say so, not x1/8
+        base = override(base, {"model.shrink": 1.0})
+    base = plugin_arch.with_source_hash(base)
+    plugin_arch.check_shapes(base.model)
+    return base
 
 
 def default_workers(device) -> int:
@@ -570,7 +606,9 @@ def _main(argv: list[str] | None) -> int:
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
     size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
     shrink = settings.base.model.shrink
+    arch = settings.base.model.arch
     plan = (f"{spec.name}: {size}, base {settings.base_name}"
+            + (f" built by --arch {arch} (study {settings.study_name})" if ":" in arch else "")
             + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
             + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
             + f", budget {budget.name} ({budget.note})"

@@ -3,6 +3,10 @@
 `python -m gan_core.evaluate --real-vs-real [--data SOURCE]`: the floor (a class-balanced draw
 from the train split against the held-out set), the best score any generator can reach here.
 
+`python -m gan_core.evaluate --samples PATH | --generator module:callable [--out DIR]`: any generator's
+samples (a folder of images, an .npy/.npz, or a callable scored in memory), same metrics and floor as trials
+(gan_core.judging.scoring).
+
 Thin: parsing and printing; the work is gan_core.judging.evaluation. Errors are one line, exit status 2.
 """
 
@@ -42,10 +46,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="real-feature cache (default: $MNIST_GAN_BENCH_CACHE or "
                                                      "~/.cache/mnist-gan-bench)")
     # no argparse choices: importing gan_core.training.config imports torch (seconds); DataConfig checks the value
-    p.add_argument("--data", default="embedded", help="with --real-vs-real: embedded, mnist or folder")
-    p.add_argument("--data-root", default=None, help="with --real-vs-real: the data folder (mnist, folder)")
+    p.add_argument("--data", default="embedded", help="whose held-out set judges: embedded, mnist, folder")
+    p.add_argument("--data-root", default=None, help="the data folder (mnist, folder)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    g = p.add_argument_group("score your own GAN", SAMPLE_RULES)
+    g.add_argument("--samples", metavar="PATH", default=None,
+                   help="a folder of .png/.jpg/.jpeg images, or an .npy/.npz file of images")
+    g.add_argument("--generator", metavar="MODULE:CALLABLE", default=None,
+                   help="a callable: latent batch float32 [B, LATENT_DIM] (N(0, 1), the trials' evaluation noise) -> "
+                        "images [B, ...] as a tensor or array; imported from the working folder or sys.path")
+    g.add_argument("--latent-dim", type=_positive, default=None,
+                   help="with --generator: latent size (default: the callable's latent_dim attribute, else 100)")
+    g.add_argument("--out", metavar="DIR", default=None,
+                   help="with --samples/--generator: write DIR/metrics.json and DIR/samples.png (a results folder "
+                        "for the report's scoreboard, e.g. results/NAME)")
     return p
+
+
+SAMPLE_RULES = ("Pixels: uint8 0-255, or float in [-1, 1] when any value is negative, else in [0, 1] (detected and "
+                "printed; NaN, inf or other values are refused). Arrays: N x H x W, N x 1 x H x W or N x H x W x 1 "
+                "(3 channels are averaged to grey). Image files: sorted by name (zero-pad numbers to keep an order), "
+                "any 8-bit mode, made grey by PIL convert('L'); 16-bit and float images are refused. Images must be "
+                "square; any other size than 32x32 is resized like the held-out digits (MNIST's 28x28 to 32x32: "
+                "torch bilinear, antialiased, rounded to uint8). The first --n samples are scored (default 1000 on "
+                "the embedded set, as trials, or all when fewer).")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    if args.real_vs_real == (args.run_dir is not None):
-        raise UserError("give either RUN_DIR or --real-vs-real (exactly one)")
+    modes = [args.run_dir is not None, args.real_vs_real, args.samples is not None, args.generator is not None]
+    if sum(modes) != 1:
+        raise UserError("give RUN_DIR, --real-vs-real, --samples or --generator (exactly one)")
+    if args.samples is not None or args.generator is not None:
+        return _score(args)
+    if args.out is not None or args.latent_dim is not None:
+        raise UserError("--out and --latent-dim go with --samples or --generator")
     from gan_core.training.run_folder import METRICS, RunFolder
 
     if args.run_dir is not None:  # fail before the slow imports
@@ -79,6 +114,36 @@ def _main(argv: list[str] | None) -> int:
     else:
         print(_table(result, result.get("floor")))
         print(f"wrote {args.run_dir.rstrip('/')}/{METRICS} ({result['seconds']:.1f} s)")
+    return 0
+
+
+def _score(args) -> int:
+    from gan_core import files, plugins
+
+    if args.latent_dim is not None and args.generator is None:
+        raise UserError("--latent-dim goes with --generator")
+    if args.out is not None:
+        files.check_writable(args.out, "the results (--out DIR)")
+    samples = args.samples if args.generator is None else plugins.load(args.generator, "--generator")
+    from gan_core.judging.scoring import score
+    from gan_core.training.config import DataConfig
+
+    result = score(samples, n=args.n, latent_dim=args.latent_dim, data_source=DataConfig(source=args.data,
+                   root=args.data_root), device=args.device, cache_dir=args.cache_dir, with_floor=args.floor,
+                   name=args.generator, out=args.out, inception=args.inception or args.inception_weights is not None,
+                   inception_weights=args.inception_weights)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    given = result["input"]
+    print(f"{given['kind']} {given['source']}: {given['read']}; pixels {given['pixels']} (detected); scored "
+          f"{given['n_scored']} of {given['n_given']}")
+    print(_table(result, result.get("floor")))
+    proto = result["protocol"]
+    print(f"protocol: judge {proto['judge']}, held-out {proto['heldout']}, {proto['n_generated']} vs "
+          f"{proto['n_real']} images (in full: --json or metrics.json)")
+    if args.out is not None:
+        print(f"wrote {args.out.rstrip('/')}/metrics.json and samples.png ({result['seconds']:.1f} s)")
     return 0
 
 

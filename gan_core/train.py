@@ -34,7 +34,7 @@ PROG = "python -m gan_core.train"
 
 # flag -> (config key, argparse options). Keys are dotted RunConfig paths.
 FLAGS = {
-    "--arch": ("model.arch", {"choices": ARCHS}),
+    "--arch": ("model.arch", {"metavar": "|".join(ARCHS) + "|MODULE:FUNCTION"}),  # a builder: plugin_arch
     "--depth": ("model.depth", {"type": int}),
     "--width": ("model.width", {"type": float}),
     "--channels": ("model.channels", {"type": int, "choices": (1, 3)}),
@@ -114,7 +114,14 @@ def config_from_args(args: argparse.Namespace):
         extra = getattr(args, f"{net}_optim_args") or args.optim_args
         if name is not None or lr is not None or extra is not None:
             changes[f"{net}_optim"] = _optimizer(base, name, lr, extra)
-    return override(cfg, changes)
+    cfg = override(cfg, changes)
+    if ":" in cfg.model.arch:  # a user's builder: its knobs, its source hash and its shapes, before any work
+        from gan_core.training import plugin_arch
+
+        plugin_arch.check_knobs(cfg.model.arch, [k for k in changes if k != "model.arch"], "the flags")
+        cfg = plugin_arch.with_source_hash(cfg)
+        plugin_arch.check_shapes(cfg.model)
+    return cfg
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -22,7 +22,7 @@ from gan_core import cli, files
 from gan_core.errors import UserError, mask_passwords
 from gan_core.storage import DEFAULT_URL
 from gan_core.training.sampling import BN_SAMPLES
-from reports import downloads, load, sections, stats
+from reports import downloads, load, scoreboard, sections, stats
 
 PROG = "python -m reports.build"
 DEFAULT_OUT = "reports/summary.html"
@@ -75,7 +75,8 @@ def environment() -> jinja2.Environment:
 
 
 def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list[Path], storage: str,
-           runs: str, skipped: list[str] | None = None, catalogue: list[dict] | None = None) -> tuple[str, list]:
+           runs: str, skipped: list[str] | None = None, catalogue: list[dict] | None = None,
+           scores: list[load.Score] | None = None, scores_dir: str = load.DEFAULT_SCORES) -> tuple[str, list]:
     """(the page's HTML, the figures it embeds)."""
     study_sections, missing = sections.study_sections(studies, catalogue)
     bench_section = sections.benchmark_section(bench, bench_files)
@@ -86,6 +87,7 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
         "overview": sections.overview(studies), "sections": study_sections, "missing": missing,
         "bench": bench_section, "builder": {p: _version(p) for p in BUILDER_PACKAGES},
         "level": f"{stats.LEVEL:.0%}", "bn_samples": f"{BN_SAMPLES:,}",
+        "board": scoreboard.scoreboard(studies, scores or []), "scores_dir": scores_dir,
     }
     html = downloads.add_csv_links(environment().get_template(TEMPLATE).render(**context))
     figs = [f for s in study_sections for f in s["figures"].values()] + list(bench_section.get("figures", []))
@@ -93,11 +95,13 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
 
 
 def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] | None = None,
-          out: str = DEFAULT_OUT, png_dir: str | None = None, catalogue: list[dict] | None = None) -> Path:
+          out: str = DEFAULT_OUT, png_dir: str | None = None, catalogue: list[dict] | None = None,
+          scores: str | None = None) -> Path:
     """Read everything, render the page, write it (and the figures as PNG into ``png_dir`` if given).
 
     ``catalogue``: every study the runner knows (``ablations.studies.catalogue()``), so that the page lists
-    those not run yet; without it the page uses the catalogue stored with the studies.
+    those not run yet; without it the page uses the catalogue stored with the studies. ``scores``: the folder of
+    results folders for the scoreboard (default ``results``, which may be absent; a folder named must exist).
 
     Raises UserError (nothing written) for an unreadable storage or benchmark file.
     """
@@ -108,10 +112,12 @@ def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] 
     explicit = benchmarks is not None
     bench_files = [Path(p) for p in benchmarks] if explicit else load.default_benchmark_files()
     studies = load.load_studies(storage, runs)
+    scored = load.load_scores(scores)
     skipped: list[str] = []
     # a file named by the user must be right (error); one found in benchmarks/results/ is skipped with a note
     bench = load.load_benchmarks(bench_files, None if explicit else skipped)
-    html, figs = render(studies, bench, bench_files, storage, runs, skipped, catalogue)
+    html, figs = render(studies, bench, bench_files, storage, runs, skipped, catalogue, scored,
+                        scores or load.DEFAULT_SCORES)
     out_path = Path(out)
     try:
         if png_dir is not None:
@@ -133,12 +139,15 @@ def parser() -> argparse.ArgumentParser:
                    help="pytest-benchmark JSON files (default: every benchmarks/results/*.json)")
     p.add_argument("--out", default=DEFAULT_OUT, help="the HTML file to write (default: %(default)s)")
     p.add_argument("--png-dir", help="also write every figure as a PNG file into this folder")
+    p.add_argument("--scores", metavar="DIR", default=None,
+                   help=f"results folders for the scoreboard: DIR/NAME/metrics.json, as python -m gan_core.evaluate "
+                        f"--samples ... --out DIR/NAME writes them (default: {load.DEFAULT_SCORES}, if it exists)")
     return p
 
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    path = build(args.storage, args.runs, args.benchmarks, args.out, args.png_dir)
+    path = build(args.storage, args.runs, args.benchmarks, args.out, args.png_dir, scores=args.scores)
     print(path)
     return 0
 

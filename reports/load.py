@@ -1,4 +1,5 @@
-"""Everything the report shows, read into pandas: Optuna studies, their run folders, benchmark JSON.
+"""Everything the report shows, read into pandas: Optuna studies, their run folders, benchmark JSON, and the
+results folders of generators scored with ``python -m gan_core.evaluate --out DIR/NAME`` (--scores DIR).
 
 Reading never writes: a missing SQLite or journal file is an empty storage (nothing run yet), not
 a file to create. Anything unreadable (a corrupt database, a bad JSON file named by the user) is a
@@ -18,7 +19,8 @@ import pandas as pd
 from gan_core import storage
 from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.judging.metrics import MetricNames
-from gan_core.training.run_folder import EVALS, SAMPLES, RunFolder
+from gan_core.judging.protocol import PROTOCOL_KEY
+from gan_core.training.run_folder import EVALS, METRICS, SAMPLES, RunFolder
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
@@ -66,7 +68,7 @@ TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "preci
                  "fid_step0", "modes_step0", "channels",
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
                  "fail_reason", "run_dir", "samples", "params", "git_commit", "python", "torch", "optuna",
-                 "torch_fidelity", "host", "batch_size"]
+                 "torch_fidelity", "host", "batch_size", "protocol"]
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
@@ -150,6 +152,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
         "run_dir": run_dir, "samples": samples, "params": dict(t.params),
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
+        "protocol": metrics.get(PROTOCOL_KEY),  # how its metrics were measured (gan_core.judging.protocol)
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},
     }
     for d in DIGITS:
@@ -200,6 +203,40 @@ def curve_names(curves: pd.DataFrame) -> MetricNames | None:
     the FID recorded at the most points (the step-0 row also holds the final count's FID, for "did it learn?")."""
     found = {c: int(curves[c].notna().sum()) for c in curves.columns if MetricNames.from_fid(c) is not None}
     return MetricNames.from_fid(max(sorted(found), key=found.get)) if found else None
+
+
+# ---- scored generators (python -m gan_core.evaluate --samples/--generator --out DIR/NAME) -----------------------
+
+DEFAULT_SCORES = "results"
+
+
+@dataclass
+class Score:
+    name: str  # the results folder's name
+    metrics: dict  # its metrics.json, as gan_core.judging.scoring.score wrote it
+    samples: Path | None  # its samples.png, when there is one
+
+
+def load_scores(folder: str | Path | None = None) -> list[Score]:
+    """Every results folder (a sub-folder holding metrics.json) under ``folder``, by name; the default folder
+    may be absent (nothing scored yet), a folder named by the user must exist. An unreadable metrics.json is one
+    line (UserError)."""
+    root = Path(folder or DEFAULT_SCORES)
+    if not root.is_dir():
+        if folder is None:
+            return []
+        raise UserError(f"--scores {root} is not a folder; give the folder whose sub-folders hold metrics.json "
+                        "(python -m gan_core.evaluate --samples ... --out DIR/NAME)")
+    scores = []
+    for sub in sorted(p for p in root.iterdir() if (p / METRICS).is_file()):
+        try:
+            doc = json.loads((sub / METRICS).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{sub / METRICS} cannot be read: {first_line(e)}") from None
+        if not isinstance(doc, dict):
+            raise UserError(f"{sub / METRICS} is not a metrics object")
+        scores.append(Score(sub.name, doc, sub / SAMPLES if (sub / SAMPLES).is_file() else None))
+    return scores
 
 
 # ---- benchmarks --------------------------------------------------------------------------------------

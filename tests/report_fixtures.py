@@ -28,10 +28,12 @@ from ablations.run import base_arm
 from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
 from gan_core.judging.metrics import count_tag
+from gan_core.judging.protocol import Protocol
 from gan_core.training.config import override, preset
 from gan_core.training.loop import channel_lists
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
+HELDOUT = "b8b2c6c961a18709"
 SPLIT = [4000, 1000]
 PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "python": "3.11.7", "torch": "2.14.1",
               "optuna": "5.0.0", "torch_fidelity": "0.4.0", "host": "fixture-host"}
@@ -40,13 +42,20 @@ PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "python"
 RECORDED_RUNS = "/nonexistent-host/runs"
 
 
+def protocol(n: int) -> dict:
+    """The protocol Reference.score records for n generated images (the judge's weights hash made up)."""
+    return Protocol(judge=EXTRACTOR, weights_sha256="81967625" + "0" * 56, heldout=f"embedded {HELDOUT}",
+                    n_generated=n, n_real=SPLIT[1], preprocessing="uint8 grey [N,1,32,32]").to_dict()
+
+
 def metrics(n: int, fid: float, kid: float, rng: np.random.Generator, covered: int = 10) -> dict:
     """A metrics dict like gan_core.judging.evaluation.Reference.score's, names tagged with the sample count."""
     t = count_tag(n)
     shares = np.zeros(10)
     shares[:covered] = rng.dirichlet(np.full(covered, 20.0))
     return {
-        "extractor": EXTRACTOR, "n_generated": n, "n_real": SPLIT[1], "real_set": "embedded held-out b8b2c6c961a18709",
+        "extractor": EXTRACTOR, "n_generated": n, "n_real": SPLIT[1], "real_set": f"embedded held-out {HELDOUT}",
+        "protocol": protocol(n),
         f"fid{t}": fid, f"kid{t}_mean": kid, f"kid{t}_std": abs(kid) * 0.05 + 1e-3,
         f"precision{t}": float(rng.uniform(0.2, 0.9)), f"recall{t}": float(rng.uniform(0.1, 0.8)),
         f"cscore{t}_mean": float(rng.uniform(2, 9)), f"cscore{t}_std": 0.1,
@@ -73,6 +82,7 @@ class Fixture:
     storage: str
     runs: Path
     benchmarks: Path
+    scores: Path  # results folders of generators scored outside the studies (gan_core.evaluate --out)
     studies: dict[str, str] = field(default_factory=dict)  # registry name -> Optuna study name
 
 
@@ -265,10 +275,25 @@ def benchmark_json(path: Path) -> dict:
 def build_fixture(tmp: Path) -> Fixture:
     """step_ratio (3 seeds, a diverged and a retried trial), seed_quirks (2 seeds), depth (1 seed), joint."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json")
+    fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json", tmp / "results")
     grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
     grid_study(fx, "seed_quirks", "quick", 5, QUIRK_FID, spread=0.5)
     grid_study(fx, "depth", "smoke", 1, DEPTH_FID)
     joint_study(fx)
     benchmark_json(fx.benchmarks)
+    scored_results(fx.scores)
     return fx
+
+
+SCORED = {"my-gan": (1000, 30.0), "my-vae": (1000, 55.0), "my-gan-500": (500, 33.0)}  # name -> (n, fid1k)
+
+
+def scored_results(folder: Path) -> None:
+    """Results folders as gan_core.judging.scoring.score(..., out=DIR/NAME) writes them: two at the quick budget's
+    1,000 samples (comparable with step_ratio's arms), one at 500 (a protocol of its own)."""
+    rng = np.random.default_rng(7)
+    for name, (n, fid) in SCORED.items():
+        (folder / name).mkdir(parents=True)
+        doc = {**metrics(n, fid, fid / 15, rng), "input": {"kind": "folder", "source": f"samples/{name}"}}
+        (folder / name / "metrics.json").write_text(json.dumps(doc))
+        samples_png(folder / name / "samples.png", 0.5, seed=len(name))

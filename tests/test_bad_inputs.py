@@ -5,7 +5,9 @@ T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m abl
 R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
 folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
 checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
-text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page.
+text file named .png, {BENCH} a benchmark file that is not JSON, {BADSCORES} a results folder whose metrics.json
+is not JSON, {PAGE} an existing report page; the names in
+SAMPLE_FILES are samples a user brings to --samples, each wrong in its own way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -29,6 +32,8 @@ from tests.conftest import tiny_config
 from tests.metric_helpers import embedded_split
 
 ROOT = Path(__file__).resolve().parents[1]
+GEN = "tests.plugins.generators"  # the callables of --generator rows
+MLP = "tests.plugins.mlp_gan"  # the builders of --arch rows
 T_BASE = ["--preset", "dcgan", "--device", "cpu", "--steps", "2"]
 E_BASE = ["--device", "cpu", "--no-floor"]
 A_BASE = ["--budget", "smoke", "--device", "cpu"]
@@ -41,7 +46,17 @@ CLIS = {  # main, program name, arguments every row of that CLI starts with
 
 ROWS = [
     # ---- train
-    ("T", ["--arch", "resnet"], "invalid choice: 'resnet' (choose from 'seed', 'dcgan')"),
+    ("T", ["--arch", "resnet"], "arch 'resnet' is not valid; choose one of: seed, dcgan, or module:function"),
+    ("T", ["--arch", "nosuchmodule_xyz:build"], "--arch nosuchmodule_xyz:build: cannot import nosuchmodule_xyz"),
+    ("T", ["--arch", f"{MLP}:wrong_size"], "the generator maps noise [2, 100] to [2, 1, 28, 28]; it must give "
+                                           "[2, 1, 32, 32]"),
+    ("T", ["--arch", f"{MLP}:two_logits"], "the discriminator maps images [2, 1, 32, 32] to [2, 2]; it must give one "
+                                           "logit per image"),
+    ("T", ["--arch", f"{MLP}:not_a_pair"], "returned MLPGenerator; return (generator, discriminator)"),
+    ("T", ["--arch", f"{MLP}:build", "--depth", "6"], "the flags vary depth, which --arch tests.plugins.mlp_gan:build "
+                                                      "does not take (it takes: width, channels, head, latent_dim)"),
+    ("T", ["--arch", f"{MLP}:build", "--seeds", "0,1"], "its generator cannot train packed seeds (cannot pack a "
+                                                        "MLPGenerator"),
     ("T", ["--optim", "Adamx"], "not in torch.optim; choose one of:"),
     ("T", ["--optim", "LBFGS", "--optim-args", "{}"], "optimizer LBFGS cannot train a GAN here (its step() needs"),
     ("T", ["--optim", "SparseAdam"], "optimizer SparseAdam cannot train a GAN here (it takes only sparse"),
@@ -89,6 +104,39 @@ ROWS = [
     ("E", ["{TRUNC}"], "checkpoint.pt cannot be read"),
     ("E", ["{BADCFG}"], "config.json is not valid JSON (Expecting"),
     ("E", ["{RUN}", "--n", "1000000000"], "the number of samples 1,000,000,000 needs about"),
+    ("E", ["{RUN}", "--samples", "{NPY_20}"], "exactly one"),
+    ("E", ["{RUN}", "--out", "{DIR}/res"], "--out and --latent-dim go with --samples or --generator"),
+    ("E", ["--samples", "{DIR}/missing.npy"], "does not exist; give a folder of images or an .npy/.npz file"),
+    ("E", ["--samples", "{FILE}"], "is not a folder, .npy or .npz"),
+    ("E", ["--samples", "{DIR}", "--out", "{DIR}/res"], "holds no .png, .jpg, .jpeg files"),
+    ("E", ["--samples", "{BADIMG}/0", "--out", "{DIR}/res"], "fake.png is not a readable image"),
+    ("E", ["--samples", "{PNG16}"], "image mode I;16 (16-bit or float) is not read; save 8-bit grey or RGB"),
+    ("E", ["--samples", "{PNG_WIDE}"], "images must be square (they are resized to 32x32), got 28x40"),
+    ("E", ["--samples", "{NPY_NAN}", "--out", "{DIR}/res"], "has 3 NaN pixels (the first in image 2)"),
+    ("E", ["--samples", "{NPY_255}"], "float pixels span 0 to 255, a mixed or unknown range; give float in [0, 1] or "
+                                      "[-1, 1] (0-255 values: store them as uint8)"),
+    ("E", ["--samples", "{NPY_MIXED}"], "float pixels span -1 to 255, a mixed or unknown range"),
+    ("E", ["--samples", "{NPY_INT}"], "integer pixels must lie in 0-255, got 0 to 300"),
+    ("E", ["--samples", "{NPY_SHAPE}"], "has shape [20, 5]; give N x H x W, N x 1 x H x W or N x H x W x 1"),
+    ("E", ["--samples", "{NPY_FEW}"], "holds 5 images; the metrics need at least 10"),
+    ("E", ["--samples", "{NPY_20}", "--n", "100"], "holds 20 images, fewer than --n 100"),
+    ("E", ["--samples", "{NPZ_TWO}"], "holds 2 arrays (a, b); save one, or name it images or samples"),
+    ("E", ["--samples", "{NPY_BROKEN}"], "cannot be read as .npy"),
+    ("E", ["--samples", "{NPY_20}", "--latent-dim", "8"], "--latent-dim goes with --generator"),
+    ("E", ["--generator", "nosuchmodule_xyz:sample"], "--generator nosuchmodule_xyz:sample: cannot import "
+                                                     "nosuchmodule_xyz (ModuleNotFoundError"),
+    ("E", ["--generator", "sample.py"], "--generator must be module:callable, e.g. mypkg.gan:build, got 'sample.py'"),
+    ("E", ["--generator", f"{GEN}:nope"], "has no attribute 'nope'"),
+    ("E", ["--generator", f"{GEN}:NOT_CALLABLE"], "NOT_CALLABLE is a int, not a callable"),
+    ("E", ["--generator", f"{GEN}:wrong_shape", "--out", "{DIR}/res"], "output for 500 latent vectors has shape "
+                                                                        "[500, 7]"),
+    ("E", ["--generator", f"{GEN}:too_few", "--n", "20"], "returned 19 images for 20 latent vectors"),
+    ("E", ["--generator", f"{GEN}:mixed", "--n", "600"], "returned batches in mixed ranges (float in [-1, 1], float"),
+    ("E", ["--generator", f"{GEN}:fails", "--n", "20"], "failed on latent vectors [20, 100] (RuntimeError: mat1 and "
+                                                        "mat2 shapes cannot be multiplied"),
+    ("E", ["--generator", f"{GEN}:not_an_array", "--n", "20"], "returned a list; return a torch tensor or numpy"),
+    ("E", ["--generator", f"{GEN}:replay", "--out", "{FILE}/res"], "is a file, not a folder; choose a folder for "
+                                                                   "the results (--out DIR)"),
     # ---- ablations
     ("A", ["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, seed_quirks"),
     ("A", ["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
@@ -104,6 +152,9 @@ ROWS = [
     ("A", ["--study", "depth", "--runs", "{FILE}"], "is a file, not a folder; choose a folder for the trials'"),
     ("A", ["--study", "depth", "--report", "{DIR}"], "is a folder; give a file name for the report (--report)"),
     ("A", [], "--study is required"),
+    ("A", ["--study", "depth", "--arch", f"{MLP}:build"], "the depth study's arms vary depth, which --arch"),
+    ("A", ["--study", "width", "--arch", f"{MLP}:wrong_size"], "it must give [2, 1, 32, 32]"),
+    ("A", ["--study", "joint", "--arch", f"{MLP}:build"], "the joint study's trials vary depth, which --arch"),
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
@@ -115,6 +166,10 @@ ROWS = [
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--out", "{FILE}/summary.html"], "is a file, not a folder"),
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--out", "{DIR}"], "is a folder; give a file name for the report"),
     ("R", ["--no-such-flag"], "unrecognized arguments"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--scores", "{FILE}"], "is not a folder; give the folder whose "
+                                                                      "sub-folders hold metrics.json"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--scores", "{BADSCORES}"], "mine/metrics.json cannot be read: "
+                                                                           "Expecting property name"),
 ]
 
 
@@ -125,9 +180,47 @@ def trained_run(tmp_path_factory):
     return out
 
 
+def _png16(path: Path) -> None:
+    path.mkdir()
+    Image.fromarray(np.full((28, 28), 1000, dtype=np.uint16)).save(path / "a.png")
+
+
+def _npz_two(path: Path) -> None:
+    np.savez(path, a=np.zeros((20, 28, 28), np.uint8), b=np.zeros(3))
+
+
+def _npy_nan(path: Path) -> None:
+    x = np.zeros((20, 28, 28), np.float32)
+    x[2, 0, :3] = np.nan
+    np.save(path, x)
+
+
+SAMPLE_FILES = {  # samples a user might bring, each wrong in its own way (--samples rows)
+    "PNG16": _png16,
+    "PNG_WIDE": lambda p: (p.mkdir(), Image.new("L", (40, 28)).save(p / "a.png")),
+    "NPY_NAN": lambda p: _npy_nan(p.with_suffix(".npy")),
+    "NPY_255": lambda p: np.save(p.with_suffix(".npy"), np.linspace(0, 255, 20 * 784).reshape(20, 28, 28)),
+    "NPY_MIXED": lambda p: np.save(p.with_suffix(".npy"), np.linspace(-1, 255, 20 * 784).reshape(20, 28, 28)),
+    "NPY_INT": lambda p: np.save(p.with_suffix(".npy"), np.linspace(0, 300, 20 * 784).astype(int).reshape(20, 28, 28)),
+    "NPY_SHAPE": lambda p: np.save(p.with_suffix(".npy"), np.zeros((20, 5), np.uint8)),
+    "NPY_20": lambda p: np.save(p.with_suffix(".npy"), np.zeros((20, 28, 28), np.uint8)),  # fine, but 20 only
+    "NPY_FEW": lambda p: np.save(p.with_suffix(".npy"), np.zeros((5, 28, 28), np.uint8)),
+    "NPZ_TWO": lambda p: _npz_two(p.with_suffix(".npz")),
+    "NPY_BROKEN": lambda p: p.with_suffix(".npy").write_bytes(b"\x93NUMPY garbage"),
+}
+
+
+def _sample_file(name: str, work: Path) -> Path:
+    path = work / name.lower()
+    SAMPLE_FILES[name](path)
+    return next(work.glob(name.lower() + "*"))
+
+
 def make(name: str, work: Path, trained: Path) -> Path:
     """What a placeholder names, made in the working folder."""
     path = work / name.lower()
+    if name in SAMPLE_FILES:
+        return _sample_file(name, work)
     if name == "FILE":
         path.write_text("not a folder")
     elif name == "DIR":
@@ -144,6 +237,9 @@ def make(name: str, work: Path, trained: Path) -> Path:
             (path / cls).mkdir(parents=True)
             Image.new("L", (28, 28)).save(path / cls / "ok.png")
         (path / "0" / "fake.png").write_text("this is text, not a PNG")
+    elif name == "BADSCORES":  # a results folder whose metrics.json is cut short
+        (path / "mine").mkdir(parents=True)
+        (path / "mine" / "metrics.json").write_text("{broken")
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
@@ -160,7 +256,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH"):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "BADSCORES", *SAMPLE_FILES):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gan_core import evaluate
+from gan_core.judging.protocol import Protocol
 from gan_core.training import data, loop
 from tests.conftest import tiny_config
 from tests.metric_helpers import embedded_split, one_thread
@@ -55,6 +56,7 @@ def test_run_dir_writes_metrics_json(run_dir, cache_dir, capsys):
     assert code == 0
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["n_generated"] == 100 and "fid100" in saved and "fid100" in saved["floor"]
+    assert Protocol.of(saved) == Protocol.of(saved["floor"]) and Protocol.of(saved).n_generated == 100
     assert "fid100" in out and "metrics.json" in out
 
 

@@ -92,7 +92,7 @@ def fx(tmp_path_factory) -> rf.Fixture:
 def page(fx, tmp_path_factory) -> tuple[Path, str, Node]:
     out = tmp_path_factory.mktemp("report") / "summary.html"
     path = build.build(storage=fx.storage, runs=str(fx.runs), benchmarks=[str(fx.benchmarks)], out=str(out),
-                       png_dir=str(out.parent / "figures"))
+                       png_dir=str(out.parent / "figures"), scores=str(fx.scores))
     html = path.read_text()
     return path, html, parse(html)
 
@@ -119,7 +119,7 @@ def test_fixture_metric_names_are_the_ones_gan_core_computes():
     g = torch.Generator().manual_seed(0)
     gen = FeatureSet(torch.randn(40, 8, generator=g), torch.randn(40, 10, generator=g))
     real = FeatureSet(torch.randn(60, 8, generator=g), torch.randn(60, 10, generator=g))
-    bookkeeping = {"extractor", "n_generated", "n_real", "real_set"}
+    bookkeeping = {"extractor", "n_generated", "n_real", "real_set", "protocol"}
     assert set(rf.metrics(40, 1.0, 1.0, np.random.default_rng(0))) == set(compare(gen, real)) | bookkeeping
 
 
@@ -233,9 +233,36 @@ def test_floor_joint_and_benchmark_numbers_equal_their_sources(fx, page):
     assert "2.50×" in project.text() and "12.5%" in project.text() and "700 MB" in project.text()
 
 
+def test_the_scoreboard_ranks_each_protocol_apart_with_the_sources_numbers(fx, page):
+    _, _, dom = page
+    sec = dom.find("section", id="scoreboard")
+    tables = sec.find_all("table", class_="scoreboard")
+    rows = {t.attrs["id"]: {r.attrs["data-row"]: r for r in t.find_all("tr", data_row=True)} for t in tables}
+    first = rows["scoreboard-1"]  # 1,000 samples: the quick studies' arms and two scored generators
+    study, trials = storage_trials(fx, "step_ratio")
+    for arm in rf.STEP_RATIO_FID:
+        best = min((t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"),
+                   key=lambda t: t.user_attrs["metrics"]["fid1k"])
+        cells = first[f"{study.study_name}: {arm}"]
+        for col, key in (("fid", "fid1k"), ("kid", "kid1k_mean"), ("recall", "recall1k"), ("modes", "modes1k")):
+            assert float(cells.find("td", data_col=col).attrs["data-value"]) == best.user_attrs["metrics"][key]
+    for name in ("my-gan", "my-vae"):
+        saved = json.loads((fx.scores / name / "metrics.json").read_text())
+        assert float(first[name].find("td", data_col="precision").attrs["data-value"]) == saved["precision1k"]
+        assert first[name].find("img", class_="thumb")
+    fids = [float(r.find("td", data_col="fid").attrs["data-value"]) for r in first.values()]
+    assert fids == sorted(fids) and len(first) == len(rf.STEP_RATIO_FID) + len(rf.QUIRK_FID) + 2
+    alone = next(r for r in rows.values() if "my-gan-500" in r)
+    assert list(alone) == ["my-gan-500"] and "my-gan-500" not in first  # never ranked with the 1,000-sample scores
+    notes = [n.text() for n in sec.find_all("p", data_role="protocol-differs")]
+    assert len(notes) == len(tables) - 1 and any("n_generated 1000 vs 500" in n for n in notes)
+
+
 def test_page_is_self_contained(page):
     path, html, dom = page
-    assert not dom.find_all("script") and not dom.find_all("link") and not dom.find_all("iframe")
+    scripts = dom.find_all("script")  # the scoreboard's sort, inline, nothing fetched
+    assert len(scripts) == 1 and "src" not in scripts[0].attrs and "fetch" not in scripts[0].text()
+    assert not dom.find_all("link") and not dom.find_all("iframe")
     style = " ".join(s.text() for s in dom.find_all("style"))
     assert "url(" not in style and "@import" not in style and "@font-face" not in style
     images = dom.find_all("img")
@@ -336,9 +363,10 @@ def test_the_cli_with_defaults_in_a_fresh_folder(tmp_path):
 
 # ---- a real browser ---------------------------------------------------------------------------------------
 
-# Injected into a copy of the page only (the page itself has no scripts): records uncaught errors, failed
-# resource loads, console errors and warnings, images that did not decode, and any resource fetched from
-# outside the page, into a <pre id="__check"> that --dump-dom prints.
+# Injected into a copy of the page only (the page's own one script sorts the scoreboard): records uncaught errors,
+# failed resource loads, console errors and warnings, images that did not decode, any resource fetched from
+# outside the page, and the first scoreboard row after one and after two clicks on its first number column, into a
+# <pre id="__check"> that --dump-dom prints.
 CHECKER = """<script>
 window.__check = {errors: [], console: []};
 window.addEventListener('error', function (e) {
@@ -357,6 +385,12 @@ window.addEventListener('load', function () {
                    .map(function (i) { return i.alt || i.src.slice(0, 40); });
   out.fetched = performance.getEntriesByType('resource').map(function (r) { return r.name; })
                            .filter(function (n) { return n.indexOf('data:') !== 0; });
+  var th = document.querySelector('#scoreboard-1 th[data-sort="num"]');
+  out.sorted = [];
+  for (var i = 0; th && i < 2; i++) {
+    th.click();
+    out.sorted.push(document.querySelector('#scoreboard-1 tr[data-row]').getAttribute('data-row'));
+  }
   var pre = document.createElement('pre'); pre.id = '__check'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
@@ -405,6 +439,9 @@ def test_the_page_loads_in_a_browser_without_errors_and_a_screenshot_is_kept(pag
     assert result["images"] == len(dom.find_all("img"))
     assert result["broken"] == [] and result["errors"] == [] and result["console"] == [] and result["log"] == []
     assert result["fetched"] == []  # nothing but data: URIs
+    board = {r.attrs["data-row"]: float(r.find("td", data_col="fid").attrs["data-value"])
+             for r in dom.find("table", id="scoreboard-1").find_all("tr", data_row=True)}
+    assert result["sorted"] == [min(board, key=board.get), max(board, key=board.get)]  # a click sorts, again reverses
 
     shot = tmp_path / "screenshot-top.png"
     proc = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", path.as_uri())

@@ -28,14 +28,17 @@ from gan_core import devices
 from gan_core.errors import UserError
 from gan_core.judging.features import Extractor, FeatureSet, cached_features, mnist_extractor
 from gan_core.judging.metrics import MIN_SAMPLES, compare
+from gan_core.judging.protocol import PROTOCOL_KEY, Protocol
 from gan_core.training import sampling
-from gan_core.training.data import Split
+from gan_core.training.data import RESIZE_RULE, Split
 from gan_core.training.run_folder import METRICS, RunFolder
 
 EVAL_NOISE_SEED = 20240612  # latent vectors of every evaluation (pictures use the run's own seed)
 FLOOR_SEED = 20240613  # the floor's class-balanced draw from the train split
 MAX_DEFAULT_N = 10_000  # full MNIST: fid10k against its 10k test set
 INCEPTION_SUFFIX = "_inception"
+# what every image meets before the judge (the judge's own step follows): part of every result's protocol
+IMAGES = f"uint8 grey [N,1,32,32]; other sizes resized by {RESIZE_RULE}"
 
 
 def default_n(split: Split) -> int:
@@ -98,6 +101,13 @@ class Reference:
     def extractor_name(self) -> str:
         return self.extractors[""].name
 
+    def protocol(self, n_generated: int) -> Protocol:
+        """The protocol of a score of n_generated images against this reference (see gan_core.judging.protocol)."""
+        judge = self.extractors[""]
+        return Protocol(judge=judge.name, weights_sha256=judge.key["weights_sha256"],
+                        heldout=f"{self.split.name} {self.tags['heldout_fingerprint']}", n_generated=n_generated,
+                        n_real=len(self.split.heldout), preprocessing=f"{IMAGES}; judge: {judge.key['preprocess']}")
+
     def heldout(self, suffix: str = "") -> FeatureSet:
         if suffix not in self._heldout:
             self._heldout[suffix] = cached_features(self.extractors[suffix], self.split.heldout, self.cache_dir,
@@ -112,7 +122,8 @@ class Reference:
         check_n(len(images))
         out: dict = {"extractor": self.extractor_name, "n_generated": len(images),
                      "n_real": len(self.split.heldout), "real_set": f"{self.split.name} held-out "
-                                                                  f"{self.tags['heldout_fingerprint']}"}
+                                                                  f"{self.tags['heldout_fingerprint']}",
+                     PROTOCOL_KEY: self.protocol(len(images)).to_dict()}
         for suffix, ex in self.extractors.items():
             gen = cached_features(ex, images, self.cache_dir, {**self.tags, **cache_tags}) if cache_tags \
                 else ex(images)

@@ -42,18 +42,32 @@ def _positive_float(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def _arch(arch: Any) -> None:
+    """A built-in family, or a user's builder as module:function (gan_core.training.plugin_arch; imported only
+    when the models are built, so that a config is read anywhere)."""
+    if arch in ARCHS:
+        return
+    from gan_core import plugins
+
+    if not isinstance(arch, str) or ":" not in arch:
+        raise ConfigError(f"arch {arch!r} is not valid; choose one of: {', '.join(ARCHS)}, or module:function "
+                          "(your own builder)")
+    plugins.split_spec(arch, "--arch")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "seed"
+    arch: str = "seed"  # seed, dcgan, or a user's builder "module:function" (gan_core.training.plugin_arch)
     depth: int = 9  # blocks in G and in D (D: conv blocks + the 1-logit head)
     width: float = 1.0  # channel multiplier; 1.0 = the blog's 768-wide top layer
     channels: int = 1  # 3 reproduces the blog's RGB copies of grey digits
     head: str = "bn_sigmoid"
     latent_dim: int = 100
     shrink: float = 1.0  # a budget's channel factor on top of width; never below 8 channels (models._scaled)
+    arch_sha256: str = ""  # a builder's module source hash (plugin_arch.with_source_hash); "" for a built-in arch
 
     def __post_init__(self):
-        _choice("arch", self.arch, ARCHS)
+        _arch(self.arch)
         if self.depth not in DEPTHS:
             raise ConfigError(f"depth must be an integer from {DEPTHS[0]} to {DEPTHS[-1]}, got {self.depth!r}")
         _positive_float("width", self.width)

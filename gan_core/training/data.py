@@ -51,8 +51,12 @@ class Split:
         return h.hexdigest()[:16]
 
 
+# what resize() does, in words: the held-out digits and every scored sample go through it
+RESIZE_RULE = "torch bilinear interpolation, antialiased, align_corners=False, rounded to uint8"
+
+
 def resize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> uint8 [N, C, size, size], bilinear like torchvision's Resize."""
+    """uint8 [N, C, H, W] -> uint8 [N, C, size, size], bilinear like torchvision's Resize (RESIZE_RULE)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)

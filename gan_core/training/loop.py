@@ -25,7 +25,7 @@ from torch import nn
 
 from gan_core import devices
 from gan_core.errors import ConfigError, Diverged
-from gan_core.training import data, models, packing, sampling
+from gan_core.training import data, models, packing, plugin_arch, sampling
 from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
 
@@ -69,6 +69,8 @@ def build_models(cfg: RunConfig):
 
 
 def _build(m: ModelConfig):
+    if plugin_arch.is_plugin(m.arch):  # a user's builder (--arch module:function)
+        return plugin_arch.build(m)
     return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
 
 
@@ -129,7 +131,8 @@ def bytes_per_image(m: ModelConfig) -> float:
     and of D (run on real and fake images), each kept for the backward pass and matched by its gradient."""
     with torch.device("meta"):
         g, d = _build(m)
-        z, image = torch.empty(1, m.latent_dim), torch.empty(1, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
+        # a batch of 2, since BatchNorm on [1, C] fails in training mode; out[0] counts one image's share
+        z, image = torch.empty(2, m.latent_dim), torch.empty(2, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
         elements = []
         for net, x in ((g, z), (d, image), (d, image)):
             hooks = [layer.register_forward_hook(lambda _m, _i, out: elements.append(out[0].numel()))
@@ -421,6 +424,7 @@ def train_seeds(
         raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
     if len(out_dirs) != len(seeds):
         raise ConfigError(f"one run folder per seed: {len(seeds)} seeds, {len(out_dirs)} folders")
+    cfg = plugin_arch.with_source_hash(cfg)  # a builder's code as it is now: a resume of changed code is refused
     device = devices.resolve(cfg.device.device)
     split = split or data.load(cfg.data)
     members = []

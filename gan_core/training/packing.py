@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gan_core.errors import ConfigError
+from gan_core.training import plugin_arch
 from gan_core.training.config import RunConfig
 from gan_core.training.models import Discriminator, Generator
 
@@ -96,19 +97,57 @@ class PackedDiscriminator(nn.Module):
         return self.net(x.reshape(x.shape[0], -1, *x.shape[3:])).view(x.shape[0], self.k)
 
 
-def pack(members: list[Generator] | list[Discriminator]) -> PackedGenerator | PackedDiscriminator:
+class Solo(nn.Module):
+    """One network the packer cannot pack (a user's --arch), as a pack of one: [N, 1, ...] in, [N, 1, ...] out.
+
+    Its state dict is the network's own, so that member_state and packed_state need no special case."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.k, self.net = 1, net
+        self.latent_dim = getattr(net, "latent_dim", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # G: [N, 1, latent] -> [N, 1, C, H, W]; D: -> [N, 1]
+        out = self.net(x[:, 0])
+        return out.unsqueeze(1) if out.dim() > 2 else out.reshape(len(out), 1)
+
+    def state_dict(self, *args, **kwargs):
+        return self.net.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state, *args, **kwargs):
+        return self.net.load_state_dict(state, *args, **kwargs)
+
+
+def pack(members: list[Generator] | list[Discriminator]) -> PackedGenerator | PackedDiscriminator | Solo:
     """The K members as one network, each member's weights, buffers and BatchNorm statistics copied exactly."""
     if not members:
         raise ValueError("nothing to pack")
-    return PackedGenerator(members) if isinstance(members[0], Generator) else PackedDiscriminator(members)
+    if isinstance(members[0], Generator):
+        return PackedGenerator(members)
+    if isinstance(members[0], Discriminator):
+        return PackedDiscriminator(members)
+    if len(members) == 1:
+        return Solo(members[0])
+    raise ValueError(f"cannot pack a {type(members[0]).__name__}: only the family's Generator and Discriminator "
+                     "(a Sequential of convolutions, BatchNorm and elementwise activations) pack")
 
 
 def check_packable(cfg: RunConfig) -> None:
-    """Refuse, in one line, a configuration whose optimizer would couple the members of a pack."""
+    """Refuse, in one line, a configuration whose optimizer would couple the members of a pack, or a user's model
+    (--arch module:function) that the packer cannot pack."""
     for which, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
         if opt.name not in ELEMENTWISE_OPTIMIZERS:
             raise ConfigError(f"{opt.name} for the {which} cannot train packed seeds (its update mixes "
                               f"the members' weights); choose one of: {', '.join(ELEMENTWISE_OPTIMIZERS)}, or one seed")
+    if plugin_arch.is_plugin(cfg.model.arch):
+        with torch.device("meta"):  # two members, as shapes only
+            pairs = [plugin_arch.build(cfg.model) for _ in range(2)]
+        for i, which in enumerate(("generator", "discriminator")):
+            try:
+                pack([pair[i] for pair in pairs])
+            except ValueError as e:
+                raise ConfigError(f"--arch {cfg.model.arch}: its {which} cannot train packed seeds ({e}); "
+                                  "train one seed per pass") from None
 
 
 def _slice(value, m: int, k: int):

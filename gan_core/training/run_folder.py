@@ -90,6 +90,10 @@ class RunFolder:
             raise UserError(f"{self.path} already holds a run; resume it (--resume) or choose another output folder")
         ckpt = self.checkpoint()
         saved, asked = RunConfig.from_dict(ckpt["config"]).to_dict(), cfg.to_dict()
+        was, now = saved["model"]["arch_sha256"], asked["model"]["arch_sha256"]
+        if saved["model"]["arch"] == asked["model"]["arch"] and was != now:
+            raise UserError(f"cannot resume: the code of --arch {asked['model']['arch']} changed since the checkpoint "
+                            f"(source sha256 {was[:12]} then, {now[:12]} now); restore it or use another folder")
         diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != asked[k])
         if diff:
             raise UserError(f"cannot resume: the checkpoint's config differs in {', '.join(diff)}; "
