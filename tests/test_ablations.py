@@ -419,7 +419,7 @@ def test_a_trial_whose_checkpoint_is_damaged_trains_again_from_scratch_and_says_
     truncated.write_bytes(truncated.read_bytes()[:1000])
     flip_tensor_bytes(flipped)
     study = optuna.create_study()
-    group = [trial_module.Planned(study.ask(), override(cfg, {"seed": s}), "arm", d) for s, d in zip((0, 1), dirs)]
+    group = [trial_module.Planned(study.ask(), override(cfg, {"seed": s}), "arm", d) for s, d in enumerate(dirs)]
     monkeypatch.setattr(trial_module, "finish", lambda ctx, planned, result: result.g_steps)
     told = {}
     ctx = SimpleNamespace(split=split, budget=SimpleNamespace(eval_n_intermediate=100))

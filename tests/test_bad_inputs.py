@@ -5,11 +5,13 @@ T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m abl
 R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
 folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
 checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
-text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page.
+text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page, {FLIPPED} a
+run folder whose checkpoint has 64 bytes of tensor data flipped, {EDITED} one whose config.json's head was edited.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,9 +25,10 @@ from ablations import run as ablations_run
 from gan_core import evaluate, files
 from gan_core import train as train_cli
 from gan_core.training import loop
+from gan_core.training.config import HEADS
 from gan_core.training.run_folder import CHECKPOINT, CONFIG
 from reports import build
-from tests.conftest import tiny_config
+from tests.conftest import flip_tensor_bytes, tiny_config
 from tests.metric_helpers import embedded_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +66,7 @@ ROWS = [
     ("T", ["--resume"], "--resume needs --out"),
     ("T", ["--resume", "--out", "{DIR}/missing"], "nothing to resume: "),
     ("T", ["--resume", "--out", "{TRUNC}"], "checkpoint.pt cannot be read"),
+    ("T", ["--resume", "--out", "{FLIPPED}"], "checkpoint.pt cannot be read (its content does not match its checksum)"),
     ("T", ["--out", "{RUN}"], "already holds a run; resume it (--resume)"),
     ("T", ["--out", "{FILE}"], "is a file, not a folder"),
     ("T", ["--out", "{FILE}/sub"], "is a file, not a folder"),
@@ -87,6 +91,8 @@ ROWS = [
     ("E", ["{FILE}"], "is a file, not a run folder"),
     ("E", ["{DIR}"], "is not a run folder (no config.json)"),
     ("E", ["{TRUNC}"], "checkpoint.pt cannot be read"),
+    ("E", ["{FLIPPED}"], "checkpoint.pt cannot be read (its content does not match its checksum)"),
+    ("E", ["{EDITED}"], "config.json disagrees with checkpoint.pt in model.head; restore the config the run was"),
     ("E", ["{BADCFG}"], "config.json is not valid JSON (Expecting"),
     ("E", ["{RUN}", "--n", "1000000000"], "the number of samples 1,000,000,000 needs about"),
     # ---- ablations
@@ -132,13 +138,19 @@ def make(name: str, work: Path, trained: Path) -> Path:
         path.write_text("not a folder")
     elif name == "DIR":
         path.mkdir()
-    elif name in ("RUN", "TRUNC", "BADCFG"):
+    elif name in ("RUN", "TRUNC", "BADCFG", "FLIPPED", "EDITED"):
         shutil.copytree(trained, path, ignore=shutil.ignore_patterns(".lock"))
         if name == "TRUNC":
             ckpt = path / CHECKPOINT
             ckpt.write_bytes(ckpt.read_bytes()[:1000])
         if name == "BADCFG":
             (path / CONFIG).write_text('{"model": {"arch": "dcgan",')
+        if name == "FLIPPED":
+            flip_tensor_bytes(path / CHECKPOINT)
+        if name == "EDITED":
+            cfg = json.loads((path / CONFIG).read_text())
+            cfg["model"]["head"] = next(h for h in HEADS if h != cfg["model"]["head"])
+            (path / CONFIG).write_text(json.dumps(cfg))
     elif name == "BADIMG":
         for cls in ("0", "1"):
             (path / cls).mkdir(parents=True)
@@ -160,7 +172,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH"):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "FLIPPED", "EDITED"):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)

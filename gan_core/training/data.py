@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -173,31 +174,75 @@ def _mnist(cfg: DataConfig) -> Split:
 
 
 def _folder(root: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
     from torchvision.datasets import ImageFolder
 
     if not Path(root).is_dir():
         raise DataError(f"data root {root!r} is not a folder; give an ImageFolder tree (one sub-folder per class)")
-    try:
-        ds = ImageFolder(root, loader=_grey)
+    try:  # the loader is never called here (read_digit reads each file); ImageFolder only finds and labels them
+        ds = ImageFolder(root, loader=read_digit)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"no images found under {root!r}: {e}") from None
-    resample = Image.Resampling.BILINEAR
-    images = []
-    for path, _ in ds.samples:
-        try:
-            images.append(np.asarray(ds.loader(path).resize((IMAGE_SIZE, IMAGE_SIZE), resample)))
-        except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
-            raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
-                            "replace it with a PNG or JPEG digit") from None
+    images = [read_digit(path) for path, _ in ds.samples]
     return np.stack(images)[:, None], np.asarray(ds.targets, dtype=np.int64)
 
 
-def _grey(path: str):
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+COLOUR_MODES = ("RGB", "RGBX", "CMYK", "YCbCr", "HSV")  # PIL converts these to RGB exactly (LAB it cannot)
+ALPHA_MODES = ("P", "PA", "LA", "RGBA", "RGBa")  # P: a palette's transparent entry is alpha 0
+READ_MODES = ("L", "1", *SIXTEEN_BIT_MODES, "I", "F", *COLOUR_MODES, *ALPHA_MODES)
+
+
+def to_gray_uint8(img, name: str = "the image") -> np.ndarray:
+    """A PIL image of any mode -> uint8 [H, W], the 8-bit grey (white digit on black) the models see.
+
+    - 8-bit grey ``L`` as it is; bilevel ``1`` as 0 and 255.
+    - 16-bit grey (``I;16`` and its byte orders) scaled, not clipped: round(v * 255 / 65535), so an 8-bit digit
+      stored as v * 257 reads back exactly. 32-bit integer ``I`` likewise (its values must lie in 0..65535); float
+      ``F`` must lie in 0..1 and is scaled by 255.
+    - colour (RGB, CMYK, YCbCr, HSV) through RGB to PIL's luma, L = R * 299/1000 + G * 587/1000 + B * 114/1000.
+    - palette ``P`` through its RGB colours; with alpha (LA, PA, RGBA, a palette's transparency) composited on black,
+      MNIST's background: grey * alpha / 255.
+
+    Anything else (LAB, out-of-range values) is a DataError naming ``name``, never a silently clipped digit.
+    """
+    mode = img.mode
+    if mode in (*SIXTEEN_BIT_MODES, "I"):
+        v = np.asarray(img).astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() > 65535):
+            raise DataError(f"{name} is a 32-bit integer image with values {v.min()}..{v.max()}; digits are read "
+                            "as 8- or 16-bit grey (0..65535): save it as an 8- or 16-bit grey PNG")
+        return ((v * 255 + 32767) // 65535).astype(np.uint8)
+    if mode == "F":
+        v = np.asarray(img, dtype=np.float64)
+        if v.size and not (np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1):
+            raise DataError(f"{name} is a float image with values {v.min():g}..{v.max():g}; float digits are read "
+                            "in 0..1: scale it to 0..1, or save it as an 8- or 16-bit grey PNG")
+        return np.rint(v * 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        return np.array(img.convert("L"))
+    if mode in COLOUR_MODES:
+        return np.array(img.convert("RGB").convert("L"))
+    if mode in ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        grey = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.int64)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.int64)
+        return ((grey * alpha + 127) // 255).astype(np.uint8)
+    raise DataError(f"{name} has the image mode {mode!r}, which is not read as a digit; save it as a grey, RGB or "
+                    f"RGBA PNG (modes read: {', '.join(READ_MODES)})")
+
+
+def read_digit(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file -> uint8 [size, size] grey (to_gray_uint8, then bilinear resize); a file PIL cannot read is a
+    DataError naming it. Every image the suite reads goes through here."""
     from PIL import Image
 
-    with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
-        return img.convert("L")
+    try:
+        with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
+            grey = to_gray_uint8(img, str(path))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
+                        "replace it with a PNG or JPEG digit") from None
+    return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def load(cfg: DataConfig) -> Split:
