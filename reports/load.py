@@ -65,7 +65,7 @@ class StudyData:
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
                  "fid_step0", "modes_step0", "channels",
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
-                 "fail_reason", "run_dir", "samples", "params", "git_commit", "python", "torch", "optuna",
+                 "fail_reason", "restarted", "run_dir", "samples", "params", "git_commit", "python", "torch", "optuna",
                  "torch_fidelity", "host", "batch_size"]
 
 
@@ -148,6 +148,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),
         "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
         "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
+        "restarted": a.get("restarted"),  # why it trained again from scratch (its checkpoint was damaged)
         "run_dir": run_dir, "samples": samples, "params": dict(t.params),
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},

@@ -5,8 +5,9 @@ T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m abl
 R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
 folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
 checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
-text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page, {FLIPPED} a
-run folder whose checkpoint has 64 bytes of tensor data flipped, {EDITED} one whose config.json's head was edited.
+text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page.
+Damaged inputs (issue 22): {FLIPPED} a run folder whose checkpoint has 64 bytes of tensor data flipped, {EDITED}
+one whose config.json's head was edited after training, {FLOATIMG} an image folder holding a float image in 0..200.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -62,6 +64,8 @@ ROWS = [
     ("T", ["--data", "folder"], "needs a root folder"),
     ("T", ["--data", "folder", "--data-root", "/nonexistent/pics"], "is not a folder"),
     ("T", ["--data", "folder", "--data-root", "{BADIMG}"], "fake.png is not a readable image"),
+    ("T", ["--data", "folder", "--data-root", "{FLOATIMG}"], "float.tif is a float image with values 0..200; float "
+                                                             "digits are read in 0..1: scale it to 0..1"),
     ("T", ["--data", "mnist", "--data-root", "/nonexistent/mnist"], "MNIST raw files not found"),
     ("T", ["--resume"], "--resume needs --out"),
     ("T", ["--resume", "--out", "{DIR}/missing"], "nothing to resume: "),
@@ -156,6 +160,11 @@ def make(name: str, work: Path, trained: Path) -> Path:
             (path / cls).mkdir(parents=True)
             Image.new("L", (28, 28)).save(path / cls / "ok.png")
         (path / "0" / "fake.png").write_text("this is text, not a PNG")
+    elif name == "FLOATIMG":
+        for cls in ("0", "1"):
+            (path / cls).mkdir(parents=True)
+            Image.new("L", (28, 28)).save(path / cls / "ok.png")
+        Image.fromarray(np.linspace(0, 200, 28 * 28, dtype=np.float32).reshape(28, 28)).save(path / "0" / "float.tif")
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
@@ -172,7 +181,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "FLIPPED", "EDITED"):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "FLOATIMG", "BENCH", "FLIPPED", "EDITED"):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)
