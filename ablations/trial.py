@@ -297,18 +297,20 @@ def _train_when_free(group: list[Planned], start):
             return start()
         except FolderInUse:
             time.sleep(FOLDER_WAIT_S)
+            continue
         except DamagedCheckpoint as e:
-            owner = next((p for p in group if Path(p.run_dir) == e.path.parent), None)
-            restarts += 1
-            if owner is None or restarts > 2 * len(group):  # not ours, or damaged again and again: a fault
-                raise
-            try:
-                reason = RunFolder(owner.run_dir).discard_damaged_checkpoint()
-            except FolderInUse:  # another worker is training it: its checkpoint will be whole
-                time.sleep(FOLDER_WAIT_S)
-                continue
-            if reason is not None:
-                owner.trial.set_user_attr("restarted", reason)
+            damaged = e  # handled below, outside this block: a torch error met there must not chain to it
+        owner = next((p for p in group if Path(p.run_dir) == damaged.path.parent), None)
+        restarts += 1
+        if owner is None or restarts > 2 * len(group):  # not ours, or damaged again and again: a fault
+            raise damaged
+        try:
+            reason = RunFolder(owner.run_dir).discard_damaged_checkpoint()
+        except FolderInUse:  # another worker is training it: its checkpoint will be whole
+            time.sleep(FOLDER_WAIT_S)
+            continue
+        if reason is not None:
+            owner.trial.set_user_attr("restarted", reason)
 
 
 def _fail(trial: optuna.Trial, kind: str, reason: str) -> None:

@@ -425,8 +425,10 @@ def test_a_trial_whose_checkpoint_is_damaged_trains_again_from_scratch_and_says_
     ctx = SimpleNamespace(split=split, budget=SimpleNamespace(eval_n_intermediate=100))
     trial_module._train_group(ctx, group, lambda trial, outcome: told.update({trial.number: outcome}))
     assert told == {p.trial.number: 2 for p in group}  # both finished, none failed
-    assert "cannot be read (" in group[0].trial.user_attrs["restarted"]
-    assert "does not match its checksum" in group[1].trial.user_attrs["restarted"]
+    reasons = [p.trial.user_attrs["restarted"] for p in group]
+    assert all(r.startswith(f"{d / CHECKPOINT} cannot be read (") and r.count("cannot be read") == 1
+               for r, d in zip(reasons, dirs, strict=True)), reasons
+    assert "does not match its checksum" in reasons[1]
     assert all((d / f"{CHECKPOINT}.damaged").is_file() for d in dirs)
     fresh = [tmp_path / "fresh" / d.name for d in dirs]  # a pass that never met the damage
     loop.train_seeds(cfg, [0, 1], fresh, split=split)

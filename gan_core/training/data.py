@@ -233,7 +233,8 @@ def to_gray_uint8(img, name: str = "the image") -> np.ndarray:
 
 def read_digit(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
     """An image file -> uint8 [size, size] grey (to_gray_uint8, then bilinear resize); a file PIL cannot read is a
-    DataError naming it. Every image the suite reads goes through here."""
+    DataError naming it. The one reader of digit image files (a --data folder tree; scoring a folder of samples).
+    """
     from PIL import Image
 
     try:

@@ -50,7 +50,7 @@ class DamagedCheckpoint(UserError):
     """A run folder's checkpoint.pt cannot be read, or its content is not what was saved (checksum mismatch)."""
 
     def __init__(self, path: Path, why: str):
-        self.path = path
+        self.path, self.why = path, why
         super().__init__(f"{path} cannot be read ({why}); it is truncated or corrupt: delete it to start the run "
                          "afresh")
 
@@ -258,7 +258,7 @@ class RunFolder:
                 self.checkpoint()
             except DamagedCheckpoint as e:
                 os.replace(self.path / CHECKPOINT, self.path / f"{CHECKPOINT}.damaged")
-                return str(e)
+                return f"{e.path} cannot be read ({e.why}); set aside as {CHECKPOINT}.damaged, trained afresh"
             return None
         finally:
             self.unlock()
