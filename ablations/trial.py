@@ -1,7 +1,8 @@
 """One Optuna trial = one RunConfig x seed: train it, evaluate it, record everything in the trial.
 
 A trial's run folder is fixed by its study, arm and seed, so a trial retried after its worker died
-resumes from the checkpoint it left instead of starting over.
+resumes from the checkpoint it left instead of starting over (or, when that checkpoint is damaged, trains
+again from scratch and says so).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
 from gan_core.training.loop import channel_lists, seed_folder, train_seeds
-from gan_core.training.run_folder import EVALS, METRICS, FolderInUse, RunFolder
+from gan_core.training.run_folder import EVALS, METRICS, DamagedCheckpoint, FolderInUse, RunFolder
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
 
@@ -214,7 +215,7 @@ def _train_group(ctx: Context, group: list[Planned], done: Callable[[optuna.Tria
     on_eval = {p.cfg.seed: on_eval_for(ctx, p) for p in group}
     failed = None
     try:
-        results = _train_when_free(lambda: train_seeds(
+        results = _train_when_free(group, lambda: train_seeds(
             group[0].cfg, [p.cfg.seed for p in group], [p.run_dir for p in group],
             on_eval=lambda point: on_eval[point.cfg.seed](point), resume=True, split=ctx.split))
     except Exception as e:
@@ -279,17 +280,37 @@ def _record(trial: optuna.Trial, e: Exception) -> None:
         _fail(trial, "error", f"{type(e).__name__}: {e}")
 
 
-def _train_when_free(start):
-    """start() (a train or train_seeds call that resumes). On SQLite two workers can pop the same queued trial (the
-    row is not locked), and both then train the same arm x seed into the same folder: the second finds the folder
-    locked. It waits for the first to finish and resumes its final checkpoint (nothing left to train), so both
-    report the same result (the second report is refused by Optuna, which ``work`` expects), instead of failing a
-    trial that finished."""
+def _train_when_free(group: list[Planned], start):
+    """start() (a train_seeds call that resumes the group's run folders), until it runs.
+
+    On SQLite two workers can pop the same queued trial (the row is not locked), and both then train the same arm x
+    seed into the same folder: the second finds the folder locked. It waits for the first to finish and resumes its
+    final checkpoint (nothing left to train), so both report the same result (the second report is refused by
+    Optuna, which ``work`` expects), instead of failing a trial that finished.
+
+    A checkpoint that cannot be read (cut short, or failing its checksum) is set aside and its trial trains again
+    from scratch, its record saying why (user attr "restarted"): a damaged file costs a retrain, not an arm x seed
+    missing from every rerun."""
+    restarts = 0
     while True:
         try:
             return start()
         except FolderInUse:
             time.sleep(FOLDER_WAIT_S)
+            continue
+        except DamagedCheckpoint as e:
+            damaged = e  # handled below, outside this block: a torch error met there must not chain to it
+        owner = next((p for p in group if Path(p.run_dir) == damaged.path.parent), None)
+        restarts += 1
+        if owner is None or restarts > 2 * len(group):  # not ours, or damaged again and again: a fault
+            raise damaged
+        try:
+            reason = RunFolder(owner.run_dir).discard_damaged_checkpoint()
+        except FolderInUse:  # another worker is training it: its checkpoint will be whole
+            time.sleep(FOLDER_WAIT_S)
+            continue
+        if reason is not None:
+            owner.trial.set_user_attr("restarted", reason)
 
 
 def _fail(trial: optuna.Trial, kind: str, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -89,6 +90,38 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def content_sha256(obj: Any) -> str:
+    """SHA-256 of what an object holds, not of how a file stores it: tensors (dtype, shape, bytes), numpy arrays,
+    dicts, lists and scalars, nested. A checkpoint or a cache entry carries it and is checked against it when read
+    back: torch.load and np.load take flipped bytes inside tensor data without a word."""
+    h = hashlib.sha256()
+    _hash_into(h, obj)
+    return h.hexdigest()
+
+
+def _hash_into(h, obj: Any) -> None:
+    import numpy as np
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, torch.Tensor):
+        h.update(f"{obj.dtype} {list(obj.shape)}".encode())
+        # as bytes whatever the dtype (numpy has no bfloat16); on the CPU: a checkpoint is saved from there anyway
+        h.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"{{{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            _hash_into(h, key)
+            _hash_into(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"[{len(obj)}".encode())
+        for item in obj:
+            _hash_into(h, item)
+    else:  # str, int, float, bool, None: repr tells them apart and round-trips floats
+        h.update(f"{repr(obj)};".encode())
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:

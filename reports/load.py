@@ -67,8 +67,8 @@ class StudyData:
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
                  "fid_step0", "modes_step0", "channels",
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
-                 "fail_reason", "run_dir", "samples", "params", "git_commit", "python", "torch", "optuna",
-                 "torch_fidelity", "host", "batch_size", "protocol"]
+                 "fail_reason", "restarted", "run_dir", "samples", "params", "git_commit", "python", "torch",
+                 "optuna", "torch_fidelity", "host", "batch_size", "protocol"]
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
@@ -150,6 +150,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),
         "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
         "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
+        "restarted": a.get("restarted"),  # why it trained again from scratch (its checkpoint was damaged)
         "run_dir": run_dir, "samples": samples, "params": dict(t.params),
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
         "protocol": metrics.get(PROTOCOL_KEY),  # how its metrics were measured (gan_core.judging.protocol)

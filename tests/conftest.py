@@ -6,7 +6,6 @@ import torch
 from gan_core.training import data
 from gan_core.training.config import DataConfig, RunConfig, override
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` gives each worker one of the two cores: a second torch or BLAS thread per worker only
     # oversubscribes them (tests.metric_helpers.one_thread measured 9-25x slower when two busy processes each
@@ -61,3 +60,21 @@ def trained_steps(monkeypatch, then=lambda steps: None) -> list:
 
     monkeypatch.setattr(loop.GanSteps, "__init__", init)
     return made
+
+
+def flip_tensor_bytes(path, n: int = 64) -> None:
+    """Flip ``n`` bytes in the middle of the largest array stored in a zip file (a torch checkpoint or cache entry,
+    an .npz): damage that torch.load takes without a word, unlike a cut-short file."""
+    import struct
+    import zipfile
+    from pathlib import Path
+
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(Path(path).read_bytes())
+    # the record's bytes follow its local header: 30 bytes, then its name and extra field (lengths at 26 and 28)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + (info.file_size - n) // 2
+    assert info.compress_type == zipfile.ZIP_STORED and info.file_size >= n
+    data[start:start + n] = bytes(b ^ 0xFF for b in data[start:start + n])
+    Path(path).write_bytes(data)

@@ -8,10 +8,13 @@ checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an
 text file named .png, {BENCH} a benchmark file that is not JSON, {BADSCORES} a results folder whose metrics.json
 is not JSON, {PAGE} an existing report page; the names in
 SAMPLE_FILES are samples a user brings to --samples, each wrong in its own way.
+Damaged inputs (issue 22): {FLIPPED} a run folder whose checkpoint has 64 bytes of tensor data flipped, {EDITED}
+one whose config.json's head was edited after training, {FLOATIMG} an image folder holding a float image in 0..200.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,9 +29,10 @@ from ablations import run as ablations_run
 from gan_core import evaluate, files
 from gan_core import train as train_cli
 from gan_core.training import loop
+from gan_core.training.config import HEADS
 from gan_core.training.run_folder import CHECKPOINT, CONFIG
 from reports import build
-from tests.conftest import tiny_config
+from tests.conftest import flip_tensor_bytes, tiny_config
 from tests.metric_helpers import embedded_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +78,13 @@ ROWS = [
     ("T", ["--data", "folder"], "needs a root folder"),
     ("T", ["--data", "folder", "--data-root", "/nonexistent/pics"], "is not a folder"),
     ("T", ["--data", "folder", "--data-root", "{BADIMG}"], "fake.png is not a readable image"),
+    ("T", ["--data", "folder", "--data-root", "{FLOATIMG}"], "float.tif is a float image with values 0..200; float "
+                                                             "digits are read in 0..1: scale it to 0..1"),
     ("T", ["--data", "mnist", "--data-root", "/nonexistent/mnist"], "MNIST raw files not found"),
     ("T", ["--resume"], "--resume needs --out"),
     ("T", ["--resume", "--out", "{DIR}/missing"], "nothing to resume: "),
     ("T", ["--resume", "--out", "{TRUNC}"], "checkpoint.pt cannot be read"),
+    ("T", ["--resume", "--out", "{FLIPPED}"], "checkpoint.pt cannot be read (its content does not match its checksum)"),
     ("T", ["--out", "{RUN}"], "already holds a run; resume it (--resume)"),
     ("T", ["--out", "{FILE}"], "is a file, not a folder"),
     ("T", ["--out", "{FILE}/sub"], "is a file, not a folder"),
@@ -102,6 +109,8 @@ ROWS = [
     ("E", ["{FILE}"], "is a file, not a run folder"),
     ("E", ["{DIR}"], "is not a run folder (no config.json)"),
     ("E", ["{TRUNC}"], "checkpoint.pt cannot be read"),
+    ("E", ["{FLIPPED}"], "checkpoint.pt cannot be read (its content does not match its checksum)"),
+    ("E", ["{EDITED}"], "config.json disagrees with checkpoint.pt in model.head; restore the config the run was"),
     ("E", ["{BADCFG}"], "config.json is not valid JSON (Expecting"),
     ("E", ["{RUN}", "--n", "1000000000"], "the number of samples 1,000,000,000 needs about"),
     ("E", ["{RUN}", "--samples", "{NPY_20}"], "exactly one"),
@@ -110,7 +119,6 @@ ROWS = [
     ("E", ["--samples", "{FILE}"], "is not a folder, .npy or .npz"),
     ("E", ["--samples", "{DIR}", "--out", "{DIR}/res"], "holds no .png, .jpg, .jpeg files"),
     ("E", ["--samples", "{BADIMG}/0", "--out", "{DIR}/res"], "fake.png is not a readable image"),
-    ("E", ["--samples", "{PNG16}"], "image mode I;16 (16-bit or float) is not read; save 8-bit grey or RGB"),
     ("E", ["--samples", "{PNG_WIDE}"], "images must be square (they are resized to 32x32), got 28x40"),
     ("E", ["--samples", "{NPY_NAN}", "--out", "{DIR}/res"], "has 3 NaN pixels (the first in image 2)"),
     ("E", ["--samples", "{NPY_255}"], "float pixels span 0 to 255, a mixed or unknown range; give float in [0, 1] or "
@@ -180,11 +188,6 @@ def trained_run(tmp_path_factory):
     return out
 
 
-def _png16(path: Path) -> None:
-    path.mkdir()
-    Image.fromarray(np.full((28, 28), 1000, dtype=np.uint16)).save(path / "a.png")
-
-
 def _npz_two(path: Path) -> None:
     np.savez(path, a=np.zeros((20, 28, 28), np.uint8), b=np.zeros(3))
 
@@ -196,7 +199,6 @@ def _npy_nan(path: Path) -> None:
 
 
 SAMPLE_FILES = {  # samples a user might bring, each wrong in its own way (--samples rows)
-    "PNG16": _png16,
     "PNG_WIDE": lambda p: (p.mkdir(), Image.new("L", (40, 28)).save(p / "a.png")),
     "NPY_NAN": lambda p: _npy_nan(p.with_suffix(".npy")),
     "NPY_255": lambda p: np.save(p.with_suffix(".npy"), np.linspace(0, 255, 20 * 784).reshape(20, 28, 28)),
@@ -225,13 +227,19 @@ def make(name: str, work: Path, trained: Path) -> Path:
         path.write_text("not a folder")
     elif name == "DIR":
         path.mkdir()
-    elif name in ("RUN", "TRUNC", "BADCFG"):
+    elif name in ("RUN", "TRUNC", "BADCFG", "FLIPPED", "EDITED"):
         shutil.copytree(trained, path, ignore=shutil.ignore_patterns(".lock"))
         if name == "TRUNC":
             ckpt = path / CHECKPOINT
             ckpt.write_bytes(ckpt.read_bytes()[:1000])
         if name == "BADCFG":
             (path / CONFIG).write_text('{"model": {"arch": "dcgan",')
+        if name == "FLIPPED":
+            flip_tensor_bytes(path / CHECKPOINT)
+        if name == "EDITED":
+            cfg = json.loads((path / CONFIG).read_text())
+            cfg["model"]["head"] = next(h for h in HEADS if h != cfg["model"]["head"])
+            (path / CONFIG).write_text(json.dumps(cfg))
     elif name == "BADIMG":
         for cls in ("0", "1"):
             (path / cls).mkdir(parents=True)
@@ -240,6 +248,11 @@ def make(name: str, work: Path, trained: Path) -> Path:
     elif name == "BADSCORES":  # a results folder whose metrics.json is cut short
         (path / "mine").mkdir(parents=True)
         (path / "mine" / "metrics.json").write_text("{broken")
+    elif name == "FLOATIMG":
+        for cls in ("0", "1"):
+            (path / cls).mkdir(parents=True)
+            Image.new("L", (28, 28)).save(path / cls / "ok.png")
+        Image.fromarray(np.linspace(0, 200, 28 * 28, dtype=np.float32).reshape(28, 28)).save(path / "0" / "float.tif")
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
@@ -256,7 +269,8 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "BADSCORES", *SAMPLE_FILES):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "FLOATIMG", "BENCH", "FLIPPED", "EDITED",
+                     "BADSCORES", *SAMPLE_FILES):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)

