@@ -67,9 +67,9 @@ SAMPLE_RULES = ("Pixels: uint8 0-255, or float in [-1, 1] when any value is nega
                 "printed; NaN, inf or other values are refused). Arrays: N x H x W, N x 1 x H x W or N x H x W x 1 "
                 "(3 channels are averaged to grey). Image files: sorted by name (zero-pad numbers to keep an order), "
                 "any mode, made 8-bit grey as a --data folder's digits are (16-bit scaled, alpha on black). Images "
-                "must be square; any other size than 32x32 is resized like the held-out digits (MNIST's 28x28 to 32x32: "
-                "torch bilinear, antialiased, rounded to uint8). The first --n samples are scored (default 1000 on "
-                "the embedded set, as trials, or all when fewer).")
+                "must be square; any other size than 32x32 is resized like the held-out digits (MNIST's 28x28 to "
+                "32x32: torch bilinear, antialiased, rounded to uint8). The first --n samples are scored (default 1000 "
+                "on the embedded set, as trials, or all when fewer).")
 
 
 def _positive(text: str) -> int:
