@@ -5,14 +5,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from ablations import run
 from ablations.studies import REGISTRY
+from gan_core import devices
 from gan_core.training.config import RunConfig, override
 from gan_core.training.loop import channel_lists
 from gan_core.training.run_folder import RunFolder
@@ -434,20 +438,67 @@ def test_packed_seeds_are_trials_of_their_own_and_a_pack_too_big_trains_one_by_o
     assert all(len(values) == 2 for values in by_seed.values())
 
 
-def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
+def settings_of(tmp_path, *extra, study="step_ratio"):
+    return run.settings_from_args(run.parser().parse_args(["--study", study, *study_args(tmp_path), *extra]))
+
+
+def fake_gpus(monkeypatch, count: int) -> None:
+    """This machine has no GPU: torch says it has ``count`` (what it says under CUDA_VISIBLE_DEVICES)."""
     import torch
 
-    from gan_core import devices
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
-    def settings(*extra, study="step_ratio"):
-        return run.settings_from_args(run.parser().parse_args(["--study", study, *study_args(tmp_path), *extra]))
 
+def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
+    settings = partial(settings_of, tmp_path)
     assert settings().pack == 1
     assert settings("--pack-seeds", "--seeds", "3").pack == 3
-    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda"))
-    assert settings("--seeds", "4").pack == 4
-    assert settings("--no-pack-seeds").pack == 1
+    fake_gpus(monkeypatch, 1)
+    assert settings("--seeds", "4", "--device", "auto").pack == 4
+    assert settings("--no-pack-seeds", "--device", "auto").pack == 1
     assert settings(study="joint").pack == 1  # a searched study: every trial its own config
+
+
+def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_path, monkeypatch):
+    settings = partial(settings_of, tmp_path, "--device", "auto")
+    cpu = settings()
+    assert cpu.devices == () and cpu.base.device.device == "auto" and cpu.workers == run.default_workers(
+        torch.device("cpu"), 0)  # the CPU: as before
+    fake_gpus(monkeypatch, 2)
+    s = settings("--seeds", "3")
+    assert (s.workers, s.devices, s.pack) == (2, ("cuda:0", "cuda:1"), 3)
+    assert [w.base.device.device for w in run.worker_settings(s)] == ["cuda:0", "cuda:1"]
+    assert settings("--workers", "3").devices == ("cuda:0", "cuda:1", "cuda:0")  # --workers: round-robin
+    assert settings("--device", "cuda:1").devices == ("cuda:1",)
+    assert settings("--device", "cuda:1,cuda:0", "--workers", "1").devices == ("cuda:1",)
+    assert settings("--device", "cuda").devices == ("cuda:0", "cuda:1")
+    fake_gpus(monkeypatch, 1)  # CUDA_VISIBLE_DEVICES=1: torch sees one GPU, cuda:0
+    assert settings().devices == ("cuda:0",)
+
+    fake_gpus(monkeypatch, 2)  # several workers: each process gets its own settings ...
+    started = []
+
+    class Process:
+        def __init__(self, target, args):
+            started.append(args[0])
+            self.pid, self.exitcode = None, 0
+
+        start = join = lambda self: None
+
+    monkeypatch.setattr(run.multiprocessing, "get_context", lambda method: SimpleNamespace(Process=Process))
+    assert run.run_workers(s, None, None) == []
+    assert [(w.base.device.device, w.devices) for w in started] == [("cuda:0", ("cuda:0",)), ("cuda:1", ("cuda:1",))]
+    pinned = []  # ... and pins its process to its GPU first thing
+
+    def pin(name):
+        pinned.append(name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(devices, "pin", pin)
+    with pytest.raises(KeyboardInterrupt):
+        run.work(started[1])
+    assert pinned == ["cuda:1"]
 
 
 def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path, capsys):

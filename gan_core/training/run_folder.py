@@ -47,6 +47,14 @@ class FolderInUse(UserError):
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "eval_every"})
 
 
+def _same_experiment(cfg: RunConfig) -> dict:
+    """What a resume compares: the config, with the GPU's index left out (a study retries a trial on whichever GPU
+    or host is free: cuda:1 continues cuda:0's run; the CPU does not continue a GPU's)."""
+    d = cfg.to_dict()
+    d["device"]["device"] = d["device"]["device"].split(":")[0]
+    return d
+
+
 class RunFolder:
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path is not None else None
@@ -89,7 +97,7 @@ class RunFolder:
         if not resume:
             raise UserError(f"{self.path} already holds a run; resume it (--resume) or choose another output folder")
         ckpt = self.checkpoint()
-        saved, asked = RunConfig.from_dict(ckpt["config"]).to_dict(), cfg.to_dict()
+        saved, asked = _same_experiment(RunConfig.from_dict(ckpt["config"])), _same_experiment(cfg)
         diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != asked[k])
         if diff:
             raise UserError(f"cannot resume: the checkpoint's config differs in {', '.join(diff)}; "
