@@ -190,16 +190,17 @@ CURVE_STATES = ("COMPLETE", "PRUNED", "FAIL")  # a pruned or diverged trial's cu
 def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
     """evals.jsonl of every finished trial, one row per evaluation, tagged with its trial, arm, seed and state.
 
-    A retried trial shares its run folder with the attempt before it: each folder is read once, for
-    its most final trial (complete before pruned before failed).
+    A retried trial continues the run of the attempt before it (its run folder, or on another host that folder's
+    snapshot in the artifact store): each run, an arm and seed, is read once, for its most final trial (complete
+    before pruned before failed).
     """
     frames, seen = [], set()
     rank = {s: i for i, s in enumerate(CURVE_STATES)}
     ranked = trials[trials["state"].isin(CURVE_STATES)].sort_values("state", key=lambda s: s.map(rank), kind="stable")
     for t in ranked.itertuples():
-        if t.run_dir is None or t.run_dir in seen:
+        if t.run_dir is None or (t.arm, t.seed) in seen:
             continue
-        seen.add(t.run_dir)
+        seen.add((t.arm, t.seed))
         rows = RunFolder(t.run_dir).read_jsonl(EVALS)
         if rows:
             frames.append(pd.DataFrame(rows).assign(trial=t.number, arm=t.arm, seed=t.seed, state=t.state.lower()))

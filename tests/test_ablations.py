@@ -542,3 +542,74 @@ def test_a_stop_signal_waits_until_the_worker_is_out_of_the_storages_code():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# ---- hosts that share only the study storage (--artifacts)
+
+
+def pair_study():
+    """A 2-arm grid (the width study's two cheapest arms): what a test of several hosts needs, at half the cost."""
+    import dataclasses
+
+    width = REGISTRY["width"]
+    return dataclasses.replace(width, name="pair", arms=width.arms[:2], baseline=width.arms[0].label)
+
+
+def host_that_dies_mid_trial() -> None:
+    """``python -c`` entry of a study process that hangs after uploading its first trial's G-step-2 snapshot, so
+    that the test kills it mid-trial, a snapshot in the store (its own run folder then lies on a lost host)."""
+    from reports import artifacts
+
+    REGISTRY["pair"] = pair_study()
+    upload = artifacts.Uploads.snapshot
+
+    def snapshot(self, g_step):
+        upload(self, g_step)
+        if g_step == 2:
+            time.sleep(600)
+
+    artifacts.Uploads.snapshot = snapshot
+    raise SystemExit(run.main(sys.argv[1:]))
+
+
+def snapshot_steps(db: Path) -> list[int]:
+    try:
+        with sqlite3.connect(db) as con:
+            return [json.loads(v)["g_step"] for (v,) in
+                    con.execute("select value_json from trial_user_attributes where key = 'artifacts'")]
+    except sqlite3.OperationalError:  # no tables yet
+        return []
+
+
+def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_complete_page(tmp_path, capsys,
+                                                                                             monkeypatch):
+    from reports import load as report
+    from reports import sections
+
+    monkeypatch.setitem(REGISTRY, "pair", pair_study())
+    db = tmp_path / "s.db"
+    host = ["--study", "pair", "--seeds", "1", "--heartbeat", "1", "--artifacts", str(tmp_path / "store"),
+            *in_process(tmp_path)]
+    root = Path(__file__).resolve().parents[1]
+    entry = (f"import sys; sys.path.insert(0, {str(root)!r}); "
+             "from tests.test_ablations import host_that_dies_mid_trial; host_that_dies_mid_trial()")
+    a = subprocess.Popen([sys.executable, "-c", entry, *host, "--runs", str(tmp_path / "a")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when(a, lambda _states: 2 in snapshot_steps(db), db, "a snapshot at G step 2")
+    capsys.readouterr()
+    assert run.main([*host, "--runs", str(tmp_path / "b")]) == 0  # host B: its own, empty run folders
+    study = load(tmp_path, "pair-dcgan-cpu-smoke")
+    assert sorted(grid_keys(study)) == [("1/4", 0), ("1/8", 0)]
+    (lost,) = study.get_trials(states=(TrialState.FAIL,))
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"].startswith(str(tmp_path / "b"))
+    # resumed from A's G-step-2 checkpoint: A's first two log lines (their wall times too) begin B's run
+    logged_a = (Path(lost.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
+    logged_b = (Path(retry.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
+    assert len(logged_a) == 2 and logged_b[:2] == logged_a and len(logged_b) == 4
+
+    (data,) = report.load_studies(f"sqlite:///{db}", tmp_path / "c")  # a third host: no run folder at all
+    assert data.complete["samples"].notna().all()
+    assert set(data.curves["trial"]) == set(data.complete["number"])
+    assert all("image" in grid for grid in sections.sample_grids(data, data.arms)), sections.sample_grids(data,
+                                                                                                       data.arms)
