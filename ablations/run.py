@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -257,10 +258,11 @@ def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
     return queued
 
 
-def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -> None:
+def work(settings: Settings, threads: int | None = None, ctx=None, study=None, asks=None) -> None:
     """A worker: run queued trials (grid) or new ones (searched) until the study is done.
 
-    ``ctx`` and ``study`` are passed in-process; a worker process builds its own.
+    ``ctx`` and ``study`` are passed in-process; a worker process builds its own. ``asks``: a lock the workers of
+    one host share (run_workers), held while a worker asks for a pass's trials (see asking).
     """
     import optuna
     import torch
@@ -302,7 +304,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
         try:
             if settings.pack > 1:
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
-                work_pass(study, ctx, min(settings.pack, waiting))
+                work_pass(study, ctx, min(settings.pack, waiting), asks)
             else:
                 study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
         except ValueError as e:
@@ -312,7 +314,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
                 raise
 
 
-def work_pass(study, ctx, n: int) -> None:
+def work_pass(study, ctx, n: int, asks=None) -> None:
     """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
     told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
     at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does."""
@@ -340,11 +342,12 @@ def work_pass(study, ctx, n: int) -> None:
                 raise
 
     try:
-        for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
-            trial = study.ask()
-            trials.append(trial)
-            beats[trial.number] = get_heartbeat_thread(trial._trial_id, study._storage)
-            beats[trial.number].start()
+        with asking(asks):
+            for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
+                trial = study.ask()
+                trials.append(trial)
+                beats[trial.number] = get_heartbeat_thread(trial._trial_id, study._storage)
+                beats[trial.number].start()
         by_arm: dict = {}
         for trial in trials:
             by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
@@ -360,6 +363,24 @@ def work_pass(study, ctx, n: int) -> None:
                     errors.append(e)
         if errors and sys.exc_info()[0] is None:
             raise errors[0]
+
+
+ASK_LOCK_S = 30.0
+
+
+@contextmanager
+def asking(lock):
+    """Hold the host's ask lock while asking for a pass's trials: queued trials come arm by arm, and workers that
+    ask at the same moment (every GPU's, as a study starts) would otherwise interleave their asks and each get
+    one seed of every arm, packing nothing (seen: two workers, two arms, four passes of one seed). Workers on
+    other hosts can still interleave with these: their passes are then smaller, never wrong. Asks take
+    milliseconds: a lock held longer than ASK_LOCK_S is a dead worker's (kill -9), and is passed over."""
+    held = lock is not None and lock.acquire(timeout=ASK_LOCK_S)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 def _print_trial(study, trial) -> None:
@@ -489,7 +510,8 @@ def run_workers(settings: Settings, ctx, study) -> list[int]:
         return []
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     mp = multiprocessing.get_context("spawn")
-    procs = [mp.Process(target=_worker_process, args=(s, threads)) for s in each]
+    asks = mp.Lock()
+    procs = [mp.Process(target=_worker_process, args=(s, threads, asks)) for s in each]
     received: list[int] = []
 
     def forward(signum: int | None = None, _frame=None) -> None:
@@ -515,12 +537,12 @@ def run_workers(settings: Settings, ctx, study) -> list[int]:
     return [p.exitcode for p in procs if p.exitcode != 0]
 
 
-def _worker_process(settings: Settings, threads: int) -> None:
+def _worker_process(settings: Settings, threads: int, asks) -> None:
     try:
         for s in STOP_SIGNALS:
             signal.signal(s, _stop_once)
         _die_with_parent()
-        work(settings, threads)
+        work(settings, threads, asks=asks)
     except KeyboardInterrupt:
         pass
 
@@ -598,7 +620,7 @@ def _main(argv: list[str] | None) -> int:
     from ablations.budgets import BUDGETS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": we print our own lines
-    from ablations.studies import REGISTRY, catalogue
+    from ablations.studies import REGISTRY
 
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
     size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
@@ -613,20 +635,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
     study = open_study(settings)
-    if study.user_attrs.get("study") is None:
-        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
-                           "objective": ctx.objective, "data": ctx.base.data.source,
-                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
-                           "extractor": ctx.reference.extractor_name}.items():
-            study.set_user_attr(key, value)
-    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
-                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
-    for key, value in description.items():  # what the report shows
-        study.set_user_attr(key, value)
-    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
-    if "floor" not in study.user_attrs:
-        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
-    queued = enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
+    queued = prepare_study(settings, ctx, study)
     print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
     if note := share_artifacts(study, settings):
@@ -650,6 +659,29 @@ def _main(argv: list[str] | None) -> int:
     if not args.no_report:
         print(build_report(settings, args.report))
     return 0
+
+
+def prepare_study(settings: Settings, ctx, study) -> int:
+    """What every run of the command does to its study before the workers start: the study's record (what the
+    report shows), and the arm x seed pairs still missing queued. Returns how many were queued."""
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY, catalogue
+
+    spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
+    if study.user_attrs.get("study") is None:
+        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
+                           "objective": ctx.objective, "data": ctx.base.data.source,
+                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
+                           "extractor": ctx.reference.extractor_name}.items():
+            study.set_user_attr(key, value)
+    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
+                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
+    for key, value in description.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
+    if "floor" not in study.user_attrs:
+        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
+    return enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
 
 
 def base_arm(spec, base) -> str | None:
