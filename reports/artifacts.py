@@ -46,11 +46,15 @@ def open_store(path: str | os.PathLike, create: bool) -> FileSystemArtifactStore
 
 class Uploads:
     """One trial's uploads from its run folder. A file unchanged since the last snapshot (same size and mtime) is
-    not uploaded again: the final metrics reuse the final checkpoint's upload."""
+    not uploaded again: the final metrics reuse the final checkpoint's upload. A checkpoint that a newer snapshot
+    replaced is removed from the store (the blog's model's is 119 MB: four per trial would fill a disk); Optuna
+    keeps its meta, there being no API to drop it."""
 
     def __init__(self, store, trial: optuna.Trial, folder: Path):
         self.store, self.trial, self.folder = store, trial, Path(folder)
         self.done: dict[str, tuple[tuple, str]] = {}  # file name -> (size, mtime) when uploaded, artifact id
+        self.checkpoint: str | None = None  # the id of the last checkpoint this trial uploaded (a retry's first
+        # snapshot keeps the one it resumed from: another attempt's)
 
     def snapshot(self, g_step: int) -> None:
         ids = {}
@@ -65,7 +69,10 @@ class Uploads:
                 self.done[name] = stamp, upload_artifact(artifact_store=self.store, file_path=str(path),
                                                          study_or_trial=self.trial)
             ids[name] = self.done[name][1]
-        self.trial.set_user_attr(SNAPSHOT, {"g_step": g_step, "files": ids})
+        self.trial.set_user_attr(SNAPSHOT, {"g_step": g_step, "files": ids})  # then the replaced checkpoint goes
+        replaced, self.checkpoint = self.checkpoint, ids.get(CHECKPOINT)
+        if replaced is not None and replaced != self.checkpoint:
+            self.store.remove(replaced)
 
 
 def latest(trials, arm: str, seed: int) -> dict | None:

@@ -4,6 +4,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -481,14 +482,17 @@ def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_pat
 
     class Process:
         def __init__(self, target, args):
-            started.append(args[0])
+            started.append(args)
             self.pid, self.exitcode = None, 0
 
         start = join = lambda self: None
 
-    monkeypatch.setattr(run.multiprocessing, "get_context", lambda method: SimpleNamespace(Process=Process))
+    monkeypatch.setattr(run.multiprocessing, "get_context",
+                        lambda method: SimpleNamespace(Process=Process, Lock=threading.Lock))
     assert run.run_workers(s, None, None) == []
-    assert [(w.base.device.device, w.devices) for w in started] == [("cuda:0", ("cuda:0",)), ("cuda:1", ("cuda:1",))]
+    assert [(w.base.device.device, w.devices) for w, _threads, _asks in started] == [("cuda:0", ("cuda:0",)),
+                                                                                    ("cuda:1", ("cuda:1",))]
+    assert started[0][2] is started[1][2]  # one ask lock for the host's workers
     pinned = []  # ... and pins its process to its GPU first thing
 
     def pin(name):
@@ -497,7 +501,7 @@ def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_pat
 
     monkeypatch.setattr(devices, "pin", pin)
     with pytest.raises(KeyboardInterrupt):
-        run.work(started[1])
+        run.work(started[1][0])
     assert pinned == ["cuda:1"]
 
 
@@ -607,6 +611,11 @@ def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_co
     logged_a = (Path(lost.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
     logged_b = (Path(retry.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
     assert len(logged_a) == 2 and logged_b[:2] == logged_a and len(logged_b) == 4
+    store = tmp_path / "store"  # a checkpoint that a newer snapshot of its trial replaced is gone from the store
+    uploaded = {m.artifact_id for t in study.trials for m in optuna.artifacts.get_all_artifact_meta(
+        t, storage=study._storage) if m.filename == "checkpoint.pt"}
+    kept = {t.user_attrs["artifacts"]["files"]["checkpoint.pt"] for t in study.trials if "artifacts" in t.user_attrs}
+    assert len(uploaded) == 8 and {i for i in uploaded if (store / i).is_file()} == kept and len(kept) == 3
 
     (data,) = report.load_studies(f"sqlite:///{db}", tmp_path / "c")  # a third host: no run folder at all
     assert data.complete["samples"].notna().all()
