@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="auto", help=f"auto (quick on CPU, standard on CUDA), {', '.join(BUDGETS)}")
     p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's, 5 except smoke)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one single-threaded worker per "
-                                                "CPU core up to 8; 1 on CUDA)")
+                                                "CPU core up to 8; on CUDA one per GPU of --device, N spread "
+                                                "round-robin over them)")
     p.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
                    help="train an arm's seeds in one pass, a packed network (default: on CUDA, where it fills the "
                         "GPU; off on the CPU, where it is slower)")
@@ -51,7 +53,13 @@ def parser() -> argparse.ArgumentParser:
                    help="Optuna storage: sqlite:///FILE, postgresql://..., journal:FILE")
     p.add_argument("--study-name", help="Optuna study name (default: STUDY-BASE-BUDGET)")
     p.add_argument("--runs", default="runs", help="folder for the trials' run folders")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--artifacts", metavar="PATH",
+                   help="also put what the page and a retry need from each trial (samples, curves, checkpoints) in "
+                        "this Optuna artifact store, a folder every host sees; for hosts that share only --storage "
+                        "(default: none, run folders stay local)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda (every visible GPU: CUDA_VISIBLE_DEVICES), cuda:N, or GPUs cuda:0,cuda:2; "
+                        "each worker is pinned to one of them")
     p.add_argument("--data", choices=SOURCES, help="data source (default: the base preset's, embedded)")
     p.add_argument("--data-root", help="folder of the mnist or folder data source")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between trial heartbeats (RDB storages)")
@@ -98,6 +106,8 @@ class Settings:
     runs: str
     workers: int
     pack: int = 1  # seeds trained in one pass (1: one seed per pass)
+    devices: tuple[str, ...] = ()  # CUDA: worker k's GPU (cuda:N), round-robin over --device; CPU: () (the base's)
+    artifacts: str | None = None  # the artifact store's folder (reports.artifacts), or None
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -111,12 +121,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
     if args.study not in REGISTRY:
         raise UnknownName("study", args.study, REGISTRY)
-    device = devices.resolve(args.device)  # asking for CUDA where there is none is refused here
+    gpus = [str(d) for d in devices.worker_devices(args.device) if d.type == "cuda"]  # bad names refused here
+    device = devices.resolve(gpus[0] if gpus else args.device)
     budget = budgets.resolve(args.budget, cuda=device.type == "cuda")
     study_base = REGISTRY[args.study].base(budget.name)
     base_name = args.base or study_base.preset
     own_base = base_name == study_base.preset  # its batch and its reason belong to the study's own base only
-    changes = {"device.device": args.device, "model.shrink": study_base.shrink}
+    # on CUDA each worker's trials record its own GPU (the config of worker 0 here); the CPU's is as given
+    changes = {"device.device": gpus[0] if gpus else args.device, "model.shrink": study_base.shrink}
     if study_base.batch_size is not None and own_base:
         changes["schedule.batch_size"] = study_base.batch_size
     if args.data:
@@ -131,7 +143,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
-    workers = default_workers(device) if args.workers is None else args.workers
+    workers = default_workers(device, len(gpus)) if args.workers is None else args.workers
     if workers < 1:
         raise UserError(f"--workers must be an integer >= 1, got {workers}")
     if args.heartbeat <= 0:
@@ -140,11 +152,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if pack_seeds and not REGISTRY[args.study].is_grid:
         raise UserError(f"--pack-seeds needs a grid study; {args.study} is searched (each trial its own config)")
     files.check_writable(args.runs, "the trials' run folders (--runs)")
+    if args.artifacts:
+        files.check_writable(args.artifacts, "the artifact store (--artifacts)")
     if not args.no_report:
         files.check_writable_file(args.report, "the report (--report)")
     return Settings(args.study, base_name, base, study_base.why if own_base else "", budget.name, seeds,
                     args.storage, args.heartbeat, args.study_name or study_name(args, base_name, budget.name),
-                    args.runs, workers, seeds if pack_seeds else 1)
+                    args.runs, workers, seeds if pack_seeds else 1,
+                    tuple(gpus[k % len(gpus)] for k in range(workers)) if gpus else (),
+                    os.path.abspath(args.artifacts) if args.artifacts else None)
 
 
 def study_name(args: argparse.Namespace, base_name: str, budget: str) -> str:
@@ -177,11 +193,24 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
     return base
 
 
-def default_workers(device) -> int:
-    """CUDA: one process (processes time-slice a GPU). CPU: one single-threaded worker per core, up to 8: small
+def default_workers(device, gpus: int) -> int:
+    """CUDA: one process per GPU (processes on one GPU time-slice it: ten workers on one H200 were no faster
+    together than one), each packing its arm's seeds. CPU: one single-threaded worker per core, up to 8: small
     models keep one core busy each, while two threads per process lose to each other (measured on 2 cores: a
     1:1 DCGAN G step took 75 ms with one thread and 770 ms with two, a second process running)."""
-    return 1 if device.type == "cuda" else max(1, min(os.cpu_count() or 1, 8))
+    return gpus if device.type == "cuda" else max(1, min(os.cpu_count() or 1, 8))
+
+
+def worker_settings(settings: Settings) -> list[Settings]:
+    """Each worker's settings: on CUDA its base on its own GPU (what its trials' configs record), else the same."""
+    from dataclasses import replace
+
+    from gan_core.training.config import override
+
+    if not settings.devices:
+        return [settings] * settings.workers
+    return [replace(settings, base=override(settings.base, {"device.device": d}), devices=(d,))
+            for d in settings.devices]
 
 
 def open_study(settings: Settings):
@@ -216,6 +245,7 @@ def make_context(settings: Settings):
     from gan_core.judging.metrics import MetricNames
     from gan_core.training import data
     from gan_core.training.config import override
+    from reports import artifacts
 
     base = settings.base
     budget = BUDGETS[settings.budget]
@@ -227,7 +257,8 @@ def make_context(settings: Settings):
     n = budget.eval_n or default_n(split)
     return Context(spec, budget, base, split, reference,
                    Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
-                   Path(settings.runs) / settings.study_name, MetricNames.for_count(n).fid)
+                   Path(settings.runs) / settings.study_name, MetricNames.for_count(n).fid,
+                   artifacts.open_store(settings.artifacts, create=True) if settings.artifacts else None)
 
 
 def trial_key(t) -> tuple | None:
@@ -263,19 +294,22 @@ def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
     return queued
 
 
-def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -> None:
+def work(settings: Settings, threads: int | None = None, ctx=None, study=None, asks=None) -> None:
     """A worker: run queued trials (grid) or new ones (searched) until the study is done.
 
-    ``ctx`` and ``study`` are passed in-process; a worker process builds its own.
+    ``ctx`` and ``study`` are passed in-process; a worker process builds its own. ``asks``: a lock the workers of
+    one host share (run_workers), held while a worker asks for a pass's trials (see asking).
     """
     import optuna
     import torch
     from optuna.trial import TrialState
 
     from ablations.trial import objective
+    from gan_core import devices
 
     if threads:
         torch.set_num_threads(threads)
+    devices.pin(settings.base.device.device)  # a library's bare 'cuda' (torch-fidelity's) is this worker's GPU
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # work_pass asks for trials itself and keeps their heartbeats as study.optimize does; Optuna warns at every ask
@@ -306,7 +340,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
         try:
             if settings.pack > 1:
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
-                work_pass(study, ctx, min(settings.pack, waiting))
+                work_pass(study, ctx, min(settings.pack, waiting), asks)
             else:
                 study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[_print_trial])
         except ValueError as e:
@@ -316,7 +350,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None) -
                 raise
 
 
-def work_pass(study, ctx, n: int) -> None:
+def work_pass(study, ctx, n: int, asks=None) -> None:
     """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
     told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
     at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does."""
@@ -344,11 +378,12 @@ def work_pass(study, ctx, n: int) -> None:
                 raise
 
     try:
-        for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
-            trial = study.ask()
-            trials.append(trial)
-            beats[trial.number] = get_heartbeat_thread(trial._trial_id, study._storage)
-            beats[trial.number].start()
+        with asking(asks):
+            for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
+                trial = study.ask()
+                trials.append(trial)
+                beats[trial.number] = get_heartbeat_thread(trial._trial_id, study._storage)
+                beats[trial.number].start()
         by_arm: dict = {}
         for trial in trials:
             by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
@@ -364,6 +399,24 @@ def work_pass(study, ctx, n: int) -> None:
                     errors.append(e)
         if errors and sys.exc_info()[0] is None:
             raise errors[0]
+
+
+ASK_LOCK_S = 30.0
+
+
+@contextmanager
+def asking(lock):
+    """Hold the host's ask lock while asking for a pass's trials: queued trials come arm by arm, and workers that
+    ask at the same moment (every GPU's, as a study starts) would otherwise interleave their asks and each get
+    one seed of every arm, packing nothing (seen: two workers, two arms, four passes of one seed). Workers on
+    other hosts can still interleave with these: their passes are then smaller, never wrong. Asks take
+    milliseconds: a lock held longer than ASK_LOCK_S is a dead worker's (kill -9), and is passed over."""
+    held = lock is not None and lock.acquire(timeout=ASK_LOCK_S)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 def _print_trial(study, trial) -> None:
@@ -481,18 +534,20 @@ def run_workers(settings: Settings, ctx, study) -> list[int]:
     """Run the study's workers to the end: in this process for one, spawned processes (one thread each, see
     default_workers) for more. Returns the exit codes of the workers that failed. SIGINT or SIGTERM stops every
     worker, and Stopped is raised only once all have marked their trials and exited: none is left orphaned."""
+    each = worker_settings(settings)
     if settings.workers == 1:
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}  # _stop_once changes both
         signal.signal(signal.SIGTERM, _stop_once)  # SIGINT raises KeyboardInterrupt by itself
         try:
-            work(settings, ctx=ctx, study=study)
+            work(each[0], ctx=ctx, study=study)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return []
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     mp = multiprocessing.get_context("spawn")
-    procs = [mp.Process(target=_worker_process, args=(settings, threads)) for _ in range(settings.workers)]
+    asks = mp.Lock()
+    procs = [mp.Process(target=_worker_process, args=(s, threads, asks)) for s in each]
     received: list[int] = []
 
     def forward(signum: int | None = None, _frame=None) -> None:
@@ -518,12 +573,12 @@ def run_workers(settings: Settings, ctx, study) -> list[int]:
     return [p.exitcode for p in procs if p.exitcode != 0]
 
 
-def _worker_process(settings: Settings, threads: int) -> None:
+def _worker_process(settings: Settings, threads: int, asks) -> None:
     try:
         for s in STOP_SIGNALS:
             signal.signal(s, _stop_once)
         _die_with_parent()
-        work(settings, threads)
+        work(settings, threads, asks=asks)
     except KeyboardInterrupt:
         pass
 
@@ -601,7 +656,7 @@ def _main(argv: list[str] | None) -> int:
     from ablations.budgets import BUDGETS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created": we print our own lines
-    from ablations.studies import REGISTRY, catalogue
+    from ablations.studies import REGISTRY
 
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
     size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
@@ -618,22 +673,11 @@ def _main(argv: list[str] | None) -> int:
         return 0
     ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
     study = open_study(settings)
-    if study.user_attrs.get("study") is None:
-        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
-                           "objective": ctx.objective, "data": ctx.base.data.source,
-                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
-                           "extractor": ctx.reference.extractor_name}.items():
-            study.set_user_attr(key, value)
-    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
-                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
-    for key, value in description.items():  # what the report shows
-        study.set_user_attr(key, value)
-    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
-    if "floor" not in study.user_attrs:
-        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
-    queued = enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
+    queued = prepare_study(settings, ctx, study)
     print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
+    if note := share_artifacts(study, settings):
+        print(note, flush=True)
     workers = settings.workers
     planned = len(spec.arms) * settings.seeds if spec.is_grid else budget.joint_trials
     show = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -655,6 +699,29 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def prepare_study(settings: Settings, ctx, study) -> int:
+    """What every run of the command does to its study before the workers start: the study's record (what the
+    report shows), and the arm x seed pairs still missing queued. Returns how many were queued."""
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY, catalogue
+
+    spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
+    if study.user_attrs.get("study") is None:
+        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
+                           "objective": ctx.objective, "data": ctx.base.data.source,
+                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
+                           "extractor": ctx.reference.extractor_name}.items():
+            study.set_user_attr(key, value)
+    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
+                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
+    for key, value in description.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
+    if "floor" not in study.user_attrs:
+        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
+    return enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
+
+
 def base_arm(spec, base) -> str | None:
     """The arm that trains the base itself (its changes change nothing): the one that must learn for the study
     to answer anything. None when every arm changes the base (optimizer on dcgan-cpu: no arm has its lr)."""
@@ -663,12 +730,29 @@ def base_arm(spec, base) -> str | None:
     return next((a.label for a in spec.arms if override(base, a.changes) == base), None)
 
 
+def share_artifacts(study, settings: Settings) -> str | None:
+    """Record the study's artifact store (the report's default), or say what a server storage without one lacks:
+    workers on other hosts cannot see this host's run folders."""
+    from gan_core import storage
+    from reports import artifacts
+
+    if settings.artifacts:
+        study.set_user_attr(artifacts.STORE, settings.artifacts)
+        return None
+    if storage.parse(settings.storage).kind == "rdb":
+        return ("note: run folders stay on the host that trained them: a page built elsewhere lacks their sample "
+                "grids and curves, and a retry elsewhere starts over; give every host --artifacts PATH, a folder "
+                "they all see")
+    return None
+
+
 def build_report(settings: Settings, out: str) -> str:
     from ablations.studies import catalogue
     from reports.build import build
 
     try:
-        path = build(storage=settings.storage, runs=settings.runs, out=out, catalogue=catalogue())
+        path = build(storage=settings.storage, runs=settings.runs, out=out, catalogue=catalogue(),
+                     artifacts=settings.artifacts)
     except UserError as e:  # the study itself finished: a report problem must not turn that into a failure
         return f"report: not built ({e})"
     return f"report: {path}"

@@ -32,7 +32,8 @@ from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split
 from gan_core.training.loop import channel_lists, seed_folder, train_seeds
-from gan_core.training.run_folder import EVALS, METRICS, DamagedCheckpoint, FolderInUse, RunFolder
+from gan_core.training.run_folder import CHECKPOINT, EVALS, METRICS, DamagedCheckpoint, FolderInUse, RunFolder
+from reports import artifacts
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
 
@@ -49,6 +50,7 @@ class Context:
     intermediate: Evaluator  # smaller-n metrics during training (anytime curves, pruning)
     runs_dir: Path  # runs/<study name>/
     objective: str  # the metric minimised, e.g. "fid1k"
+    artifacts: object | None = None  # an Optuna artifact store (reports.artifacts), or None: run folders stay local
 
 
 def slug(text: str) -> str:
@@ -115,6 +117,7 @@ class Planned:
     cfg: RunConfig
     arm: str
     run_dir: Path
+    uploads: artifacts.Uploads | None = None  # its snapshots to the artifact store, when the study has one
 
 
 def plan(ctx: Context, trial: optuna.Trial) -> Planned:
@@ -132,7 +135,32 @@ def plan(ctx: Context, trial: optuna.Trial) -> Planned:
     trial.set_user_attr("config", cfg.to_dict())
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("provenance", provenance())
-    return Planned(trial, cfg, arm, run_dir)
+    if ctx.artifacts is None:
+        return Planned(trial, cfg, arm, run_dir)
+    _resume_from_artifacts(ctx, trial, arm, cfg.seed, run_dir)
+    return Planned(trial, cfg, arm, run_dir, artifacts.Uploads(ctx.artifacts, trial, run_dir))
+
+
+def _resume_from_artifacts(ctx: Context, trial: optuna.Trial, arm: str, seed: int, run_dir: Path) -> None:
+    """A trial whose run folder holds no checkpoint on this host (another host trained it until its worker died)
+    continues from the furthest snapshot of its arm and seed in the artifact store: its checkpoint and the logs up
+    to it. A host with a checkpoint of its own resumes that one, even if another host got further."""
+    folder = RunFolder(run_dir)
+    if folder.exists(CHECKPOINT):
+        return
+    snapshot = artifacts.latest(trial.study.get_trials(deepcopy=False), arm, seed)
+    if snapshot is None or CHECKPOINT not in snapshot["files"]:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.lock()  # no local worker is training into it while its files arrive
+    except FolderInUse:  # one is: training waits for it (_train_when_free)
+        return
+    try:
+        if not folder.exists(CHECKPOINT):
+            artifacts.fetch(ctx.artifacts, snapshot, run_dir)
+    finally:
+        folder.unlock()
 
 
 def _step0_keys(ctx: Context) -> tuple[str, ...]:
@@ -166,6 +194,8 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     metrics = evaluate_generator(result.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
                                  reference=ctx.reference)
     RunFolder(run_dir).write_json(METRICS, metrics)
+    if planned.uploads is not None:  # before the trial is told complete: a complete trial's files are all there
+        planned.uploads.snapshot(result.g_steps)
     trial.set_user_attr("metrics", metrics)
     step0 = next((r for r in RunFolder(run_dir).read_jsonl(EVALS) if r.get("g_step") == 0), {})
     trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
@@ -213,11 +243,14 @@ def run_pass(ctx: Context, trials: list[optuna.Trial], told: Callable[[optuna.Tr
 
 def _train_group(ctx: Context, group: list[Planned], done: Callable[[optuna.Trial, object], None]) -> None:
     on_eval = {p.cfg.seed: on_eval_for(ctx, p) for p in group}
+    uploads = {p.cfg.seed: p.uploads for p in group if p.uploads is not None}
     failed = None
     try:
         results = _train_when_free(group, lambda: train_seeds(
             group[0].cfg, [p.cfg.seed for p in group], [p.run_dir for p in group],
-            on_eval=lambda point: on_eval[point.cfg.seed](point), resume=True, split=ctx.split))
+            on_eval=lambda point: on_eval[point.cfg.seed](point),
+            on_checkpoint=lambda cfg, g_step: uploads[cfg.seed].snapshot(g_step) if uploads else None,
+            resume=True, split=ctx.split))
     except Exception as e:
         failed = e
     if failed is not None and len(group) > 1 and isinstance(failed, (torch.OutOfMemoryError, UserError)):

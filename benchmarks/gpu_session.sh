@@ -45,7 +45,7 @@ rm -rf "$runs" && mkdir -p "$runs"
 budget=$([ "$DEVICE" = cuda ] && echo standard || echo smoke)
 timeout -s INT "${STUDY_S:-150}" python -m ablations.run --study step_ratio --budget "$budget" --device "$DEVICE" \
     --storage "sqlite:///$runs/s.db" --runs "$runs" --no-report --no-progress > "$OUT/study.log" 2>&1
-echo "exit $? (130: stopped by the timeout, as planned)" | tee -a "$log"
+echo "exit $? (124: stopped by the timeout, as planned)" | tee -a "$log"
 python - "$runs" >> "$OUT/study.log" 2>&1 <<'EOF'
 import json, pathlib, sys
 for summary in sorted(pathlib.Path(sys.argv[1]).glob("*/*/seed*/summary.json")):

@@ -27,6 +27,35 @@ def resolve(device: torch.device | str | None) -> torch.device:
     return d
 
 
+def worker_devices(spec: str) -> list[torch.device]:
+    """The devices a study's workers are spread over, from ``--device``: 'auto' or 'cuda' is every visible GPU
+    (torch.cuda.device_count honours CUDA_VISIBLE_DEVICES), else the CPU; 'cuda:N' that one GPU; a list
+    'cuda:0,cuda:2' those GPUs. Each name is checked as ``resolve`` checks one; a list of anything else, or with a
+    GPU twice, is a UserError."""
+    names = [n.strip() for n in str(spec).split(",")]
+    if len(names) == 1:
+        d = resolve(names[0])
+        if d.type == "cuda" and d.index is None:
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [d]
+    if not all(n.startswith("cuda:") for n in names):
+        raise UserError(f"--device {spec!r}: a list names GPUs only, each once, e.g. cuda:0,cuda:2 "
+                        "(or one of: auto, cpu, cuda, cuda:N)")
+    found = [resolve(n) for n in names]
+    if len(set(found)) < len(found):
+        raise UserError(f"--device {spec!r} names a GPU twice; name each once, e.g. cuda:0,cuda:2")
+    return found
+
+
+def pin(name: str) -> torch.device:
+    """Make ``name``'s GPU this process's current CUDA device (what a bare 'cuda' and libraries that take no device
+    then use); the CPU needs nothing. Returns the device."""
+    device = resolve(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def memory_bytes(device: torch.device) -> int:
     """All the memory a device has: the GPU's, or the machine's RAM for the CPU."""
     if device.type == "cuda":

@@ -96,12 +96,14 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
 
 def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] | None = None,
           out: str = DEFAULT_OUT, png_dir: str | None = None, catalogue: list[dict] | None = None,
-          scores: str | None = None) -> Path:
+          scores: str | None = None, artifacts: str | None = None) -> Path:
     """Read everything, render the page, write it (and the figures as PNG into ``png_dir`` if given).
 
     ``catalogue``: every study the runner knows (``ablations.studies.catalogue()``), so that the page lists
     those not run yet; without it the page uses the catalogue stored with the studies. ``scores``: the folder of
     results folders for the scoreboard (default ``results``, which may be absent; a folder named must exist).
+    ``artifacts``: the artifact store to read trials from whose run folders are not under ``runs`` (default: the
+    one each study recorded).
 
     Raises UserError (nothing written) for an unreadable storage or benchmark file.
     """
@@ -111,7 +113,7 @@ def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] 
         files.check_writable(png_dir, "the figures (--png-dir)")
     explicit = benchmarks is not None
     bench_files = [Path(p) for p in benchmarks] if explicit else load.default_benchmark_files()
-    studies = load.load_studies(storage, runs)
+    studies = load.load_studies(storage, runs, artifacts)
     scored = load.load_scores(scores)
     skipped: list[str] = []
     # a file named by the user must be right (error); one found in benchmarks/results/ is skipped with a note
@@ -135,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_URL,
                    help="Optuna storage: sqlite:///FILE, postgresql://..., journal:FILE (default: %(default)s)")
     p.add_argument("--runs", default="runs", help="folder of the trials' run folders (default: %(default)s)")
+    p.add_argument("--artifacts", metavar="PATH",
+                   help="artifact store for trials whose run folders are on other hosts (default: the one each "
+                        "study's runner recorded, ablations.run --artifacts)")
     p.add_argument("--benchmarks", nargs="*", metavar="JSON",
                    help="pytest-benchmark JSON files (default: every benchmarks/results/*.json)")
     p.add_argument("--out", default=DEFAULT_OUT, help="the HTML file to write (default: %(default)s)")
@@ -147,7 +152,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    path = build(args.storage, args.runs, args.benchmarks, args.out, args.png_dir, scores=args.scores)
+    path = build(args.storage, args.runs, args.benchmarks, args.out, args.png_dir, scores=args.scores,
+                 artifacts=args.artifacts)
     print(path)
     return 0
 

@@ -21,6 +21,7 @@ from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training.run_folder import EVALS, METRICS, SAMPLES, RunFolder
+from reports import artifacts as artifact_store
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
@@ -95,8 +96,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | None:
         raise UserError(f"cannot open storage {where.masked!r}: {first_line(e)}") from None
 
 
-def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:
-    """Every study in the storage, with its trials and anytime curves; [] for an empty or absent storage."""
+def load_studies(url: str, runs: str | Path = "runs", artifacts: str | None = None) -> list[StudyData]:
+    """Every study in the storage, with its trials and anytime curves; [] for an empty or absent storage.
+
+    A trial whose run folder is not under ``runs`` here is read from the artifact store (reports.artifacts):
+    ``artifacts``, else the one its study's runner recorded, when that folder exists on this host."""
+    store = artifact_store.open_store(artifacts, create=False) if artifacts else None
     storage = open_storage(url)
     if storage is None:
         return []
@@ -108,13 +113,16 @@ def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:
             trials = [s.get_trials(deepcopy=False) for s in studies]
     except Exception as e:  # noqa: BLE001 - a file that is not an Optuna database, a dropped connection...
         raise UserError(f"cannot read storage {mask_passwords(url)!r}: {first_line(e)}") from None
-    return [study_data(s, t, Path(runs)) for s, t in zip(studies, trials, strict=True)]
+    return [study_data(s, t, Path(runs), store) for s, t in zip(studies, trials, strict=True)]
 
 
-def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
+def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> StudyData:
     attrs = dict(study.user_attrs)
     keys = MetricNames.from_fid(attrs.get("objective"))
-    rows = [trial_row(t, keys, runs, study.study_name) for t in trials
+    recorded = attrs.get(artifact_store.STORE)
+    if store is None and recorded and Path(recorded).is_dir():
+        store = artifact_store.open_store(recorded, create=False)
+    rows = [trial_row(t, keys, runs, study.study_name, store) for t in trials
             if not any(t.user_attrs.get(a) for a in BOOKKEEPING_ATTRS)]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
     curves = anytime_curves(frame)
@@ -122,7 +130,8 @@ def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
                      keys, frame, curves, study)
 
 
-def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str) -> dict:
+def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str,
+              store=None) -> dict:
     a = t.user_attrs
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
@@ -134,6 +143,8 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         return metrics.get(name) if name else None
 
     run_dir = resolve_run_dir(a.get("run_dir"), runs)
+    if run_dir is None and store is not None and a.get(artifact_store.SNAPSHOT):
+        run_dir = artifact_store.page_copy(store, a[artifact_store.SNAPSHOT])
     samples = run_dir / SAMPLES if run_dir is not None and (run_dir / SAMPLES).is_file() else None
     row = {
         "number": t.number, "state": t.state.name,
@@ -183,16 +194,17 @@ CURVE_STATES = ("COMPLETE", "PRUNED", "FAIL")  # a pruned or diverged trial's cu
 def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
     """evals.jsonl of every finished trial, one row per evaluation, tagged with its trial, arm, seed and state.
 
-    A retried trial shares its run folder with the attempt before it: each folder is read once, for
-    its most final trial (complete before pruned before failed).
+    A retried trial continues the run of the attempt before it (its run folder, or on another host that folder's
+    snapshot in the artifact store): each run, an arm and seed, is read once, for its most final trial (complete
+    before pruned before failed).
     """
     frames, seen = [], set()
     rank = {s: i for i, s in enumerate(CURVE_STATES)}
     ranked = trials[trials["state"].isin(CURVE_STATES)].sort_values("state", key=lambda s: s.map(rank), kind="stable")
     for t in ranked.itertuples():
-        if t.run_dir is None or t.run_dir in seen:
+        if t.run_dir is None or (t.arm, t.seed) in seen:
             continue
-        seen.add(t.run_dir)
+        seen.add((t.arm, t.seed))
         rows = RunFolder(t.run_dir).read_jsonl(EVALS)
         if rows:
             frames.append(pd.DataFrame(rows).assign(trial=t.number, arm=t.arm, seed=t.seed, state=t.state.lower()))

@@ -223,7 +223,8 @@ def sample_grids(study: StudyData, order: list[str]) -> list[dict]:
         best = done.sort_values(["fid", "value"], na_position="last").iloc[0]
         data = _read_png(best["samples"])
         if data is None:
-            why = "run folder not found (pass --runs)" if best["run_dir"] is None else "samples.png missing"
+            why = ("run folder not found (pass --runs, or --artifacts for another host's)" if best["run_dir"] is None
+                   else "samples.png missing")
             out.append({"arm": arm, "missing": why, "seed": best["seed"]})
             continue
         out.append({"arm": arm, "seed": best["seed"], "trial": int(best["number"]), "fid": best["fid"],

@@ -4,15 +4,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from ablations import run
 from ablations.studies import REGISTRY
+from gan_core import devices
 from gan_core.training.config import RunConfig, override
 from gan_core.training.loop import channel_lists
 from gan_core.training.run_folder import RunFolder
@@ -473,20 +478,70 @@ def test_packed_seeds_are_trials_of_their_own_and_a_pack_too_big_trains_one_by_o
     assert all(len(values) == 2 for values in by_seed.values())
 
 
-def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
+def settings_of(tmp_path, *extra, study="step_ratio"):
+    return run.settings_from_args(run.parser().parse_args(["--study", study, *study_args(tmp_path), *extra]))
+
+
+def fake_gpus(monkeypatch, count: int) -> None:
+    """This machine has no GPU: torch says it has ``count`` (what it says under CUDA_VISIBLE_DEVICES)."""
     import torch
 
-    from gan_core import devices
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
-    def settings(*extra, study="step_ratio"):
-        return run.settings_from_args(run.parser().parse_args(["--study", study, *study_args(tmp_path), *extra]))
 
+def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, monkeypatch):
+    settings = partial(settings_of, tmp_path)
     assert settings().pack == 1
     assert settings("--pack-seeds", "--seeds", "3").pack == 3
-    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda"))
-    assert settings("--seeds", "4").pack == 4
-    assert settings("--no-pack-seeds").pack == 1
+    fake_gpus(monkeypatch, 1)
+    assert settings("--seeds", "4", "--device", "auto").pack == 4
+    assert settings("--no-pack-seeds", "--device", "auto").pack == 1
     assert settings(study="joint").pack == 1  # a searched study: every trial its own config
+
+
+def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_path, monkeypatch):
+    settings = partial(settings_of, tmp_path, "--device", "auto")
+    cpu = settings()
+    assert cpu.devices == () and cpu.base.device.device == "auto" and cpu.workers == run.default_workers(
+        torch.device("cpu"), 0)  # the CPU: as before
+    fake_gpus(monkeypatch, 2)
+    s = settings("--seeds", "3")
+    assert (s.workers, s.devices, s.pack) == (2, ("cuda:0", "cuda:1"), 3)
+    assert [w.base.device.device for w in run.worker_settings(s)] == ["cuda:0", "cuda:1"]
+    assert settings("--workers", "3").devices == ("cuda:0", "cuda:1", "cuda:0")  # --workers: round-robin
+    assert settings("--device", "cuda:1").devices == ("cuda:1",)
+    assert settings("--device", "cuda:1,cuda:0", "--workers", "1").devices == ("cuda:1",)
+    assert settings("--device", "cuda").devices == ("cuda:0", "cuda:1")
+    fake_gpus(monkeypatch, 1)  # CUDA_VISIBLE_DEVICES=1: torch sees one GPU, cuda:0
+    assert settings().devices == ("cuda:0",)
+
+    fake_gpus(monkeypatch, 2)  # several workers: each process gets its own settings ...
+    started = []
+
+    class Process:
+        def __init__(self, target, args):
+            started.append(args)
+            self.pid, self.exitcode = None, 0
+
+        start = join = lambda self: None
+
+    monkeypatch.setattr(run.multiprocessing, "get_context",
+                        lambda method: SimpleNamespace(Process=Process, Lock=threading.Lock))
+    assert run.run_workers(s, None, None) == []
+    assert [(w.base.device.device, w.devices) for w, _threads, _asks in started] == [("cuda:0", ("cuda:0",)),
+                                                                                    ("cuda:1", ("cuda:1",))]
+    assert started[0][2] is started[1][2]  # one ask lock for the host's workers
+    pinned = []  # ... and pins its process to its GPU first thing
+
+    def pin(name):
+        pinned.append(name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(devices, "pin", pin)
+    with pytest.raises(KeyboardInterrupt):
+        run.work(started[1][0])
+    assert pinned == ["cuda:1"]
 
 
 def test_a_killed_pass_retries_its_members_from_their_checkpoints(tmp_path, capsys):
@@ -530,3 +585,79 @@ def test_a_stop_signal_waits_until_the_worker_is_out_of_the_storages_code():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# ---- hosts that share only the study storage (--artifacts)
+
+
+def pair_study():
+    """A 2-arm grid (the width study's two cheapest arms): what a test of several hosts needs, at half the cost."""
+    import dataclasses
+
+    width = REGISTRY["width"]
+    return dataclasses.replace(width, name="pair", arms=width.arms[:2], baseline=width.arms[0].label)
+
+
+def host_that_dies_mid_trial() -> None:
+    """``python -c`` entry of a study process that hangs after uploading its first trial's G-step-2 snapshot, so
+    that the test kills it mid-trial, a snapshot in the store (its own run folder then lies on a lost host)."""
+    from reports import artifacts
+
+    REGISTRY["pair"] = pair_study()
+    upload = artifacts.Uploads.snapshot
+
+    def snapshot(self, g_step):
+        upload(self, g_step)
+        if g_step == 2:
+            time.sleep(600)
+
+    artifacts.Uploads.snapshot = snapshot
+    raise SystemExit(run.main(sys.argv[1:]))
+
+
+def snapshot_steps(db: Path) -> list[int]:
+    try:
+        with sqlite3.connect(db) as con:
+            return [json.loads(v)["g_step"] for (v,) in
+                    con.execute("select value_json from trial_user_attributes where key = 'artifacts'")]
+    except sqlite3.OperationalError:  # no tables yet
+        return []
+
+
+def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_complete_page(tmp_path, capsys,
+                                                                                             monkeypatch):
+    from reports import load as report
+    from reports import sections
+
+    monkeypatch.setitem(REGISTRY, "pair", pair_study())
+    db = tmp_path / "s.db"
+    host = ["--study", "pair", "--seeds", "1", "--heartbeat", "1", "--artifacts", str(tmp_path / "store"),
+            *in_process(tmp_path)]
+    root = Path(__file__).resolve().parents[1]
+    entry = (f"import sys; sys.path.insert(0, {str(root)!r}); "
+             "from tests.test_ablations import host_that_dies_mid_trial; host_that_dies_mid_trial()")
+    a = subprocess.Popen([sys.executable, "-c", entry, *host, "--runs", str(tmp_path / "a")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when(a, lambda _states: 2 in snapshot_steps(db), db, "a snapshot at G step 2")
+    capsys.readouterr()
+    assert run.main([*host, "--runs", str(tmp_path / "b")]) == 0  # host B: its own, empty run folders
+    study = load(tmp_path, "pair-dcgan-cpu-smoke")
+    assert sorted(grid_keys(study)) == [("1/4", 0), ("1/8", 0)]
+    (lost,) = study.get_trials(states=(TrialState.FAIL,))
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"].startswith(str(tmp_path / "b"))
+    # resumed from A's G-step-2 checkpoint: A's first two log lines (their wall times too) begin B's run
+    logged_a = (Path(lost.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
+    logged_b = (Path(retry.user_attrs["run_dir"]) / "stats.jsonl").read_text().splitlines()
+    assert len(logged_a) == 2 and logged_b[:2] == logged_a and len(logged_b) == 4
+    store = tmp_path / "store"  # a checkpoint that a newer snapshot of its trial replaced is gone from the store
+    uploaded = {m.artifact_id for t in study.trials for m in optuna.artifacts.get_all_artifact_meta(
+        t, storage=study._storage) if m.filename == "checkpoint.pt"}
+    kept = {t.user_attrs["artifacts"]["files"]["checkpoint.pt"] for t in study.trials if "artifacts" in t.user_attrs}
+    assert len(uploaded) == 8 and {i for i in uploaded if (store / i).is_file()} == kept and len(kept) == 3
+
+    (data,) = report.load_studies(f"sqlite:///{db}", tmp_path / "c")  # a third host: no run folder at all
+    assert data.complete["samples"].notna().all()
+    assert set(data.curves["trial"]) == set(data.complete["number"])
+    assert all("image" in grid for grid in sections.sample_grids(data, data.arms)), sections.sample_grids(data,
+                                                                                                       data.arms)

@@ -163,6 +163,11 @@ ROWS = [
     ("A", ["--study", "depth", "--arch", f"{MLP}:build"], "the depth study's arms vary depth, which --arch"),
     ("A", ["--study", "width", "--arch", f"{MLP}:wrong_size"], "it must give [2, 1, 32, 32]"),
     ("A", ["--study", "joint", "--arch", f"{MLP}:build"], "the joint study's trials vary depth, which --arch"),
+    ("A", ["--study", "depth", "--device", "cuda:0,cuda:1"], "device 'cuda:0' was asked for but CUDA is not "
+                                                             "available here"),
+    ("A", ["--study", "depth", "--device", "cpu,cuda:0"], "a list names GPUs only, each once, e.g. cuda:0,cuda:2"),
+    ("A", ["--study", "depth", "--artifacts", "{FILE}"], "is a file, not a folder; choose a folder for the artifact "
+                                                         "store (--artifacts)"),
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
@@ -178,6 +183,17 @@ ROWS = [
                                                                       "sub-folders hold metrics.json"),
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--scores", "{BADSCORES}"], "mine/metrics.json cannot be read: "
                                                                            "Expecting property name"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--artifacts", "{DIR}/missing"], "missing does not exist; give the "
+                                                                                  "folder the study's runner used"),
+]
+
+# Rows on a host that torch says has two GPUs (faked: this one has none)
+TWO_GPU_ROWS = [
+    ("A", ["--study", "depth", "--device", "cuda:7"], "device 'cuda:7': this machine has 2 CUDA device(s)"),
+    ("A", ["--study", "depth", "--device", "cuda:0,cuda:7"], "device 'cuda:7': this machine has 2 CUDA device(s)"),
+    ("A", ["--study", "depth", "--device", "cuda:1,cuda:1"], "names a GPU twice; name each once, e.g. cuda:0,cuda:2"),
+    ("A", ["--study", "depth", "--device", "cuda:0,cpu"], "a list names GPUs only"),
+    ("A", ["--study", "depth", "--device", "cuda,cuda:1"], "a list names GPUs only"),
 ]
 
 
@@ -282,6 +298,21 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
 @pytest.mark.parametrize("cli, args, message", [pytest.param(*r, id=f"{r[0]} {' '.join(r[1])}") for r in ROWS])
 def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(cli, args, message, tmp_path, monkeypatch, capsys,
                                                           trained_run):
+    check_one_line(cli, args, message, tmp_path, monkeypatch, capsys, trained_run)
+
+
+@pytest.mark.parametrize("cli, args, message", [pytest.param(*r, id=f"{r[0]} {' '.join(r[1])}")
+                                                for r in TWO_GPU_ROWS])
+def test_a_bad_device_list_on_a_two_gpu_host_is_one_line(cli, args, message, tmp_path, monkeypatch, capsys,
+                                                         trained_run):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_one_line(cli, args, message, tmp_path, monkeypatch, capsys, trained_run)
+
+
+def check_one_line(cli, args, message, tmp_path, monkeypatch, capsys, trained_run):
     main, prog, base = CLIS[cli]
     work = tmp_path / "work"
     work.mkdir()

@@ -113,6 +113,21 @@ def test_resume_refuses_a_different_experiment(split, tiny, tmp_path):
         loop.train(tiny(steps=8, **{"schedule.batch_size": 4}), tmp_path / "r", split=split, resume=True)
 
 
+def test_a_run_resumes_on_another_gpu_but_not_on_the_cpu(split, tiny, tmp_path, monkeypatch):
+    """A study retries a trial on whichever GPU is free: cuda:1 continues cuda:0's run (faked: no GPU here)."""
+    import torch
+
+    from gan_core import devices
+    from gan_core.training.run_folder import RunFolder
+
+    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cpu"))
+    loop.train(tiny(steps=4, **{"device.device": "cuda:0"}), tmp_path / "r", split=split)
+    folder = RunFolder(tmp_path / "r")
+    assert folder.checkpoint_to_resume(tiny(steps=8, **{"device.device": "cuda:1"}), resume=True)["g_step"] == 4
+    with pytest.raises(UserError, match="differs in device"):
+        folder.checkpoint_to_resume(tiny(steps=8, **{"device.device": "cpu"}), resume=True)
+
+
 def test_a_finished_run_folder_is_not_overwritten_without_resume(split, tiny, tmp_path):
     loop.train(tiny(steps=2), tmp_path / "r", split=split)
     with pytest.raises(UserError, match="already holds a run"):

@@ -409,13 +409,16 @@ def train_seeds(
     *,
     on_log: Callable[[dict], None] | None = None,
     on_eval: Callable[[EvalPoint], dict | None] | None = None,
+    on_checkpoint: Callable[[RunConfig, int], None] | None = None,
     resume: bool = False,
     split: data.Split | None = None,
 ) -> list[TrainResult | Diverged]:
     """Train cfg once per seed, all seeds in one pass (one packed network, see GanSteps), each into its own run
     folder exactly as a solo run would write it. A member that diverges is dropped from the pass, its summary says
     so and its outcome is the Diverged error; the others go on. Members resumed from checkpoints at different
-    steps train in one pass per step. Callbacks see one member at a time (EvalPoint.cfg.seed says which).
+    steps train in one pass per step. Callbacks see one member at a time (EvalPoint.cfg.seed says which);
+    ``on_checkpoint(member's config, G step)`` follows each checkpoint a member's folder gets, periodic or final
+    (the final one after samples.png and summary.json), e.g. to copy the folder elsewhere.
 
     Raises UserError for bad input, before anything is written (members resumed at different steps: before
     their pass writes).
@@ -444,11 +447,12 @@ def train_seeds(
         key = (member.ckpt["g_step"], member.ckpt["d_step"], member.ckpt["wall_s"]) if member.ckpt else None
         passes.setdefault(key, []).append(member)
     for group in passes.values():
-        _train_pass(group, images, device, on_log, on_eval)
+        _train_pass(group, images, device, on_log, on_eval, on_checkpoint or (lambda _cfg, _g_step: None))
     return [member.outcome for member in members]
 
 
-def _train_pass(members: list[Member], images: torch.Tensor, device: torch.device, on_log, on_eval) -> None:
+def _train_pass(members: list[Member], images: torch.Tensor, device: torch.device, on_log, on_eval,
+                on_checkpoint) -> None:
     cfg = members[0].cfg
     steps = GanSteps(cfg, images, device, [member.cfg.seed for member in members])
     progress = Progress(cfg, *count_flops(cfg), str(device))
@@ -461,14 +465,14 @@ def _train_pass(members: list[Member], images: torch.Tensor, device: torch.devic
         for member in members:  # each folder locked until the end
             member.folder.start(member.cfg, progress.g_step if first is not None else None)
             started.append(member)
-        _run(members, steps, progress, images, device, on_log, on_eval)
+        _run(members, steps, progress, images, device, on_log, on_eval, on_checkpoint)
     finally:
         for member in started:
             member.folder.unlock()
 
 
 def _run(members: list[Member], steps: GanSteps, progress: Progress, images: torch.Tensor, device: torch.device,
-         on_log, on_eval) -> None:
+         on_log, on_eval, on_checkpoint) -> None:
     """A pass once its folders are locked: step 0, the loop, the end. ``members[m]`` is the pack's member m."""
     cfg = members[0].cfg
     for member in members:
@@ -552,6 +556,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
         if crossed(cfg.checkpoint_every, at_tick.g_step, progress.g_step) and not end:
             for i, member in enumerate(members):
                 member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
+                on_checkpoint(member.cfg, progress.g_step)
         at_tick = dataclasses.replace(progress)
         t_tick = time.perf_counter()
         t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
@@ -564,6 +569,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
         save_samples(member.folder, r.generator, member.fixed_noise, cfg.model.head)
         member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
         member.folder.write_json(SUMMARY, progress.summary("finished", **packed))
+        on_checkpoint(member.cfg, progress.g_step)
         r.g_steps, r.d_steps, r.real_images = progress.g_step, progress.d_step, progress.real_images
         r.wall_s, r.flops, r.seeds_in_pass = progress.wall_s, progress.flops, steps.seeds
         member.outcome = r

@@ -59,6 +59,15 @@ class DamagedCheckpoint(UserError):
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "eval_every"})
 
 
+def _same_experiment(cfg: RunConfig) -> dict:
+    """What a resume compares: the config as config.json holds it (through JSON: a tuple in memory is a list there),
+    with the GPU's index left out (a study retries a trial on whichever GPU or host is free: cuda:1 continues
+    cuda:0's run; the CPU does not continue a GPU's)."""
+    d = json.loads(cfg.to_json())
+    d["device"]["device"] = d["device"]["device"].split(":")[0]
+    return d
+
+
 class RunFolder:
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path is not None else None
@@ -271,7 +280,7 @@ class RunFolder:
 
 def config_diff(saved: RunConfig, asked: RunConfig) -> list[str]:
     """The dotted names of the fields in which two configs of a run differ (``model.head``), other than those a
-    resumed run may change (RESUMABLE_CHANGES)."""
+    resumed run may change (RESUMABLE_CHANGES) and the GPU's index (_same_experiment)."""
 
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
@@ -279,6 +288,5 @@ def config_diff(saved: RunConfig, asked: RunConfig) -> list[str]:
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out
 
-    # through JSON, as config.json holds them: a tuple in memory is a list there
-    a, b = (flat(json.loads(cfg.to_json())) for cfg in (saved, asked))
+    a, b = (flat(_same_experiment(cfg)) for cfg in (saved, asked))
     return sorted(k for k in a.keys() | b.keys() if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k))
