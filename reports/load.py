@@ -20,6 +20,97 @@ from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.judging.metrics import MetricNames
 from gan_core.training.run_folder import EVALS, SAMPLES, RunFolder
 
+# ---- what ablations.run writes into a study (ablations/run.py) and its trials (ablations/trial.py) ---------------
+# Each user attr with the JSON type it must have, checked by ``checked_attrs`` wherever a study is read (here, and
+# by ablations.run before it adds to a study), so that a study edited by hand or written by another program is named
+# in one line instead of failing deep inside the report. A kind is a type (or a tuple), a dict (an object with
+# those keys, a ``Required`` one must be there), ``[kind]`` (a list of them) or ``{str: kind}`` (an object of any
+# keys).
+NUMBER = (int, float)
+SCALAR = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Required:
+    """An object's key that must be there (the others may be missing)."""
+
+    kind: object
+
+
+METRICS = {str: SCALAR}  # a metric's value is checked where it is read (``number``)
+BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(None)), "eval_every": int,
+          "eval_n_intermediate": int, "batch_size": (int, type(None)), "seeds": Required(int),
+          "joint_trials": int, "note": str}
+STUDY_ATTRS = {
+    "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
+    "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
+    "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS,
+    "catalogue": [{"name": Required(str), "question": str}],
+}
+TRIAL_ATTRS = {
+    "arm": str, "seed": int, "origin": int, "spare": bool, "duplicate": bool, "run_dir": str,
+    "config": {"schedule": {"batch_size": int}}, "provenance": {str: SCALAR}, "metrics": METRICS,
+    "metrics_step0": METRICS, "channels": {str: [int]}, "fail_kind": str, "fail_reason": str,
+    "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
+               "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
+}
+
+
+def checked_attrs(attrs: dict, schema: dict, where: str) -> dict:
+    """``attrs`` if every attr named in ``schema`` has its kind (attrs it does not name are free), else a UserError
+    naming the first that has not, and where it is (``where``: "study 'x'", "study 'x' trial #3")."""
+    _check(attrs, schema, where, "user attr ")
+    return attrs
+
+
+def _check(value, kind, what: str, key_word: str = "") -> None:
+    if isinstance(kind, list):
+        _expect(value, list, what)
+        for i, item in enumerate(value):
+            _check(item, kind[0], f"{what}[{i}]")
+    elif isinstance(kind, dict):
+        _expect(value, dict, what)
+        for k, v in value.items():
+            sub = kind.get(str, kind.get(k))  # {str: kind}: any key; else only the keys named are checked
+            if sub is not None:
+                _check(v, sub.kind if isinstance(sub, Required) else sub,
+                       f"{what}: {key_word}{k!r}" if key_word else f"{what}[{k!r}]")
+        for k, sub in kind.items():
+            if isinstance(sub, Required) and k not in value:
+                raise UserError(f"{what} has no {k!r}; {WRITTEN_BY}")
+    else:
+        _expect(value, kind, what)
+
+
+WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null",
+               list: "a list", dict: "an object"}
+
+
+def _expect(value, kinds, what: str) -> None:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    wanted = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+    # JSON's true/false are not numbers, though Python's bool is an int
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        raise UserError(f"{what} is {_json_kind(value)}, not {wanted}; {WRITTEN_BY}")
+
+
+def _json_kind(value) -> str:
+    for k in (bool, type(None), str, int, float, list, dict):
+        if isinstance(value, k):
+            return _KIND_NAMES[k]
+    return type(value).__name__
+
+
+def number(value, what: str) -> float | None:
+    """A metric's value as the report uses it: a number or None (a NaN is a number: a diverged value)."""
+    if value is None:
+        return None
+    _expect(value, NUMBER, what)
+    return value
+
+
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
 DIGITS = range(10)
@@ -110,7 +201,7 @@ def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:
 
 
 def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
-    attrs = dict(study.user_attrs)
+    attrs = checked_attrs(dict(study.user_attrs), STUDY_ATTRS, f"study {study.study_name!r}")
     keys = MetricNames.from_fid(attrs.get("objective"))
     rows = [trial_row(t, keys, runs, study.study_name) for t in trials
             if not any(t.user_attrs.get(a) for a in BOOKKEEPING_ATTRS)]
@@ -121,15 +212,15 @@ def study_data(study: optuna.Study, trials: list, runs: Path) -> StudyData:
 
 
 def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str) -> dict:
-    a = t.user_attrs
+    a = checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {study_name!r} trial #{t.number}")
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
     budget = a.get("budget") or {}
     prov = a.get("provenance") or {}
     config = a.get("config") or {}
 
-    def metric(name: str | None):
-        return metrics.get(name) if name else None
+    def metric(name: str | None, of: dict = metrics, attr: str = "metrics"):
+        return number(of.get(name), f"study {study_name!r} trial #{t.number}: {attr}[{name!r}]") if name else None
 
     run_dir = resolve_run_dir(a.get("run_dir"), runs)
     samples = run_dir / SAMPLES if run_dir is not None and (run_dir / SAMPLES).is_file() else None
@@ -142,7 +233,8 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "fid": metric(keys and keys.fid), "kid": metric(keys and keys.kid),
         "precision": metric(keys and keys.precision), "recall": metric(keys and keys.recall),
         "modes": metric(keys and keys.modes),
-        "fid_step0": step0.get(keys.fid) if keys else None, "modes_step0": step0.get(keys.modes) if keys else None,
+        "fid_step0": metric(keys and keys.fid, step0, "metrics_step0"),
+        "modes_step0": metric(keys and keys.modes, step0, "metrics_step0"),
         "channels": a.get("channels"),
         "g_images_per_s": budget.get("g_images_per_s"), "wall_s": budget.get("wall_s"),
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),

@@ -5,15 +5,18 @@ T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m abl
 R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
 folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
 checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
-text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page.
+text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page, {STUDIES} a
+SQLite storage of studies that are not the depth study's at the smoke budget (see make_studies).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,6 +107,24 @@ ROWS = [
     ("A", ["--study", "depth", "--runs", "{FILE}"], "is a file, not a folder; choose a folder for the trials'"),
     ("A", ["--study", "depth", "--report", "{DIR}"], "is a folder; give a file name for the report (--report)"),
     ("A", [], "--study is required"),
+    *[("A", ["--study", "depth", "--storage", "sqlite:///{STUDIES}", "--study-name", name], message)
+      for name, message in [
+        ("kind", "holds another experiment: its study is 'width', this run's 'depth'; give this run another "
+                 "--study-name (or run the one it holds)"),
+        ("base", "its base is 'seed', this run's 'dcgan-cpu'; give this run another --study-name"),
+        ("budget", "its budget is 'quick', this run's 'smoke'; give this run another --study-name"),
+        ("redefined", "its budget 'smoke' differs in g_steps (8 there, 4 here); give this run another --study-name"),
+        ("objective", "its objective is 'fid1k', this run's 'fid100'; give this run another --study-name"),
+        ("multi", "is a study to minimize, minimize (2 objective(s)); python -m ablations.run minimises one, fid100: "
+                  "give this run another --study-name"),
+        ("max", "is a study to maximize (1 objective(s))"),
+        ("plain", "was not created by python -m ablations.run (it has no 'study' user attr); give this run another "
+                  "--study-name"),
+        ("empty", "was not created by python -m ablations.run"),
+        ("attr", "study 'attr': user attr 'seeds' is a string, not an integer; the study was not written by python "
+                 "-m ablations.run (edited by hand, or another program's); give this run another --study-name"),
+        ("trial", "study 'trial' trial #0: user attr 'metrics' is a string, not an object"),
+    ]],
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
@@ -116,6 +137,13 @@ ROWS = [
     ("R", ["--storage", "sqlite:///{DIR}/x.db", "--out", "{DIR}"], "is a folder; give a file name for the report"),
     ("R", ["--no-such-flag"], "unrecognized arguments"),
 ]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One digit and feature cache for the table's rows: it is not a command's output, and filling it afresh for
+    every row would cost a second of features each."""
+    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +172,47 @@ def make(name: str, work: Path, trained: Path) -> Path:
             (path / cls).mkdir(parents=True)
             Image.new("L", (28, 28)).save(path / cls / "ok.png")
         (path / "0" / "fake.png").write_text("this is text, not a PNG")
+    elif name == "STUDIES":
+        path = work / "studies.db"
+        shutil.copy(studies_template(), path)
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
     return path
+
+
+@functools.cache
+def studies_template() -> Path:
+    """make_studies' storage, made once (an SQLite storage takes a second to create) and copied into each row."""
+    path = Path(tempfile.mkdtemp()) / "studies.db"
+    make_studies(f"sqlite:///{path}")
+    return path
+
+
+def make_studies(url: str) -> None:
+    """Studies that ``--study depth --budget smoke`` must not train into, each named for what differs."""
+    import optuna
+
+    from ablations.budgets import BUDGETS
+
+    smoke, redefined = BUDGETS["smoke"].to_dict(), {**BUDGETS["smoke"].to_dict(), "g_steps": 8}
+    ours = {"study": "depth", "base": "dcgan-cpu"}
+    for name, attrs, directions in [
+        ("kind", {"study": "width"}, ["minimize"]),
+        ("base", {**ours, "base": "seed"}, ["minimize"]),
+        ("budget", {**ours, "budget": BUDGETS["quick"].to_dict()}, ["minimize"]),
+        ("redefined", {**ours, "budget": redefined}, ["minimize"]),
+        ("objective", {**ours, "budget": smoke, "objective": "fid1k"}, ["minimize"]),
+        ("multi", {}, ["minimize", "minimize"]), ("max", {}, ["maximize"]), ("plain", {}, ["minimize"]),
+        ("empty", {}, ["minimize"]), ("attr", {**ours, "seeds": "5"}, ["minimize"]), ("trial", ours, ["minimize"]),
+    ]:
+        study = optuna.create_study(study_name=name, storage=url, directions=directions)
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        if name == "plain":  # plain Optuna: a study with a trial of its own
+            study.enqueue_trial({"x": 1})
+        if name == "trial":
+            study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"metrics": "12"}))
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -160,7 +225,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH"):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "STUDIES"):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)
@@ -171,12 +236,12 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
 
 @pytest.mark.parametrize("cli, args, message", [pytest.param(*r, id=f"{r[0]} {' '.join(r[1])}") for r in ROWS])
 def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(cli, args, message, tmp_path, monkeypatch, capsys,
-                                                          trained_run):
+                                                          trained_run, shared_cache):
     main, prog, base = CLIS[cli]
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # default outputs (runs/, reports/summary.html) would land here
-    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))  # the digit cache is not the command's output
+    monkeypatch.setenv(files.CACHE_ENV, str(shared_cache))
     argv = [*base, *expand(args, work, trained_run)]
     before = snapshot(work)
     try:
