@@ -125,9 +125,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
-    workers = default_workers(device) if args.workers is None else args.workers
-    if workers < 1:
-        raise UserError(f"--workers must be an integer >= 1, got {workers}")
+    check_trials(REGISTRY[args.study], seeds)
+    workers = check_workers(args.workers, args.storage, device)
     if args.heartbeat <= 0:
         raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
     pack_seeds = device.type == "cuda" and REGISTRY[args.study].is_grid if args.pack_seeds is None else args.pack_seeds
@@ -139,6 +138,36 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(args.study, base_name, base, study_base.why if own_base else "", budget.name, seeds,
                     args.storage, args.heartbeat, args.study_name or f"{args.study}-{base_name}-{budget.name}",
                     args.runs, workers, seeds if pack_seeds else 1)
+
+
+MAX_TRIALS = 10_000  # a study's queue: at ~10 ms a storage write and ~5 s a smoke trial, 14 hours on a core
+WORKER_BYTES = 500e6  # memory of one worker process, at least (torch, the data, a model; measured 0.5-0.9 GB)
+
+
+def check_trials(spec, seeds: int) -> None:
+    """Refuse a grid that cannot finish: its arm x seed trials are queued before the first trains."""
+    if spec.is_grid and len(spec.arms) * seeds > MAX_TRIALS:
+        raise UserError(f"--seeds {seeds:,} makes {len(spec.arms) * seeds:,} trials ({len(spec.arms)} arms x {seeds:,} "
+                        f"seeds), more than the {MAX_TRIALS:,} a study may queue; use --seeds "
+                        f"{MAX_TRIALS // len(spec.arms):,} or less")
+
+
+def check_workers(asked: int | None, url: str, device) -> int:
+    """The number of local worker processes: the default, or ``asked`` if this machine can hold them and the
+    storage can be shared between processes."""
+    from gan_core import devices, storage
+
+    in_memory = storage.parse(url).in_memory
+    if in_memory and asked is not None and asked > 1:
+        # each spawned worker would open a database of its own, empty: they would train nothing
+        raise UserError(f"storage {url!r} lives in this process's memory, which worker processes cannot share; "
+                        "use --workers 1, or a file storage (sqlite:///FILE) for several")
+    workers = (1 if in_memory else default_workers(device)) if asked is None else asked
+    if workers < 1:
+        raise UserError(f"--workers must be an integer >= 1, got {workers}")
+    if workers > 1:
+        devices.check_fits("--workers", workers, WORKER_BYTES, devices.resolve("cpu"), "--workers")
+    return workers
 
 
 def default_workers(device) -> int:
@@ -687,8 +716,12 @@ def base_arm(spec, base) -> str | None:
 
 def build_report(settings: Settings, out: str) -> str:
     from ablations.studies import catalogue
+    from gan_core import storage
     from reports.build import build
 
+    if storage.parse(settings.storage).in_memory:
+        return (f"report: not built ({settings.storage} ends with this command, so nothing is left for a report to "
+                "read; use sqlite:///FILE to keep a study)")
     try:
         path = build(storage=settings.storage, runs=settings.runs, out=out, catalogue=catalogue())
     except UserError as e:  # the study itself finished: a report problem must not turn that into a failure

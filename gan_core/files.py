@@ -29,25 +29,51 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path(path.anchor or "."))
     if not existing.is_dir():
         raise UserError(f"{existing} is a file, not a folder; choose a folder for {what}")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise UserError(f"{existing} is on a read-only file system; choose a folder on a writable one for {what}")
     # access(2) asks the kernel with this process's credentials and capabilities (root without
     # CAP_DAC_OVERRIDE is refused too), so the answer is what a write would meet
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {existing} (Permission denied); choose a folder you may write for {what}")
+    check_names(path, existing, what)
+
+
+def check_names(path: Path, existing: Path, what: str) -> None:
+    """Refuse a name below ``existing`` (the part of ``path`` still to be made) longer than its file system allows."""
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):  # no limit to ask for
+        return
+    for name in path.relative_to(existing).parts if path != existing else ():
+        if len(os.fsencode(name)) > name_max:
+            raise UserError(f"the name {name[:40]}... is {len(os.fsencode(name))} bytes long, more than the {name_max} "
+                            f"its file system allows; choose a shorter one for {what}")
 
 
 def check_writable_file(path: str | os.PathLike, what: str) -> None:
-    """Refuse, before any work, a file path that cannot be written: an existing folder, or a place where the
-    folder it goes into cannot be made or written."""
+    """Refuse, before any work, a file path that cannot be written: an existing folder, a name too long, or a place
+    where the folder it goes into cannot be made or written."""
     if Path(path).is_dir():
         raise UserError(f"{path} is a folder; give a file name for {what}")
     check_writable(Path(path).parent, what)
+    # the temporary an atomic write makes beside it is longer: the limit holds for that name too
+    check_names(Path(path).parent / _temporary_name(Path(path).name), Path(path).parent, what)
+
+
+def _temporary_name(name: str) -> str:
+    """The prefix of an atomic write's temporary (mkstemp adds 8 characters and the suffix): short enough for a
+    file system's name limit whenever the name itself is."""
+    return f".{name[:200]}."
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path`` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_name(path.name), suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path) from e
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
@@ -55,9 +81,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, a vanished folder...: name the file meant, not the temporary
+            raise _naming(e, path) from e
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error (its errno, so its subclass: FileNotFoundError...), about ``path``."""
+    return OSError(e.errno, e.strerror, str(path)) if e.errno else e
 
 
 def _umask() -> int:
@@ -94,4 +127,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    atomic_write(path, lambda p: torch.save(obj, p))
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            kept = _KeptErrors(f)
+            try:
+                torch.save(obj, kept)
+            except Exception:
+                if kept.error is not None:
+                    raise kept.error from None
+                raise
+
+    atomic_write(path, save)
+
+
+class _KeptErrors:
+    """A file that keeps the error of a failed write. torch's zip writer swallows it (a full disk) and fails later
+    with "unexpected pos 9728 vs 9622"; the kept OSError (ENOSPC) is the one that names the fault."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()

@@ -164,14 +164,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | None:
     """The storage behind ``url`` for reading, or None when its file does not exist (nothing run yet)."""
     where = storage.parse(url)
     if where.kind == "journal":
-        if not where.path.exists():
-            return None
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        try:
-            return JournalStorage(JournalFileBackend(str(where.path)))
-        except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
-            raise UserError(f"cannot read journal storage {where.path}: {first_line(e)}") from None
+        return open_journal(where.path) if where.path.exists() else None
     if where.path is not None:
         if not where.path.parent.is_dir() and not where.is_default:  # no runs/ folder yet: nothing run yet
             raise UserError(f"sqlite storage folder {where.path.parent} does not exist")
@@ -182,6 +175,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | None:
         return optuna.storages.RDBStorage(url, skip_table_creation=True)
     except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
         raise UserError(f"cannot open storage {where.masked!r}: {first_line(e)}") from None
+
+
+def open_journal(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file storage at ``path`` (the runner's and the report's); one that cannot be replayed (not
+    JSON, JSON without an op code) is a UserError."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
+        raise UserError(f"cannot read journal storage {path} ({first_line(e)}): not an Optuna journal file, or a "
+                        "damaged one") from None
 
 
 def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:

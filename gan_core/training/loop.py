@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_core import devices
-from gan_core.errors import ConfigError, Diverged
+from gan_core.errors import ConfigError, Diverged, first_line
 from gan_core.training import data, models, packing, sampling
 from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
@@ -429,6 +429,7 @@ def train_seeds(
         folder = RunFolder(out)
         members.append(Member(member_cfg, folder, folder.checkpoint_to_resume(member_cfg, resume),
                               TrainResult(member_cfg, folder.path, 0, 0, 0, 0.0, 0.0)))
+    check_startable(cfg, len(seeds), device)
     if len(seeds) == 1:
         devices.check_fits("batch size", cfg.schedule.batch_size, bytes_per_image(cfg.model), device, "--batch-size")
     else:  # a pass holds every member's batch at once
@@ -442,6 +443,27 @@ def train_seeds(
     for group in passes.values():
         _train_pass(group, images, device, on_log, on_eval)
     return [member.outcome for member in members]
+
+
+PARAMETER_BYTES = 16  # float32 weight, its gradient and two optimizer moments (Adam's; Adadelta's are as many)
+
+
+def check_startable(cfg: RunConfig, k: int, device: torch.device) -> None:
+    """Refuse, before anything is allocated or written, models that cannot fit the device (a latent size of 10^11)
+    and optimizer arguments that build but cannot step there (``capturable``, ``fused`` off CUDA)."""
+    with torch.device("meta"):
+        g, d = _build(cfg.model)
+    params = k * sum(p.numel() for net in (g, d) for p in net.parameters())
+    devices.check_fits("model parameters", params, PARAMETER_BYTES, device, "",
+                       "use a smaller --latent-dim, --width or --depth (or fewer --seeds)")
+    for net, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
+        weight = torch.zeros(1, device=device, requires_grad=True)
+        weight.grad = torch.zeros_like(weight)
+        try:
+            make_optimizer([weight], opt).step()
+        except Exception as e:  # noqa: BLE001 - whatever the optimizer objects to, the user gets one line
+            raise ConfigError(f"the {net}'s optimizer {opt.name} with {opt.kwargs} cannot step on {device}: "
+                              f"{first_line(e)}") from None
 
 
 def _train_pass(members: list[Member], images: torch.Tensor, device: torch.device, on_log, on_eval) -> None:
