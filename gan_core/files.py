@@ -14,11 +14,19 @@ from gan_core.errors import UserError
 CACHE_ENV = "MNIST_GAN_BENCH_CACHE"
 
 
-def cache_dir() -> Path:
-    """Where derived data is cached (parsed digits, real-image features): $MNIST_GAN_BENCH_CACHE or ~/.cache."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-gan-bench"
+def cache_dir(given: str | os.PathLike | None = None) -> Path:
+    """Where derived data is cached (parsed digits, real-image features): ``given`` (a --cache-dir), else
+    $MNIST_GAN_BENCH_CACHE, else ~/.cache. One that cannot be written (a file, a folder without write permission)
+    is refused, naming the setting to change, before anything is computed for it."""
+    if given is not None:
+        path, what = Path(given), "the cache (--cache-dir)"
+    elif os.environ.get(CACHE_ENV):
+        path, what = Path(os.environ[CACHE_ENV]).expanduser(), f"the cache (${CACHE_ENV})"
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-gan-bench"
+        what = f"the cache (set ${CACHE_ENV})"
+    check_writable(path, what)
+    return path
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
@@ -99,20 +107,32 @@ def _umask() -> int:
     return mask
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """One dict per line; a torn last line (a process killed mid-append) is skipped, not fatal."""
-    rows = []
+def read_jsonl(path: str | os.PathLike, check: Callable[[dict, str], None] | None = None) -> list[dict]:
+    """One dict per line, each passed to ``check(row, "PATH line N")`` if given. A torn last line (a process killed
+    mid-append: no newline after it) is skipped; any other line that is not a JSON object (binary bytes, an edit) is
+    a UserError naming it: a damaged file yields no numbers."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-        if isinstance(row, dict):
-            rows.append(row)
+        where = f"{path} line {n}"
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if n == len(lines):  # no newline after it: torn
+                continue
+            raise UserError(f"{where} is not JSON ({type(e).__name__}: {str(e)[:60]}); the file is damaged: remove "
+                            "that line, or the run folder") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where} is not a JSON object; the file is damaged: remove that line, or the run folder")
+        if check is not None:
+            check(row, where)
+        rows.append(row)
     return rows
 
 

@@ -23,16 +23,16 @@ from gan_core.training.run_folder import EVALS, SAMPLES, RunFolder
 # ---- what ablations.run writes into a study (ablations/run.py) and its trials (ablations/trial.py) ---------------
 # Each user attr with the JSON type it must have, checked by ``checked_attrs`` wherever a study is read (here, and
 # by ablations.run before it adds to a study), so that a study edited by hand or written by another program is named
-# in one line instead of failing deep inside the report. A kind is a type (or a tuple), a dict (an object with
-# those keys, a ``Required`` one must be there), ``[kind]`` (a list of them) or ``{str: kind}`` (an object of any
-# keys).
+# in one line instead of failing deep inside the report. A kind is a type (or a tuple of them), a dict (an object
+# with those keys, each optional unless ``Required``; a ``str`` key gives the kind of every key not named), or
+# ``[kind]`` (a list of them). null stands for an absent object or list (not for a list's item).
 NUMBER = (int, float)
 SCALAR = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
 class Required:
-    """An object's key that must be there (the others may be missing)."""
+    """An object's key that must be there."""
 
     kind: object
 
@@ -54,60 +54,66 @@ TRIAL_ATTRS = {
     "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
                "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
 }
+WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
 
 
 def checked_attrs(attrs: dict, schema: dict, where: str) -> dict:
     """``attrs`` if every attr named in ``schema`` has its kind (attrs it does not name are free), else a UserError
     naming the first that has not, and where it is (``where``: "study 'x'", "study 'x' trial #3")."""
-    _check(attrs, schema, where, "user attr ")
+    try:
+        for key, kind in schema.items():
+            if key in attrs:
+                check(attrs[key], kind, f"{where}: user attr {key!r}")
+    except UserError as e:
+        raise UserError(f"{e}; {WRITTEN_BY}") from None
     return attrs
 
 
-def _check(value, kind, what: str, key_word: str = "") -> None:
+def check(value, kind, what: str, item: bool = False) -> None:
+    """A UserError ("WHAT['key'][0] is a string, not a number") unless ``value`` is of ``kind`` (``item``: a list's,
+    where null is no absent object)."""
+    if isinstance(kind, list | dict) and value is None and not item:
+        return
     if isinstance(kind, list):
         _expect(value, list, what)
-        for i, item in enumerate(value):
-            _check(item, kind[0], f"{what}[{i}]")
+        for i, x in enumerate(value):
+            check(x, kind[0], f"{what}[{i}]", item=True)
     elif isinstance(kind, dict):
         _expect(value, dict, what)
         for k, v in value.items():
-            sub = kind.get(str, kind.get(k))  # {str: kind}: any key; else only the keys named are checked
+            sub = kind.get(k, kind.get(str))
             if sub is not None:
-                _check(v, sub.kind if isinstance(sub, Required) else sub,
-                       f"{what}: {key_word}{k!r}" if key_word else f"{what}[{k!r}]")
-        for k, sub in kind.items():
-            if isinstance(sub, Required) and k not in value:
-                raise UserError(f"{what} has no {k!r}; {WRITTEN_BY}")
+                check(v, sub.kind if isinstance(sub, Required) else sub, f"{what}[{k!r}]")
+        missing = [k for k, sub in kind.items() if isinstance(sub, Required) and k not in value]
+        if missing:
+            raise UserError(f"{what} has no {missing[0]!r}")
     else:
         _expect(value, kind, what)
 
 
-WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null",
-               list: "a list", dict: "an object"}
+               list: "a list", dict: "an object", object: "anything"}
 
 
 def _expect(value, kinds, what: str) -> None:
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    wanted = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
     # JSON's true/false are not numbers, though Python's bool is an int
-    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-    if not ok:
-        raise UserError(f"{what} is {_json_kind(value)}, not {wanted}; {WRITTEN_BY}")
-
-
-def _json_kind(value) -> str:
-    for k in (bool, type(None), str, int, float, list, dict):
-        if isinstance(value, k):
-            return _KIND_NAMES[k]
-    return type(value).__name__
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds and object not in kinds):
+        return
+    wanted = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+    found = next((_KIND_NAMES[k] for k in (bool, type(None), str, int, float, list, dict) if isinstance(value, k)),
+                 type(value).__name__)
+    raise UserError(f"{what} is {found}, not {wanted}")
 
 
 def number(value, what: str) -> float | None:
     """A metric's value as the report uses it: a number or None (a NaN is a number: a diverged value)."""
     if value is None:
         return None
-    _expect(value, NUMBER, what)
+    try:
+        _expect(value, NUMBER, what)
+    except UserError as e:
+        raise UserError(f"{e}; {WRITTEN_BY}") from None
     return value
 
 
@@ -302,6 +308,14 @@ def curve_names(curves: pd.DataFrame) -> MetricNames | None:
 # ---- benchmarks --------------------------------------------------------------------------------------
 
 BENCH_STATS = ("min", "median", "mean", "ops", "rounds")
+# What the report reads of a pytest-benchmark file (checked like the study attrs above); extra_info holds what each
+# suite adds (benchmarks/README.md), of which the figures plot g_images_per_s
+BENCH_DOC = {
+    "benchmarks": Required([{"name": Required(str), "group": (str, type(None)), "stats": {str: object, **{
+        k: (int, float, type(None)) for k in BENCH_STATS}}, "extra_info": {str: object, "g_images_per_s": NUMBER}}]),
+    "machine_info": {"node": (str, type(None)), "cpu": {"brand_raw": (str, type(None))}},
+    "commit_info": {"id": (str, type(None))}, "datetime": (str, type(None)),
+}
 
 
 def default_benchmark_files(folder: str | Path = "benchmarks/results") -> list[Path]:
@@ -327,8 +341,6 @@ def load_benchmarks(paths: list[str | Path], skipped: list[str] | None = None) -
         machine = doc.get("machine_info") or {}
         cpu = machine.get("cpu") or {}
         for b in doc["benchmarks"]:
-            if not isinstance(b, dict):
-                continue
             stats = b.get("stats") or {}  # None under --benchmark-disable
             extra = b.get("extra_info") or {}
             row = {"file": p.name, "name": b.get("name"), "group": b.get("group") or "",
@@ -348,7 +360,11 @@ def _benchmark_doc(p: Path) -> dict:
         raise UserError(f"cannot read benchmark file {p}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"benchmark file {p} is not valid JSON: {first_line(e)}") from None
+    how = f"write it with pytest benchmarks/ --benchmark-only --benchmark-json {p}"
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise UserError(f"benchmark file {p} has no 'benchmarks' list; write it with "
-                        f"pytest benchmarks/ --benchmark-only --benchmark-json {p}")
+        raise UserError(f"benchmark file {p} has no 'benchmarks' list; {how}")
+    try:
+        check(doc, BENCH_DOC, "")
+    except UserError as e:
+        raise UserError(f"benchmark file {p}: the value at {e}; {how}") from None
     return doc

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -117,7 +116,7 @@ def cached_features(ex: Extractor, images: torch.Tensor, cache_dir: str | os.Pat
     """
     tags = tags or {}
     key = cache_key(ex, images, tags)
-    path = Path(cache_dir or files.cache_dir()) / "features" / f"{ex.name}-{key[:24]}.pt"
+    path = files.cache_dir(cache_dir or None) / "features" / f"{ex.name}-{key[:24]}.pt"
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)

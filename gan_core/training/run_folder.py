@@ -39,6 +39,27 @@ METRICS = "metrics.json"
 LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
+LOG_TEXT = ("extractor", "real_set")  # the only text in a log line: an evaluation names its judge and real images
+
+
+def check_log_row(row: dict, where: str) -> None:
+    """A stats.jsonl or evals.jsonl line as the loop writes it: its step counters integers >= 0, every other value
+    a number or null (a NaN loss is a number), but for the names in LOG_TEXT."""
+    for key, value in row.items():
+        if key in LOG_TEXT:
+            ok = isinstance(value, str)
+        elif key in ("g_step", "d_step"):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else:
+            ok = value is None or isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            wanted = "text" if key in LOG_TEXT else "an integer >= 0" if key.endswith("_step") else "a number or null"
+            raise UserError(f"{where}: {key!r} is {json.dumps(value)[:40]}, not {wanted}; the file is damaged: "
+                            "remove that line, or the run folder")
+    if "g_step" not in row:
+        raise UserError(f"{where} has no 'g_step'; the file is damaged: remove that line, or the run folder")
+
+
 class FolderInUse(UserError):
     """Another live process is training into this run folder (it holds the folder's lock)."""
 
@@ -189,7 +210,7 @@ class RunFolder:
     # ---- reading ----------------------------------------------------------------------------------
 
     def read_jsonl(self, name: str) -> list[dict]:
-        return files.read_jsonl(self.path / name) if self.path is not None else []
+        return files.read_jsonl(self.path / name, check_log_row) if self.path is not None else []
 
     def read_json(self, name: str) -> dict | None:
         if not self.exists(name):
@@ -218,4 +239,27 @@ class RunFolder:
                             "delete it to start the run afresh") from None
         if not isinstance(ckpt, dict) or not {"config", "g", "d", "g_step"} <= set(ckpt):
             raise UserError(f"{self.path / CHECKPOINT} is not a checkpoint of this project")
+        _check_models(ckpt, self.path / CHECKPOINT)
         return ckpt
+
+
+def _check_models(ckpt: dict, path: Path) -> None:
+    """Refuse a checkpoint whose G and D weights are not those of the model its own config describes (another
+    architecture, an edited file): loading them would fail deep inside torch, or load the wrong network."""
+    import torch
+
+    from gan_core.training import models
+
+    m = RunConfig.from_dict(ckpt["config"]).model
+    with torch.device("meta"):
+        nets = dict(zip("gd", models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink),
+                        strict=True))
+    for name, net in nets.items():
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        state = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        have = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if have != want:
+            key = next(k for k in sorted({*want, *have}) if want.get(k) != have.get(k))
+            raise UserError(f"{path} does not hold the model its config describes ({name}.{key}: "
+                            f"{list(have[key]) if key in have else 'missing'} where {m.arch} depth {m.depth} has "
+                            f"{list(want[key]) if key in want else 'nothing'}); delete it to start the run afresh")
