@@ -61,11 +61,12 @@ def check_names(path: Path, existing: Path, what: str) -> None:
 def check_writable_file(path: str | os.PathLike, what: str) -> None:
     """Refuse, before any work, a file path that cannot be written: an existing folder, a name too long, or a place
     where the folder it goes into cannot be made or written."""
-    if Path(path).is_dir():
-        raise UserError(f"{path} is a folder; give a file name for {what}")
     check_writable(Path(path).parent, what)
     # the temporary an atomic write makes beside it is longer: the limit holds for that name too
-    check_names(Path(path).parent / _temporary_name(Path(path).name), Path(path).parent, what)
+    for name in (Path(path).name, _temporary_name(Path(path).name)):
+        check_names(Path(path).parent / name, Path(path).parent, what)
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a folder; give a file name for {what}")
 
 
 def _temporary_name(name: str) -> str:

@@ -189,10 +189,24 @@ def open_journal(path: Path) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     try:
+        _check_journal(path)
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
         raise UserError(f"cannot read journal storage {path} ({first_line(e)}): not an Optuna journal file, or a "
                         "damaged one") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Every complete line an Optuna operation (a JSON object with an op code). Optuna skips a last line it cannot
+    parse (torn by a killed writer), and then appends after it: a file of garbage would be written into."""
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.endswith(b"\n") and line.strip():
+                op = json.loads(line)
+                if not isinstance(op, dict) or "op_code" not in op:
+                    raise ValueError(f"line {n} has no op code")
 
 
 def load_studies(url: str, runs: str | Path = "runs") -> list[StudyData]:

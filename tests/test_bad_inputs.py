@@ -1,12 +1,13 @@
-"""Every user mistake, across the four CLIs, in one table: one line naming what is wrong, exit status 2, no
+"""Every user mistake, across the five CLIs, in one table: one line naming what is wrong, exit status 2, no
 traceback, and nothing written (the working folder is byte-for-byte what it was before the command).
 
 T = python -m gan_core.train, E = python -m gan_core.evaluate, A = python -m ablations.run,
-R = python -m reports.build. Placeholders in the arguments name things each row sets up in its working
-folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC} one whose
-checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
+R = python -m reports.build, X = python -m gan_core.train_extractor. Placeholders in the arguments name things each
+row sets up in its working folder: {FILE} a plain file, {DIR} an empty folder, {RUN} a trained run folder, {TRUNC}
+one whose checkpoint is cut short, {BADCFG} one whose config.json is not JSON, {BADIMG} an image folder holding a
 text file named .png, {BENCH} a benchmark file that is not JSON, {PAGE} an existing report page, {STUDIES} a
-SQLite storage of studies that are not the depth study's at the smoke budget (see make_studies).
+SQLite storage of studies that are not the depth study's at the smoke budget (see make_studies); the names in
+DAMAGED are run folders, data and files made by damaging something.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from ablations import run as ablations_run
-from gan_core import evaluate, files
+from gan_core import evaluate, files, train_extractor
 from gan_core import train as train_cli
 from gan_core.training import loop
-from gan_core.training.run_folder import CHECKPOINT, CONFIG
+from gan_core.training.run_folder import CHECKPOINT, CONFIG, EVALS, STATS
 from reports import build
 from tests.conftest import tiny_config
 from tests.metric_helpers import embedded_split
@@ -35,7 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 T_BASE = ["--preset", "dcgan", "--device", "cpu", "--steps", "2"]
 E_BASE = ["--device", "cpu", "--no-floor"]
 A_BASE = ["--budget", "smoke", "--device", "cpu"]
+X_BASE = ["--epochs", "1", "--train-limit", "50", "--quiet"]
+TINY = ["--width", "0.0625", "--optim-args", "{}", "--batch-size", "8", "--steps", "3"]  # T_BASE + TINY = {RUN}'s
 CLIS = {  # main, program name, arguments every row of that CLI starts with
+    "X": (train_extractor.main, train_extractor.PROG, X_BASE),
     "T": (train_cli.main, train_cli.PROG, T_BASE),
     "E": (evaluate.main, evaluate.PROG, E_BASE),
     "A": (ablations_run.main, ablations_run.PROG, A_BASE),
@@ -125,6 +132,44 @@ ROWS = [
                  "-m ablations.run (edited by hand, or another program's); give this run another --study-name"),
         ("trial", "study 'trial' trial #0: user attr 'metrics' is a string, not an object"),
     ]],
+    ("T", ["--out", "/proc/none/run"], "/proc/none: No such file or directory; the folder vanished while the "
+                                        "command ran, or cannot be made there: check the path"),
+    ("T", ["--out", "{DIR}/" + "a" * 300], "is 300 bytes long, more than the 255 its file system allows; choose a "
+                                          "shorter one for the run (--out DIR)"),
+    ("T", ["--latent-dim", "100000000000"], "model parameters 307,200,000,743,137 needs about 4,915.2 TB of cpu "
+                                            "memory"),
+    ("T", ["--optim-args", '{"capturable": true}'], "the generator's optimizer Adam with {'capturable': True} cannot "
+                                                    "step on cpu: If capturable=True"),
+    ("T", [*TINY, "--resume", "--out", "{BINSTATS}"], "stats.jsonl line 2 is not JSON (UnicodeDecodeError"),
+    ("T", [*TINY, "--resume", "--out", "{NULLSTATS}"], "stats.jsonl line 1: 'g_step' is null, not an integer >= 0; "
+                                                      "the file is damaged: remove that line, or the run folder"),
+    ("T", [*TINY, "--resume", "--out", "{TYPEEVALS}"], "evals.jsonl line 1: 'fid100' is \"x\", not a number or null"),
+    ("T", [*TINY, "--resume", "--out", "{OTHERARCH}"], "does not hold the model its config describes (g.net.0.weight:"),
+    ("T", ["--data", "mnist", "--data-root", "{IDXCOUNT}"], "train-images-idx3-ubyte holds 3 images but "
+                                                            "train-labels-idx1-ubyte 2 labels"),
+    ("T", ["--data", "mnist", "--data-root", "{IDX1D}"], "train-images-idx3-ubyte has shape [3] and"),
+    ("T", ["--data", "folder", "--data-root", "{BOMB}"], "huge.png is too large to read safely (Image size"),
+    ("E", ["{OTHERKEYS}"], "checkpoint.pt is not a checkpoint of this project"),
+    ("E", ["{OTHERARCH}"], "does not hold the model its config describes (g.net.0.weight: [3, 3] where dcgan depth 4"),
+    ("E", ["{RUN}", "--cache-dir", "{FILE}"], "is a file, not a folder; choose a folder for the cache (--cache-dir)"),
+    ("X", ["--out", "{DIR}"], "is a folder; give a file name for the extractor's weights (--out)"),
+    ("X", ["--out", "{FILE}/w.pt"], "is a file, not a folder; choose a folder for the extractor's weights (--out)"),
+    ("X", ["--out", "{DIR}/" + "b" * 260 + ".pt"], "is 263 bytes long, more than the 255 its file system allows"),
+    ("A", ["--study", "depth", "--seeds", "1000000000"], "--seeds 1,000,000,000 makes 6,000,000,000 trials (6 arms "
+                                                         "x 1,000,000,000 seeds), more than the 10,000 a study may "
+                                                         "queue"),
+    ("A", ["--study", "depth", "--workers", "1000"], "--workers 1,000 needs about 500.0 GB of cpu memory"),
+    ("A", ["--study", "depth", "--storage", "sqlite:///:memory:", "--workers", "2"], "lives in this process's memory, "
+                                                                                   "which worker processes cannot"),
+    ("A", ["--study", "depth", "--storage", "journal:{GARBAGE}"], "garbage (Expecting value: line 1 column 1 (char "
+                                                                  "0)): not an Optuna journal file"),
+    ("A", ["--study", "depth", "--storage", "journal:{NOOP}"], "noop (line 1 has no op code): not an Optuna journal "
+                                                               "file"),
+    ("R", ["--storage", "journal:{NOOP}"], "noop (line 1 has no op code): not an Optuna journal file"),
+    ("R", ["--storage", "sqlite:///{DIR}/x.db", "--benchmarks", "{BENCHTYPES}"], "the value at ['machine_info'] is a "
+                                                                                 "string, not an object; write it"),
+    ("R", ["--storage", "sqlite:///{STUDIES}"], "study 'attr': user attr 'seeds' is a string, not an integer"),
+    ("R", ["--storage", "sqlite:///{CURVES}"], "evals.jsonl line 1: 'fid100' is \"x\", not a number or null"),
     # ---- report
     ("R", ["--storage", "sqlite:///{DIR}/no/such/folder/s.db"], "does not exist"),
     ("R", ["--storage", "sqlite:///{FILE}"], "cannot"),
@@ -178,7 +223,94 @@ def make(name: str, work: Path, trained: Path) -> Path:
     elif name == "BENCH":
         path = work / "bench.json"
         path.write_text("{broken")
+    elif name in DAMAGED:
+        DAMAGED[name](path, trained)
     return path
+
+
+def damaged_run(damage):
+    """A maker of a copy of the trained run, then damaged."""
+    def make_it(path: Path, trained: Path) -> None:
+        shutil.copytree(trained, path, ignore=shutil.ignore_patterns(".lock"))
+        damage(path)
+    return make_it
+
+
+def edited_checkpoint(edit):
+    def damage(path: Path) -> None:
+        import torch
+
+        ckpt = torch.load(path / CHECKPOINT, weights_only=False)
+        edit(ckpt)
+        torch.save(ckpt, path / CHECKPOINT)
+    return damaged_run(damage)
+
+
+def idx_files(images_dims: tuple, labels: int):
+    """MNIST raw files whose train images have ``images_dims`` and train labels ``labels`` entries."""
+    def make_it(path: Path, _trained) -> None:
+        raw = path / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name, dims in [("train-images-idx3-ubyte", images_dims), ("train-labels-idx1-ubyte", (labels,)),
+                           ("t10k-images-idx3-ubyte", (2, 28, 28)), ("t10k-labels-idx1-ubyte", (2,))]:
+            header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+            (raw / name).write_bytes(header + bytes(int(np.prod(dims))))
+    return make_it
+
+
+def bomb(path: Path, _trained) -> None:
+    """An image folder with a PNG whose header claims 20,000 x 20,000 pixels: over PIL's decompression-bomb limit
+    (2 x 89,478,485 pixels), refused by PIL when it opens the file, before any pixel is decoded."""
+    for cls in ("0", "1"):
+        (path / cls).mkdir(parents=True)
+        Image.new("L", (28, 28)).save(path / cls / "ok.png")
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 20_000, 8, 0, 0, 0, 0))  # 8-bit grey
+    (path / "0" / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b""))
+                                           + chunk(b"IEND", b""))
+
+
+def text_file(text: str):
+    return lambda path, _trained: path.write_text(text)
+
+
+def other_architecture(ckpt: dict) -> None:
+    import torch
+
+    ckpt["g"]["net.0.weight"] = torch.zeros(3, 3)
+
+
+def study_with_bad_curves(path: Path, trained: Path) -> None:
+    """A storage of one finished width trial whose run folder's evals.jsonl holds text where a metric goes."""
+    import optuna
+
+    runs = path.with_name("curves-runs")
+    run = runs / "width-dcgan-cpu-smoke" / "1" / "seed0"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / EVALS).write_text('{"g_step": 0, "fid100": "x"}\n')
+    study = optuna.create_study(study_name="width-dcgan-cpu-smoke", storage=f"sqlite:///{path}")
+    study.set_user_attr("study", "width")
+    study.set_user_attr("objective", "fid100")
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"arm": "1", "seed": 0, "run_dir": str(run),
+                                                                     "metrics": {"fid100": 1.0}}))
+
+
+DAMAGED = {  # placeholder -> maker(path, trained run)
+    "OTHERKEYS": edited_checkpoint(lambda c: (c.clear(), c.update(a=1))),  # a torch file, but not a checkpoint
+    "OTHERARCH": edited_checkpoint(other_architecture),
+    "BINSTATS": damaged_run(lambda p: (p / STATS).write_bytes(b'{"g_step": 1}\n\x9b\xff\x00binary\n')),
+    "NULLSTATS": damaged_run(lambda p: (p / STATS).write_text('{"g_step": null, "loss_d": 1.0}\n')),
+    "TYPEEVALS": damaged_run(lambda p: (p / EVALS).write_text('{"g_step": 0, "fid100": "x"}\n')),
+    "IDXCOUNT": idx_files((3, 28, 28), 2),
+    "IDX1D": idx_files((3,), 3),
+    "BOMB": bomb,
+    "GARBAGE": text_file("garbage\n"),
+    "NOOP": text_file('{"hello": 1}\n'),  # JSON, without Optuna's op code
+    "BENCHTYPES": text_file('{"benchmarks": [], "machine_info": "a string"}'),
+    "CURVES": study_with_bad_curves,
+}
 
 
 @functools.cache
@@ -225,7 +357,7 @@ def expand(args: list[str], work: Path, trained: Path) -> list[str]:
     made = {}
     out = []
     for a in args:
-        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "STUDIES"):
+        for name in ("FILE", "DIR", "RUN", "TRUNC", "BADCFG", "BADIMG", "BENCH", "STUDIES", *DAMAGED):
             if "{" + name + "}" in a:
                 if name not in made:
                     made[name] = make(name, work, trained)

@@ -118,6 +118,8 @@ class RunFolder:
         if ckpt["g_step"] > cfg.steps:
             raise UserError(f"cannot resume: the checkpoint is at G step {ckpt['g_step']}, past the {cfg.steps} "
                             f"asked for; ask for at least {ckpt['g_step']} steps (--steps)")
+        for name in LOGS:  # damaged logs are refused now, before start() takes the lock and cuts them back
+            self.read_jsonl(name)
         return ckpt
 
     def start(self, cfg: RunConfig, resumed_at: int | None) -> None:
