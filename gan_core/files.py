@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
         if isinstance(e, OSError):  # a full disk, a vanished folder...: name the file meant, not the temporary
             raise _naming(e, path) from e
         raise
+
+
+@contextmanager
+def naming(path: str | os.PathLike):
+    """An OSError inside without a file name (a failed os.write or file.write: a full disk) names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise _naming(e, Path(path)) from e
 
 
 def _naming(e: OSError, path: Path) -> OSError:

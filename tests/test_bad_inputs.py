@@ -418,3 +418,113 @@ def test_an_unwritable_folder_is_refused_before_any_work(module, args, message, 
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
     assert message.replace("{RO}", str(ro)) in p.stderr
     assert snapshot(tmp_path) == before
+
+
+# ---- faults of the machine: one line naming the path and what to do, exit 2, no file left half-written ----------
+
+FAULT_ROWS = {  # cli -> arguments; {OUT} is a folder on the faulty file system, {TMP} one beside it
+    "T": [*T_BASE, "--out", "{OUT}/run"],
+    "E": [*E_BASE, "--n", "50", "{OUT}/run"],  # the trained run, copied there before the fault
+    "X": [*X_BASE, "--out", "{OUT}/w.pt"],
+    "R": ["--storage", "sqlite:///{TMP}/x.db", "--out", "{OUT}/summary.html"],
+}
+
+
+def run_fault(cli: str, out: Path, tmp: Path, capsys) -> str:
+    """The row's command in this process; its one line of error (asserted: exit 2, no traceback)."""
+    main, prog, _ = CLIS[cli]
+    code = main([a.replace("{OUT}", str(out)).replace("{TMP}", str(tmp)) for a in FAULT_ROWS[cli]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: ") and "Traceback" not in err, err
+    return err
+
+
+def no_temporaries(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob(".*.tmp")]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 4 MB tmpfs (root only: skipped where mount is refused), unmounted at the end."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill the disk, then free ``leave`` bytes."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    os.truncate(disk / "filler", max(0, (disk / "filler").stat().st_size - leave))
+
+
+@pytest.mark.parametrize("cli", FAULT_ROWS)
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(cli, full_disk, tmp_path, capsys,
+                                                                                 trained_run, shared_cache,
+                                                                                 monkeypatch):
+    """Seen before: OSError tracebacks, and torch's "unexpected pos 9728 vs 9622" from a checkpoint cut short."""
+    monkeypatch.setenv(files.CACHE_ENV, str(shared_cache))
+    if cli == "E":
+        shutil.copytree(trained_run, full_disk / "run", ignore=shutil.ignore_patterns(".lock"))
+    fill(full_disk, leave=400_000 if cli == "T" else 0)  # T: room for config.json and samples.png, not the checkpoint
+    before = snapshot(full_disk)
+    err = run_fault(cli, full_disk, tmp_path, capsys)
+    written = {"T": "run/checkpoint.pt", "E": "run/metrics.json", "X": "w.pt", "R": "summary.html"}[cli]
+    assert f"{full_disk}/{written}: No space left on device; free space on that disk, or write elsewhere" in err
+    assert no_temporaries(full_disk) == []
+    if cli == "E":  # the run folder is as it was: no metrics.json, torn or whole
+        assert snapshot(full_disk / "run") == {k.removeprefix("run/"): v for k, v in before.items()
+                                               if k.startswith("run/")}
+
+
+def test_a_folder_that_turns_read_only_or_vanishes_mid_run_is_one_line_naming_the_file(tmp_path, capsys,
+                                                                                       shared_cache, monkeypatch):
+    import errno
+
+    from gan_core.training.run_folder import RunFolder
+
+    monkeypatch.setenv(files.CACHE_ENV, str(shared_cache))
+
+    def read_only(_fd):  # the moment an atomic write commits: what a file system remounted read-only refuses
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as m:
+        m.setattr(files.os, "fsync", read_only)
+        err = run_fault("T", tmp_path / "ro", tmp_path, capsys)
+    assert f"{tmp_path}/ro/run/config.json: Read-only file system; that file system is read-only" in err
+    assert no_temporaries(tmp_path) == []
+
+    append = RunFolder.append
+
+    def vanish(self, name, row):  # the run folder deleted under a training run
+        shutil.rmtree(self.path)
+        append(self, name, row)
+
+    monkeypatch.setattr(RunFolder, "append", vanish)
+    err = run_fault("T", tmp_path / "gone", tmp_path, capsys)
+    assert f"{tmp_path}/gone/run/stats.jsonl: No such file or directory; the folder vanished" in err
+
+
+def test_a_fault_in_a_study_is_the_trials_failure_reason():
+    import errno
+
+    import optuna
+
+    from ablations import trial as ablations_trial
+
+    trial = optuna.create_study().ask()
+    ablations_trial._record(trial, OSError(errno.ENOSPC, "No space left on device", "runs/x/seed0/checkpoint.pt"))
+    assert trial.user_attrs["fail_kind"] == "error"  # not final: a rerun, with space freed, trains it again
+    assert trial.user_attrs["fail_reason"] == ("runs/x/seed0/checkpoint.pt: No space left on device; free space on "
+                                               "that disk, or write elsewhere, and run the command again")

@@ -173,8 +173,9 @@ class RunFolder:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 os.close(fd)
                 raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with files.naming(self.path / LOCK):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -188,7 +189,7 @@ class RunFolder:
     def append(self, name: str, row: dict) -> None:
         """One JSON line (stats.jsonl, evals.jsonl); a torn last line is skipped by read_jsonl."""
         if self.path is not None:
-            with open(self.path / name, "a") as f:
+            with files.naming(self.path / name), open(self.path / name, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
     def write_json(self, name: str, obj: dict) -> None:
