@@ -460,7 +460,7 @@ def check_startable(cfg: RunConfig, k: int, device: torch.device) -> None:
         weight = torch.zeros(1, device=device, requires_grad=True)
         weight.grad = torch.zeros_like(weight)
         try:
-            make_optimizer([weight], opt).step()
+            getattr(torch.optim, opt.name)([weight], lr=opt.lr, **opt.kwargs).step()  # a probe, not the run's
         except Exception as e:  # noqa: BLE001 - whatever the optimizer objects to, the user gets one line
             raise ConfigError(f"the {net}'s optimizer {opt.name} with {opt.kwargs} cannot step on {device}: "
                               f"{first_line(e)}") from None
