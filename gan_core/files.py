@@ -35,7 +35,7 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     nearest existing parent of one still to be made) without write permission. ``what`` says what goes there,
     e.g. "the run (--out DIR)". Creates nothing, and touches nothing (not even the folder's mtime)."""
     path = Path(folder)
-    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path(path.anchor or "."))
+    existing = _nearest(path)
     if not existing.is_dir():
         raise UserError(f"{existing} is a file, not a folder; choose a folder for {what}")
     if os.statvfs(existing).f_flag & os.ST_RDONLY:
@@ -45,6 +45,11 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {existing} (Permission denied); choose a folder you may write for {what}")
     check_names(path, existing, what)
+
+
+def _nearest(path: Path) -> Path:
+    """``path`` or its nearest parent that exists."""
+    return next((p for p in (path, *path.parents) if os.path.exists(p)), Path(path.anchor or "."))
 
 
 def check_names(path: Path, existing: Path, what: str) -> None:
@@ -63,9 +68,7 @@ def check_writable_file(path: str | os.PathLike, what: str) -> None:
     """Refuse, before any work, a file path that cannot be written: an existing folder, a name too long, or a place
     where the folder it goes into cannot be made or written."""
     check_writable(Path(path).parent, what)
-    # the temporary an atomic write makes beside it is longer: the limit holds for that name too
-    for name in (Path(path).name, _temporary_name(Path(path).name)):
-        check_names(Path(path).parent / name, Path(path).parent, what)
+    check_names(Path(path), _nearest(Path(path).parent), what)
     if Path(path).is_dir():
         raise UserError(f"{path} is a folder; give a file name for {what}")
 
