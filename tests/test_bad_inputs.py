@@ -12,6 +12,7 @@ DAMAGED are run folders, data and files made by damaging something.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -423,7 +424,7 @@ def test_an_unwritable_folder_is_refused_before_any_work(module, args, message, 
 # ---- faults of the machine: one line naming the path and what to do, exit 2, no file left half-written ----------
 
 FAULT_ROWS = {  # cli -> arguments; {OUT} is a folder on the faulty file system, {TMP} one beside it
-    "T": [*T_BASE, "--out", "{OUT}/run"],
+    "T": [*T_BASE, *TINY, "--steps", "1", "--out", "{OUT}/run"],
     "E": [*E_BASE, "--n", "50", "{OUT}/run"],  # the trained run, copied there before the fault
     "X": [*X_BASE, "--out", "{OUT}/w.pt"],
     "R": ["--storage", "sqlite:///{TMP}/x.db", "--out", "{OUT}/summary.html"],
@@ -444,17 +445,29 @@ def no_temporaries(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob(".*.tmp")]
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 4 MB tmpfs (root only: skipped where mount is refused), unmounted at the end."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str):
+    """A small tmpfs mounted at ``where`` (root only: the test is skipped where mount is refused)."""
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        yield disk
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "size=4m") as disk:
+        yield disk
+
+
+@pytest.mark.parametrize("cli", ["T", "X", "R"])
+def test_a_read_only_file_system_is_refused_before_any_work(cli, tmp_path, capsys):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        err = run_fault(cli, ro, tmp_path, capsys)
+    assert f"{ro} is on a read-only file system; choose a folder on a writable one for the" in err
 
 
 def fill(disk: Path, leave: int = 0) -> None:
