@@ -143,9 +143,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
-    workers = default_workers(device, len(gpus)) if args.workers is None else args.workers
-    if workers < 1:
-        raise UserError(f"--workers must be an integer >= 1, got {workers}")
+    check_trials(REGISTRY[args.study], seeds)
+    workers = check_workers(args.workers, args.storage, device, len(gpus))
     if args.heartbeat <= 0:
         raise UserError(f"--heartbeat must be > 0 seconds, got {args.heartbeat}")
     pack_seeds = device.type == "cuda" and REGISTRY[args.study].is_grid if args.pack_seeds is None else args.pack_seeds
@@ -193,6 +192,36 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
     return base
 
 
+MAX_TRIALS = 10_000  # a study's queue: at ~10 ms a storage write and ~5 s a smoke trial, 14 hours on a core
+WORKER_BYTES = 500e6  # memory of one worker process, at least (torch, the data, a model; measured 0.5-0.9 GB)
+
+
+def check_trials(spec, seeds: int) -> None:
+    """Refuse a grid that cannot finish: its arm x seed trials are queued before the first trains."""
+    if spec.is_grid and len(spec.arms) * seeds > MAX_TRIALS:
+        raise UserError(f"--seeds {seeds:,} makes {len(spec.arms) * seeds:,} trials ({len(spec.arms)} arms x {seeds:,} "
+                        f"seeds), more than the {MAX_TRIALS:,} a study may queue; use --seeds "
+                        f"{MAX_TRIALS // len(spec.arms):,} or less")
+
+
+def check_workers(asked: int | None, url: str, device, gpus: int) -> int:
+    """The number of local worker processes: the default, or ``asked`` if this machine can hold them and the
+    storage can be shared between processes."""
+    from gan_core import devices, storage
+
+    in_memory = storage.parse(url).in_memory
+    if in_memory and asked is not None and asked > 1:
+        # each spawned worker would open a database of its own, empty: they would train nothing
+        raise UserError(f"storage {url!r} lives in this process's memory, which worker processes cannot share; "
+                        "use --workers 1, or a file storage (sqlite:///FILE) for several")
+    workers = (1 if in_memory else default_workers(device, gpus)) if asked is None else asked
+    if workers < 1:
+        raise UserError(f"--workers must be an integer >= 1, got {workers}")
+    if workers > 1:
+        devices.check_fits("--workers", workers, WORKER_BYTES, devices.resolve("cpu"), "--workers")
+    return workers
+
+
 def default_workers(device, gpus: int) -> int:
     """CUDA: one process per GPU (processes on one GPU time-slice it: ten workers on one H200 were no faster
     together than one), each packing its arm's seeds. CPU: one single-threaded worker per core, up to 8: small
@@ -213,7 +242,10 @@ def worker_settings(settings: Settings) -> list[Settings]:
             for d in settings.devices]
 
 
-def open_study(settings: Settings):
+def open_study(settings: Settings, identity: dict | None = None):
+    """The settings' study, created if new. With ``identity`` (what makes a study this command's: study_identity),
+    a new study is marked with it and an existing one must carry it (check_study); without it (a worker started by
+    a command that checked), the study is opened as it is."""
     import optuna
 
     from ablations.storage import open_storage
@@ -229,11 +261,74 @@ def open_study(settings: Settings):
         b = BUDGETS[settings.budget]
         sampler = optuna.samplers.TPESampler(seed=0)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=b.eval_every)
+    where = dict(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
     try:
-        return optuna.create_study(study_name=settings.study_name, storage=storage, sampler=sampler,
-                                   pruner=pruner, direction="minimize", load_if_exists=True)
+        try:
+            study = optuna.create_study(**where, direction="minimize", load_if_exists=identity is None)
+            created = identity is not None
+        except optuna.exceptions.DuplicatedStudyError:
+            study, created = optuna.load_study(**where), False
+        if created:  # first, so that a second command started with it finds the study marked as ours
+            for key, value in identity.items():
+                study.set_user_attr(key, value)
     except Exception as e:  # noqa: BLE001 - a storage that cannot hold the study: one line for the user
         raise UserError(f"cannot open study in {mask_passwords(settings.storage)!r}: {first_line(e)}") from None
+    if identity is not None and not created:
+        check_study(study, identity, settings)
+    return study
+
+
+IDENTITY_WAIT_S = 1.0  # how long a study without its identity may be one another command created an instant ago
+
+
+def study_identity(settings: Settings, ctx) -> dict:
+    """The study user attrs that make results comparable: a study that holds other values is another experiment."""
+    from ablations.budgets import BUDGETS
+
+    return {"study": settings.study, "base": settings.base_name, "budget": BUDGETS[settings.budget].to_dict(),
+            "objective": ctx.objective, "data": ctx.base.data.source,
+            "split": [len(ctx.split.train), len(ctx.split.heldout)], "extractor": ctx.reference.extractor_name}
+
+
+def check_study(study, identity: dict, settings: Settings) -> None:
+    """Refuse, before anything is trained or written, a study that is not this command's: of another kind, base,
+    budget, objective, data or judge, with several objectives or another direction, not created by ablations.run,
+    or holding attrs of the wrong type (reports.load's schema)."""
+    import optuna
+
+    from reports.load import STUDY_ATTRS, TRIAL_ATTRS, checked_attrs
+
+    what = f"study {settings.study_name!r} in {mask_passwords(settings.storage)!r}"
+    way_out = "give this run another --study-name"
+    if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MINIMIZE:
+        directions = ", ".join(d.name.lower() for d in study.directions)
+        raise UserError(f"{what} is a study to {directions} ({len(study.directions)} objective(s)); {PROG} "
+                        f"minimises one, {identity['objective']}: {way_out}")
+    waited = 0.0
+    while "study" not in study.user_attrs and waited < IDENTITY_WAIT_S and not study.get_trials(deepcopy=False):
+        time.sleep(0.1)  # another command may have created it an instant ago and be writing its identity
+        waited += 0.1
+    try:
+        attrs = checked_attrs(study.user_attrs, STUDY_ATTRS, f"study {settings.study_name!r}")
+        for t in study.get_trials(deepcopy=False):
+            checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {settings.study_name!r} trial #{t.number}")
+    except UserError as e:
+        raise UserError(f"{e}; {way_out}") from None
+    if "study" not in attrs:
+        raise UserError(f"{what} was not created by {PROG} (it has no 'study' user attr); {way_out}")
+    for key, ours in identity.items():
+        theirs = attrs.get(key, ours)  # a key an older version did not record: nothing to compare
+        if isinstance(ours, dict) and theirs.get("name") == ours.get("name"):  # a budget redefined since
+            # its note is prose; its seeds are the default --seeds, which a run may change
+            diff = [k for k in ours if k not in ("note", "seeds") and theirs.get(k) != ours[k]]
+            if diff:
+                raise UserError(f"{what} holds another experiment: its {key} {ours['name']!r} differs in "
+                                + ", ".join(f"{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in diff)
+                                + f"; {way_out}")
+        elif theirs != ours:
+            shown = (theirs.get("name"), ours.get("name")) if isinstance(ours, dict) else (theirs, ours)
+            raise UserError(f"{what} holds another experiment: its {key} is {shown[0]!r}, this run's {shown[1]!r}; "
+                            f"{way_out} (or run the one it holds)")
 
 
 def make_context(settings: Settings):
@@ -672,7 +767,7 @@ def _main(argv: list[str] | None) -> int:
         print(plan)
         return 0
     ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
-    study = open_study(settings)
+    study = open_study(settings, study_identity(settings, ctx))  # a study that is not this run's: refused here
     queued = prepare_study(settings, ctx, study)
     print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
@@ -706,11 +801,8 @@ def prepare_study(settings: Settings, ctx, study) -> int:
     from ablations.studies import REGISTRY, catalogue
 
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
-    if study.user_attrs.get("study") is None:
-        for key, value in {"study": spec.name, "base": settings.base_name, "budget": budget.to_dict(),
-                           "objective": ctx.objective, "data": ctx.base.data.source,
-                           "split": [len(ctx.split.train), len(ctx.split.heldout)],
-                           "extractor": ctx.reference.extractor_name}.items():
+    if study.user_attrs.get("study") is None:  # opened without its identity (a test's, a worker's open_study)
+        for key, value in study_identity(settings, ctx).items():
             study.set_user_attr(key, value)
     description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
                    "base_why": settings.base_why, "shrink": settings.base.model.shrink}
@@ -748,8 +840,12 @@ def share_artifacts(study, settings: Settings) -> str | None:
 
 def build_report(settings: Settings, out: str) -> str:
     from ablations.studies import catalogue
+    from gan_core import storage
     from reports.build import build
 
+    if storage.parse(settings.storage).in_memory:
+        return (f"report: not built ({settings.storage} ends with this command, so nothing is left for a report to "
+                "read; use sqlite:///FILE to keep a study)")
     try:
         path = build(storage=settings.storage, runs=settings.runs, out=out, catalogue=catalogue(),
                      artifacts=settings.artifacts)

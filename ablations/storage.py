@@ -13,7 +13,6 @@ import warnings
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from gan_core import storage
 from gan_core.errors import UserError, first_line
@@ -34,7 +33,9 @@ def open_storage(url: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSto
     if where.kind == "journal":
         if not where.path.parent.is_dir():
             raise UserError(f"journal storage folder {where.path.parent} does not exist")
-        return JournalStorage(JournalFileBackend(str(where.path)))
+        from reports.load import open_journal  # here: the report's pandas is no business of a worker's
+
+        return open_journal(where.path)
     if where.path is not None:
         if where.is_default:  # the default lives under runs/, which we own
             where.path.parent.mkdir(parents=True, exist_ok=True)

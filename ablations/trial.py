@@ -25,7 +25,7 @@ import torch
 from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices
-from gan_core.errors import ConfigError, Diverged, UserError, first_line
+from gan_core.errors import ConfigError, Diverged, UserError, first_line, os_fault
 from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator
 from gan_core.judging.metrics import MetricNames
 from gan_core.training import packing
@@ -310,7 +310,7 @@ def _record(trial: optuna.Trial, e: Exception) -> None:
     elif isinstance(e, torch.OutOfMemoryError):
         _fail(trial, "out of memory", first_line(e))
     elif not isinstance(e, optuna.TrialPruned):  # a bug or a fault: recorded with the trial, the study goes on
-        _fail(trial, "error", f"{type(e).__name__}: {e}")
+        _fail(trial, "error", os_fault(e) or f"{type(e).__name__}: {e}")
 
 
 def _train_when_free(group: list[Planned], start):

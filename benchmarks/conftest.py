@@ -25,6 +25,8 @@ def torch_threads():
     if not threads:
         yield torch.get_num_threads()
         return
+    if not threads.isdigit() or int(threads) < 1:
+        raise pytest.UsageError(f"{THREADS_ENV} must be a whole number of threads >= 1, got {threads!r}")
     torch.set_num_threads(int(threads))
     with contextlib.ExitStack() as stack:
         try:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from gan_core.errors import Diverged, UserError
+from gan_core.errors import Diverged, UserError, os_fault
 
 USAGE_ERROR = 2
 
@@ -25,6 +25,11 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         return main(argv) or 0
     except UserError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
+        return USAGE_ERROR
+    except OSError as e:  # a full disk, a read-only or vanished folder: one line that says what to do
+        if (line := os_fault(e)) is None:
+            raise
+        sys.stderr.write(f"{prog}: error: {line}\n")
         return USAGE_ERROR
     except Diverged as e:  # a fault, not a mistake: exit 1, but still one readable line
         sys.stderr.write(f"{prog}: error: {e}\n")

@@ -71,14 +71,17 @@ def size_text(nbytes: float) -> str:
     raise AssertionError  # unreachable: the loop returns at TB
 
 
-def check_fits(what: str, count: int, bytes_each: float, device: torch.device, flag: str) -> None:
+def check_fits(what: str, count: int, bytes_each: float, device: torch.device, flag: str,
+               advice: str | None = None) -> None:
     """Refuse, before any allocation, a size that cannot fit the device even alone: ``count`` things (a batch,
-    samples) of about ``bytes_each`` bytes, asked for with ``flag``. An estimate, so it only catches sizes that
-    are off by a lot (a mistyped batch of 10^9); a size near the limit still fails at its first allocation."""
+    samples) of about ``bytes_each`` bytes, asked for with ``flag`` (or, where no one flag sets the count, what
+    ``advice`` says). An estimate, so it only catches sizes that are off by a lot (a mistyped batch of 10^9); a size
+    near the limit still fails at its first allocation."""
     total = memory_bytes(device)
     if count * bytes_each > total:
         raise UserError(f"{what} {count:,} needs about {size_text(count * bytes_each)} of {device.type} memory, more "
-                        f"than the {size_text(total)} here; use {flag} {max(1, int(total // bytes_each)):,} or less")
+                        f"than the {size_text(total)} here; "
+                        + (advice or f"use {flag} {max(1, int(total // bytes_each)):,} or less"))
 
 
 def cpu_model() -> str:

@@ -1,9 +1,11 @@
 """Exceptions that separate a user's mistake from a fault.
 
-CLIs turn a ``UserError`` into one line on stderr and exit status 2; anything else is a bug or a
-fault and keeps its traceback.
+CLIs turn a ``UserError``, and an OSError the machine caused (``os_fault``: a full disk, a read-only or vanished
+folder), into one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 
+import errno
+import os
 import re
 
 
@@ -56,3 +58,31 @@ def first_line(e: BaseException) -> str:
         e = inner
     text = str(e).strip()
     return mask_passwords(text.splitlines()[0]) if text else type(e).__name__
+
+
+# What to do about a fault of the machine, not of the code, by errno: the command ends with one line naming the path
+# (gan_core.cli). Writes are atomic (gan_core.files), so a failed one leaves nothing half-written behind.
+FAULT_ADVICE = {
+    errno.ENOSPC: "free space on that disk, or write elsewhere, and run the command again",
+    errno.EDQUOT: "free space within your disk quota, or write elsewhere, and run the command again",
+    errno.EROFS: "that file system is read-only: choose a folder on a writable one",
+    errno.ENOENT: "the folder vanished while the command ran, or cannot be made there: check the path",
+    errno.ENOTDIR: "a file stands where a folder must be: choose another path",
+    errno.EEXIST: "a file stands where a folder must be: choose another path",
+    errno.EISDIR: "a folder stands where a file must be: give a file name",
+    errno.ENAMETOOLONG: "choose a shorter name",
+    errno.EACCES: "choose a place you may write (or read)",
+    errno.EPERM: "choose a place you may write (or read)",
+    errno.EFBIG: "the file is larger than that file system allows: write elsewhere",
+    errno.ELOOP: "a symbolic link there points back at itself: check the path",
+}
+
+
+def os_fault(e: BaseException) -> str | None:
+    """One line for an OSError that the machine, not the code, caused (a full disk, a read-only or vanished folder,
+    a name too long): the path, what happened and what to do; None for any other error."""
+    if not isinstance(e, OSError) or e.errno not in FAULT_ADVICE:
+        return None
+    path = e.filename2 or e.filename  # a rename names its target second
+    where = f"{os.fsdecode(path)}: " if path is not None else ""
+    return f"{where}{e.strerror or os.strerror(e.errno)}; {FAULT_ADVICE[e.errno]}"

@@ -28,6 +28,11 @@ class StorageURL:
         return self.url == DEFAULT_URL
 
     @property
+    def in_memory(self) -> bool:
+        """sqlite:///:memory: lives in one process and ends with it: no worker process, nor a later reader, sees it."""
+        return self.kind == "sqlite" and self.path is None
+
+    @property
     def masked(self) -> str:
         return mask_passwords(self.url)
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from gan_core import cli
+from gan_core import cli, files
 from gan_core.judging import extractor
 from gan_core.judging.extractor_training import (
     BATCH_SIZE,
@@ -54,6 +54,8 @@ def _main(argv: list[str] | None) -> int:
     from gan_core.training import data
 
     args = parser().parse_args(argv)
+    for path in (args.out, extractor.info_path(args.out)):  # refused now, not after the training
+        files.check_writable_file(path, "the extractor's weights (--out)")
     split = data.load(DataConfig(source="embedded"))
     t0 = time.perf_counter()
 

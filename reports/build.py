@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from gan_core import cli, files
-from gan_core.errors import UserError, mask_passwords
+from gan_core.errors import UserError, mask_passwords, os_fault
 from gan_core.storage import DEFAULT_URL
 from gan_core.training.sampling import BN_SAMPLES
 from reports import downloads, load, scoreboard, sections, stats
@@ -126,8 +126,8 @@ def build(storage: str | None = None, runs: str = "runs", benchmarks: list[str] 
             for fig in figs:
                 files.atomic_write(Path(png_dir) / f"{fig.name}.png", lambda p, d=fig.data: p.write_bytes(d))
         files.write_text(out_path, html)
-    except OSError as e:
-        raise UserError(f"cannot write {e.filename or out_path}: {e.strerror or e}") from None
+    except OSError as e:  # a UserError, not the CLI's: ablations.run builds the page after a study and goes on
+        raise UserError(os_fault(e) or f"cannot write {e.filename or out_path}: {e.strerror or e}") from None
     return out_path
 
 

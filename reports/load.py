@@ -23,6 +23,105 @@ from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training.run_folder import EVALS, METRICS, SAMPLES, RunFolder
 from reports import artifacts as artifact_store
 
+# ---- what ablations.run writes into a study (ablations/run.py) and its trials (ablations/trial.py) ---------------
+# Each user attr with the JSON type it must have, checked by ``checked_attrs`` wherever a study is read (here, and
+# by ablations.run before it adds to a study), so that a study edited by hand or written by another program is named
+# in one line instead of failing deep inside the report. A kind is a type (or a tuple of them), a dict (an object
+# with those keys, each optional unless ``Required``; a ``str`` key gives the kind of every key not named), or
+# ``[kind]`` (a list of them). null stands for an absent object or list (not for a list's item).
+NUMBER = (int, float)
+SCALAR = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Required:
+    """An object's key that must be there."""
+
+    kind: object
+
+
+# a metric's value is checked where it is read (``number``); the protocol it was measured under travels with it
+METRICS_ATTR = {PROTOCOL_KEY: {str: SCALAR}, str: SCALAR}
+BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(None)), "eval_every": int,
+          "eval_n_intermediate": int, "batch_size": (int, type(None)), "seeds": Required(int),
+          "joint_trials": int, "note": str}
+STUDY_ATTRS = {
+    "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
+    "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
+    "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
+    "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,
+}
+TRIAL_ATTRS = {
+    "arm": str, "seed": int, "origin": int, "spare": bool, "duplicate": bool, "run_dir": str,
+    "config": {"schedule": {"batch_size": int}}, "provenance": {str: SCALAR}, "metrics": METRICS_ATTR,
+    "metrics_step0": METRICS_ATTR, "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
+    artifact_store.SNAPSHOT: {"g_step": int, "files": {str: str}},
+    "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
+               "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
+}
+WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
+
+
+def checked_attrs(attrs: dict, schema: dict, where: str) -> dict:
+    """``attrs`` if every attr named in ``schema`` has its kind (attrs it does not name are free), else a UserError
+    naming the first that has not, and where it is (``where``: "study 'x'", "study 'x' trial #3")."""
+    try:
+        for key, kind in schema.items():
+            if key in attrs:
+                check(attrs[key], kind, f"{where}: user attr {key!r}")
+    except UserError as e:
+        raise UserError(f"{e}; {WRITTEN_BY}") from None
+    return attrs
+
+
+def check(value, kind, what: str, item: bool = False) -> None:
+    """A UserError ("WHAT['key'][0] is a string, not a number") unless ``value`` is of ``kind`` (``item``: a list's,
+    where null is no absent object)."""
+    if isinstance(kind, list | dict) and value is None and not item:
+        return
+    if isinstance(kind, list):
+        _expect(value, list, what)
+        for i, x in enumerate(value):
+            check(x, kind[0], f"{what}[{i}]", item=True)
+    elif isinstance(kind, dict):
+        _expect(value, dict, what)
+        for k, v in value.items():
+            sub = kind.get(k, kind.get(str))
+            if sub is not None:
+                check(v, sub.kind if isinstance(sub, Required) else sub, f"{what}[{k!r}]")
+        missing = [k for k, sub in kind.items() if isinstance(sub, Required) and k not in value]
+        if missing:
+            raise UserError(f"{what} has no {missing[0]!r}")
+    else:
+        _expect(value, kind, what)
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null",
+               list: "a list", dict: "an object", object: "anything"}
+
+
+def _expect(value, kinds, what: str) -> None:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    # JSON's true/false are not numbers, though Python's bool is an int
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds and object not in kinds):
+        return
+    wanted = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+    found = next((_KIND_NAMES[k] for k in (bool, type(None), str, int, float, list, dict) if isinstance(value, k)),
+                 type(value).__name__)
+    raise UserError(f"{what} is {found}, not {wanted}")
+
+
+def number(value, what: str) -> float | None:
+    """A metric's value as the report uses it: a number or None (a NaN is a number: a diverged value)."""
+    if value is None:
+        return None
+    try:
+        _expect(value, NUMBER, what)
+    except UserError as e:
+        raise UserError(f"{e}; {WRITTEN_BY}") from None
+    return value
+
+
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
 DIGITS = range(10)
@@ -76,14 +175,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | None:
     """The storage behind ``url`` for reading, or None when its file does not exist (nothing run yet)."""
     where = storage.parse(url)
     if where.kind == "journal":
-        if not where.path.exists():
-            return None
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        try:
-            return JournalStorage(JournalFileBackend(str(where.path)))
-        except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
-            raise UserError(f"cannot read journal storage {where.path}: {first_line(e)}") from None
+        return open_journal(where.path) if where.path.exists() else None
     if where.path is not None:
         if not where.path.parent.is_dir() and not where.is_default:  # no runs/ folder yet: nothing run yet
             raise UserError(f"sqlite storage folder {where.path.parent} does not exist")
@@ -94,6 +186,32 @@ def open_storage(url: str) -> optuna.storages.BaseStorage | None:
         return optuna.storages.RDBStorage(url, skip_table_creation=True)
     except Exception as e:  # noqa: BLE001 - sqlalchemy/driver errors vary; the user needs one line
         raise UserError(f"cannot open storage {where.masked!r}: {first_line(e)}") from None
+
+
+def open_journal(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file storage at ``path`` (the runner's and the report's); one that cannot be replayed (not
+    JSON, JSON without an op code) is a UserError."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        _check_journal(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as e:  # noqa: BLE001 - any reason the journal cannot be replayed: one line
+        raise UserError(f"cannot read journal storage {path} ({first_line(e)}): not an Optuna journal file, or a "
+                        "damaged one") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Every complete line an Optuna operation (a JSON object with an op code). Optuna skips a last line it cannot
+    parse (torn by a killed writer), and then appends after it: a file of garbage would be written into."""
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.endswith(b"\n") and line.strip():
+                op = json.loads(line)
+                if not isinstance(op, dict) or "op_code" not in op:
+                    raise ValueError(f"line {n} has no op code")
 
 
 def load_studies(url: str, runs: str | Path = "runs", artifacts: str | None = None) -> list[StudyData]:
@@ -117,7 +235,7 @@ def load_studies(url: str, runs: str | Path = "runs", artifacts: str | None = No
 
 
 def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> StudyData:
-    attrs = dict(study.user_attrs)
+    attrs = checked_attrs(dict(study.user_attrs), STUDY_ATTRS, f"study {study.study_name!r}")
     keys = MetricNames.from_fid(attrs.get("objective"))
     recorded = attrs.get(artifact_store.STORE)
     if store is None and recorded and Path(recorded).is_dir():
@@ -132,15 +250,15 @@ def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> Stu
 
 def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str,
               store=None) -> dict:
-    a = t.user_attrs
+    a = checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {study_name!r} trial #{t.number}")
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
     budget = a.get("budget") or {}
     prov = a.get("provenance") or {}
     config = a.get("config") or {}
 
-    def metric(name: str | None):
-        return metrics.get(name) if name else None
+    def metric(name: str | None, of: dict = metrics, attr: str = "metrics"):
+        return number(of.get(name), f"study {study_name!r} trial #{t.number}: {attr}[{name!r}]") if name else None
 
     run_dir = resolve_run_dir(a.get("run_dir"), runs)
     if run_dir is None and store is not None and a.get(artifact_store.SNAPSHOT):
@@ -155,7 +273,8 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "fid": metric(keys and keys.fid), "kid": metric(keys and keys.kid),
         "precision": metric(keys and keys.precision), "recall": metric(keys and keys.recall),
         "modes": metric(keys and keys.modes),
-        "fid_step0": step0.get(keys.fid) if keys else None, "modes_step0": step0.get(keys.modes) if keys else None,
+        "fid_step0": metric(keys and keys.fid, step0, "metrics_step0"),
+        "modes_step0": metric(keys and keys.modes, step0, "metrics_step0"),
         "channels": a.get("channels"),
         "g_images_per_s": budget.get("g_images_per_s"), "wall_s": budget.get("wall_s"),
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),
@@ -255,6 +374,14 @@ def load_scores(folder: str | Path | None = None) -> list[Score]:
 # ---- benchmarks --------------------------------------------------------------------------------------
 
 BENCH_STATS = ("min", "median", "mean", "ops", "rounds")
+# What the report reads of a pytest-benchmark file (checked like the study attrs above); extra_info holds what each
+# suite adds (benchmarks/README.md), of which the figures plot g_images_per_s
+BENCH_DOC = {
+    "benchmarks": Required([{"name": Required(str), "group": (str, type(None)), "stats": {str: object, **{
+        k: (int, float, type(None)) for k in BENCH_STATS}}, "extra_info": {str: object, "g_images_per_s": NUMBER}}]),
+    "machine_info": {"node": (str, type(None)), "cpu": {"brand_raw": (str, type(None))}},
+    "commit_info": {"id": (str, type(None))}, "datetime": (str, type(None)),
+}
 
 
 def default_benchmark_files(folder: str | Path = "benchmarks/results") -> list[Path]:
@@ -280,8 +407,6 @@ def load_benchmarks(paths: list[str | Path], skipped: list[str] | None = None) -
         machine = doc.get("machine_info") or {}
         cpu = machine.get("cpu") or {}
         for b in doc["benchmarks"]:
-            if not isinstance(b, dict):
-                continue
             stats = b.get("stats") or {}  # None under --benchmark-disable
             extra = b.get("extra_info") or {}
             row = {"file": p.name, "name": b.get("name"), "group": b.get("group") or "",
@@ -301,7 +426,11 @@ def _benchmark_doc(p: Path) -> dict:
         raise UserError(f"cannot read benchmark file {p}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"benchmark file {p} is not valid JSON: {first_line(e)}") from None
+    how = f"write it with pytest benchmarks/ --benchmark-only --benchmark-json {p}"
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise UserError(f"benchmark file {p} has no 'benchmarks' list; write it with "
-                        f"pytest benchmarks/ --benchmark-only --benchmark-json {p}")
+        raise UserError(f"benchmark file {p} has no 'benchmarks' list; {how}")
+    try:
+        check(doc, BENCH_DOC, "")
+    except UserError as e:
+        raise UserError(f"benchmark file {p}: the value at {e}; {how}") from None
     return doc

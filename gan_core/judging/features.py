@@ -115,7 +115,7 @@ def cached_features(ex: Extractor, images: torch.Tensor, cache_dir: str | os.Pat
     """
     tags = tags or {}
     key = cache_key(ex, images, tags)
-    path = Path(cache_dir or files.cache_dir()) / "features" / f"{ex.name}-{key[:24]}.pt"
+    path = files.cache_dir(cache_dir or None) / "features" / f"{ex.name}-{key[:24]}.pt"
     if path.exists():
         cached = _read_cached(path, key, len(images))
         if cached is not None:

@@ -11,8 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from gan_core.errors import UserError
-
-PROTOCOL_KEY = "protocol"
+from gan_core.training.run_folder import PROTOCOL as PROTOCOL_KEY  # the result's key, a field of its log lines
 
 
 @dataclass(frozen=True)

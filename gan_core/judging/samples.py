@@ -35,7 +35,6 @@ RANGES = {"float in [0, 1]": "sigmoid", "float in [-1, 1]": "tanh"}  # detected 
 
 def read_folder(folder: Path) -> tuple[torch.Tensor, str]:
     """uint8 [N, 1, 32, 32] from a folder's image files, and what was read."""
-    from PIL import Image
 
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
@@ -44,12 +43,7 @@ def read_folder(folder: Path) -> tuple[torch.Tensor, str]:
     by_size: dict[tuple, list[int]] = {}
     arrays = []
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                arrays.append(data.to_gray_uint8(img, str(path)))
-        except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
-            raise UserError(f"{path} is not a readable image ({type(e).__name__}); remove it or replace it with "
-                            "a PNG or JPEG") from None
+        arrays.append(data.read_gray(path))
         _check_square(arrays[-1].shape, str(path))
         by_size.setdefault(arrays[-1].shape, []).append(i)
     images = torch.empty(len(paths), 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)

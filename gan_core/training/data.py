@@ -144,6 +144,16 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
+def _check_idx_pair(raw: Path, names, images: np.ndarray, labels: np.ndarray) -> None:
+    """Images [N, H, W] and labels [N] of one MNIST part, as the IDX files' own headers say."""
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{raw}: {names[0]} has shape {list(images.shape)} and {names[1]} {list(labels.shape)}; MNIST "
+                        "images are [N, H, W] and labels [N]: replace them with the original files")
+    if len(images) != len(labels):
+        raise DataError(f"{raw}: {names[0]} holds {len(images):,} images but {names[1]} {len(labels):,} labels; "
+                        "replace them with the original files")
+
+
 def _mnist(cfg: DataConfig) -> Split:
     root = Path(cfg.root or "data").expanduser()
     raw = root / "MNIST" / "raw"
@@ -169,6 +179,8 @@ def _mnist(cfg: DataConfig) -> Split:
         raise DataError(f"MNIST raw files not found in {raw} (missing {', '.join(missing)}); "
                         "put the unpacked IDX files there or add --download (needs internet)")
     tr_x, tr_y, te_x, te_y = (_read_idx(raw / f) for f in MNIST_RAW_FILES)
+    _check_idx_pair(raw, MNIST_RAW_FILES[:2], tr_x, tr_y)
+    _check_idx_pair(raw, MNIST_RAW_FILES[2:], te_x, te_y)
     train_x = resize(torch.from_numpy(tr_x.copy()).unsqueeze(1))
     held_x = resize(torch.from_numpy(te_x.copy()).unsqueeze(1))
     # The official train order is already mixed; shuffle anyway so that train_limit is stratified-ish.
@@ -235,19 +247,27 @@ def to_gray_uint8(img, name: str = "the image") -> np.ndarray:
                     f"RGBA PNG (modes read: {', '.join(READ_MODES)})")
 
 
-def read_digit(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
-    """An image file -> uint8 [size, size] grey (to_gray_uint8, then bilinear resize); a file PIL cannot read is a
-    DataError naming it. The one reader of digit image files (a --data folder tree; scoring a folder of samples).
-    """
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """An image file -> uint8 [H, W] grey (to_gray_uint8); a file PIL cannot (or should not) read is a DataError
+    naming it. The one reader of digit image files: a --data folder tree (read_digit) and a folder of samples to
+    score (gan_core.judging.samples)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:  # closed at once: thousands of digits must not hold thousands of open files
-            grey = to_gray_uint8(img, str(path))
+            return to_gray_uint8(img, str(path))
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against an image of gigapixels
+        raise DataError(f"{path} is too large to read safely ({e}); remove it from the folder") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncation
         raise DataError(f"{path} is not a readable image ({type(e).__name__}); remove it from the folder or "
                         "replace it with a PNG or JPEG digit") from None
-    return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def read_digit(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file -> uint8 [size, size] grey (read_gray, then PIL's bilinear resize)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(read_gray(path)).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def load(cfg: DataConfig) -> Split:

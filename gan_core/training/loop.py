@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_core import devices
-from gan_core.errors import ConfigError, Diverged
+from gan_core.errors import ConfigError, Diverged, first_line
 from gan_core.training import data, models, packing, plugin_arch, sampling
 from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
@@ -69,9 +69,7 @@ def build_models(cfg: RunConfig):
 
 
 def _build(m: ModelConfig):
-    if plugin_arch.is_plugin(m.arch):  # a user's builder (--arch module:function)
-        return plugin_arch.build(m)
-    return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
+    return plugin_arch.build_models(m)
 
 
 def blog_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -436,6 +434,7 @@ def train_seeds(
         folder = RunFolder(out)
         members.append(Member(member_cfg, folder, folder.checkpoint_to_resume(member_cfg, resume),
                               TrainResult(member_cfg, folder.path, 0, 0, 0, 0.0, 0.0)))
+    check_startable(cfg, len(seeds), device)
     if len(seeds) == 1:
         devices.check_fits("batch size", cfg.schedule.batch_size, bytes_per_image(cfg.model), device, "--batch-size")
     else:  # a pass holds every member's batch at once
@@ -449,6 +448,27 @@ def train_seeds(
     for group in passes.values():
         _train_pass(group, images, device, on_log, on_eval, on_checkpoint or (lambda _cfg, _g_step: None))
     return [member.outcome for member in members]
+
+
+PARAMETER_BYTES = 16  # float32 weight, its gradient and two optimizer moments (Adam's; Adadelta's are as many)
+
+
+def check_startable(cfg: RunConfig, k: int, device: torch.device) -> None:
+    """Refuse, before anything is allocated or written, models that cannot fit the device (a latent size of 10^11)
+    and optimizer arguments that build but cannot step there (``capturable``, ``fused`` off CUDA)."""
+    with torch.device("meta"):
+        g, d = _build(cfg.model)
+    params = k * sum(p.numel() for net in (g, d) for p in net.parameters())
+    devices.check_fits("model parameters", params, PARAMETER_BYTES, device, "",
+                       "use a smaller --latent-dim, --width or --depth (or fewer --seeds)")
+    for net, opt in (("generator", cfg.g_optim), ("discriminator", cfg.d_optim)):
+        weight = torch.zeros(1, device=device, requires_grad=True)
+        weight.grad = torch.zeros_like(weight)
+        try:
+            getattr(torch.optim, opt.name)([weight], lr=opt.lr, **opt.kwargs).step()  # a probe, not the run's
+        except Exception as e:  # noqa: BLE001 - whatever the optimizer objects to, the user gets one line
+            raise ConfigError(f"the {net}'s optimizer {opt.name} with {opt.kwargs} cannot step on {device}: "
+                              f"{first_line(e)}") from None
 
 
 def _train_pass(members: list[Member], images: torch.Tensor, device: torch.device, on_log, on_eval,

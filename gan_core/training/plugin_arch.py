@@ -18,6 +18,7 @@ from torch import nn
 
 from gan_core import plugins
 from gan_core.errors import ConfigError
+from gan_core.training import models
 from gan_core.training.config import ModelConfig, RunConfig, override
 from gan_core.training.models import IMAGE_SIZE
 
@@ -53,6 +54,13 @@ def check_knobs(spec: str, keys, why: str) -> None:
     if ignored:
         raise ConfigError(f"{why} vary {', '.join(ignored)}, which {FLAG} {spec} does not take (it takes: "
                           f"{', '.join(taken) or 'none'}); take them in its signature, or leave them at the base's")
+
+
+def build_models(m: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """(G, D) of any family: a user's builder (--arch module:function), or the built-in blog and DCGAN families."""
+    if is_plugin(m.arch):
+        return build(m)
+    return models.build(m.arch, m.depth, m.width, m.channels, m.head, m.latent_dim, m.shrink)
 
 
 def build(m: ModelConfig) -> tuple[nn.Module, nn.Module]:

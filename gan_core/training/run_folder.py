@@ -40,6 +40,30 @@ LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
 CHECKSUM = "content_sha256"  # a checkpoint's key holding the SHA-256 of the rest of its content
+LOG_TEXT = ("extractor", "real_set")  # the only text in a log line: an evaluation names its judge and real images
+PROTOCOL = "protocol"  # the only object in a log line or a metrics.json: what a score was measured under (flat)
+
+
+def check_log_row(row: dict, where: str) -> None:
+    """A stats.jsonl or evals.jsonl line as the loop writes it: its step counters integers >= 0, every other value
+    a number or null (a NaN loss is a number), but for the names in LOG_TEXT and an evaluation's PROTOCOL (an
+    object of text and numbers, gan_core.judging.protocol)."""
+    for key, value in row.items():
+        if key in LOG_TEXT:
+            ok = isinstance(value, str)
+        elif key == PROTOCOL:
+            ok = isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values())
+        elif key in ("g_step", "d_step"):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else:
+            ok = value is None or isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            wanted = ("text" if key in LOG_TEXT else "an object of text and numbers" if key == PROTOCOL
+                      else "an integer >= 0" if key.endswith("_step") else "a number or null")
+            raise UserError(f"{where}: {key!r} is {json.dumps(value)[:40]}, not {wanted}; the file is damaged: "
+                            "remove that line, or the run folder")
+    if "g_step" not in row:
+        raise UserError(f"{where} has no 'g_step'; the file is damaged: remove that line, or the run folder")
 
 
 class FolderInUse(UserError):
@@ -122,6 +146,8 @@ class RunFolder:
         if ckpt["g_step"] > cfg.steps:
             raise UserError(f"cannot resume: the checkpoint is at G step {ckpt['g_step']}, past the {cfg.steps} "
                             f"asked for; ask for at least {ckpt['g_step']} steps (--steps)")
+        for name in LOGS:  # damaged logs are refused now, before start() takes the lock and cuts them back
+            self.read_jsonl(name)
         return ckpt
 
     def start(self, cfg: RunConfig, resumed_at: int | None) -> None:
@@ -175,8 +201,9 @@ class RunFolder:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 os.close(fd)
                 raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with files.naming(self.path / LOCK):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -190,7 +217,7 @@ class RunFolder:
     def append(self, name: str, row: dict) -> None:
         """One JSON line (stats.jsonl, evals.jsonl); a torn last line is skipped by read_jsonl."""
         if self.path is not None:
-            with open(self.path / name, "a") as f:
+            with files.naming(self.path / name), open(self.path / name, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
     def write_json(self, name: str, obj: dict) -> None:
@@ -215,7 +242,7 @@ class RunFolder:
     # ---- reading ----------------------------------------------------------------------------------
 
     def read_jsonl(self, name: str) -> list[dict]:
-        return files.read_jsonl(self.path / name) if self.path is not None else []
+        return files.read_jsonl(self.path / name, check_log_row) if self.path is not None else []
 
     def read_json(self, name: str) -> dict | None:
         if not self.exists(name):
@@ -248,6 +275,7 @@ class RunFolder:
         recorded = ckpt.pop(CHECKSUM, None)
         if recorded is not None and recorded != files.content_sha256(ckpt):
             raise DamagedCheckpoint(path, "its content does not match its checksum")
+        _check_models(ckpt, path)
         return ckpt
 
     def trained(self) -> tuple[RunConfig, dict]:
@@ -290,3 +318,24 @@ def config_diff(saved: RunConfig, asked: RunConfig) -> list[str]:
 
     a, b = (flat(_same_experiment(cfg)) for cfg in (saved, asked))
     return sorted(k for k in a.keys() | b.keys() if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k))
+
+
+def _check_models(ckpt: dict, path: Path) -> None:
+    """Refuse a checkpoint whose G and D weights are not those of the model its own config describes (another
+    architecture, an edited file): loading them would fail deep inside torch, or load the wrong network."""
+    import torch
+
+    from gan_core.training import plugin_arch
+
+    m = RunConfig.from_dict(ckpt["config"]).model
+    with torch.device("meta"):
+        nets = dict(zip("gd", plugin_arch.build_models(m), strict=True))
+    for name, net in nets.items():
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        state = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        have = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if have != want:
+            key = next(k for k in sorted({*want, *have}) if want.get(k) != have.get(k))
+            raise UserError(f"{path} does not hold the model its config describes ({name}.{key}: "
+                            f"{list(have[key]) if key in have else 'missing'} where {m.arch} depth {m.depth} has "
+                            f"{list(want[key]) if key in want else 'nothing'}); delete it to start the run afresh")
