@@ -21,6 +21,7 @@ from gan_core.training.config import (
     HEADS,
     LOSSES,
     MAX_SEED,
+    ORDERS,
     PRESETS,
     SOURCES,
     OptimizerConfig,
@@ -43,6 +44,7 @@ FLAGS = {
     "--batch-size": ("schedule.batch_size", {"type": int}),
     "--loss": ("schedule.loss", {"choices": LOSSES}),
     "--reuse-noise": ("schedule.reuse_noise", {"action": argparse.BooleanOptionalAction}),
+    "--order": ("schedule.order", {"metavar": "|".join(ORDERS)}),  # checked by the config: one line, the valid ones
     "--data": ("data.source", {"choices": SOURCES}),
     "--data-root": ("data.root", {}),
     "--download": ("data.download", {"action": argparse.BooleanOptionalAction}),
@@ -175,8 +177,8 @@ def _main(argv: list[str] | None) -> int:
     def on_log(record: dict) -> None:
         if bar is not None:
             bar.n = record["g_step"]
-            bar.set_postfix(img_s=f"{record['g_images_per_s']:.0f}", loss_d=f"{record['loss_d']:.3f}",
-                            loss_g=f"{record['loss_g']:.3f}")
+            loss_d = "-" if record["loss_d"] is None else f"{record['loss_d']:.3f}"  # None: no D step since the tick
+            bar.set_postfix(img_s=f"{record['g_images_per_s']:.0f}", loss_d=loss_d, loss_g=f"{record['loss_g']:.3f}")
             bar.refresh()
 
     try:

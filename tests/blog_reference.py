@@ -81,3 +81,15 @@ class Dis_net(nn.Module):
 
     def forward(self, x):
         return self.net(x).view(-1)
+
+
+def blog_loop(dataloader, max_epoch, dis_step, gen_step):
+    """The blog's training loop, transcribed: its D block and its G block are the two callbacks (the models,
+    losses and plots are left out; which batch each step gets and when is all that is kept)."""
+    for epoch in range(max_epoch):  # noqa: B007 - the blog's own loop variable
+        for it, (img, _) in enumerate(dataloader):
+            real_pic = img
+            if it % 5 == 0:
+                dis_step(real_pic)
+            if it % 1 == 0:
+                gen_step()

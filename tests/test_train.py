@@ -6,7 +6,7 @@ from PIL import Image
 
 from gan_core import files
 from gan_core.errors import Diverged, UserError
-from gan_core.training import loop
+from gan_core.training import loop, order
 from gan_core.training.config import RunConfig
 from gan_core.training.run_folder import RunFolder
 from tests.conftest import trained_steps
@@ -184,7 +184,8 @@ def test_a_discriminator_divergence_names_its_g_step_and_d_step(tiny, d_steps, g
     d_vals = torch.zeros(10)
     d_vals[bad_d_index - 1] = float("nan")
     with pytest.raises(Diverged, match=f"diverged at {where}: discriminator loss is not finite"):
-        loop.check_finite(d_vals, torch.zeros(10), loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
+        loop.check_finite(d_vals, torch.zeros(10), loop.Progress(cfg, 0.0, 0.0, "cpu"),
+                           order.schedule(cfg.schedule, 0))
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -285,11 +286,13 @@ def test_the_first_non_finite_loss_in_time_is_named_not_the_first_checked(tiny):
     g_vals[1] = float("nan")  # G step 2, in iteration 0; its NaN weights spoil D step 2 (iteration 1)
     d_vals[1:] = float("nan")
     with pytest.raises(Diverged, match="diverged at G step 2, D step 1: generator loss"):
-        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
+        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"),
+                           order.schedule(cfg.schedule, 0))
     g_vals[:] = float("nan")
     d_vals[0] = float("nan")  # D step 1 comes before G step 1 in the same iteration
     with pytest.raises(Diverged, match="diverged at G step 0, D step 1: discriminator loss"):
-        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"), cfg)
+        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"),
+                           order.schedule(cfg.schedule, 0))
 
 
 def test_a_file_system_without_locks_trains_unlocked(split, tiny, tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ DEPTHS = range(4, 10)  # 9 = the blog's depth
 HEADS = ("bn_sigmoid", "sigmoid", "tanh")  # bn_sigmoid = the blog's BatchNorm before the output Sigmoid
 LOSSES = ("bce", "bce_logits")  # bce = the blog's Sigmoid + BCELoss; bce_logits is the safe form
 SOURCES = ("embedded", "mnist", "folder")
+ORDERS = ("sampled", "blog_epochs")  # blog_epochs = the blog's unshuffled epochs and its D rule (training/order.py)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # reduce-overhead = CUDA graphs
 
 
@@ -130,12 +131,14 @@ class ScheduleConfig:
     batch_size: int = 100
     loss: str = "bce"
     reuse_noise: bool = False  # True = the blog's two noise batches drawn once and reused
+    order: str = "sampled"  # real batches at random; blog_epochs = the blog's unshuffled epochs (training/order.py)
 
     def __post_init__(self):
         _positive_int("d_steps", self.d_steps)
         _positive_int("g_steps", self.g_steps)
         _positive_int("batch_size", self.batch_size)
         _choice("loss", self.loss, LOSSES)
+        _choice("data order", self.order, ORDERS)
 
     @property
     def ratio(self) -> str:
@@ -264,7 +267,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "g_optim.name": "Adadelta", "g_optim.lr": 1e-3, "g_optim.kwargs": {},
         "d_optim.name": "Adadelta", "d_optim.lr": 1e-3, "d_optim.kwargs": {},
         "schedule.d_steps": 1, "schedule.g_steps": 5, "schedule.batch_size": 100,
-        "schedule.loss": "bce", "schedule.reuse_noise": True,
+        "schedule.loss": "bce", "schedule.reuse_noise": True, "schedule.order": "blog_epochs",
         "data.train_limit": 900,
     },
     # A known-good DCGAN (Radford et al.): 4 blocks, Tanh, Adam(2e-4, beta1=0.5), 1:1, all data.
@@ -274,7 +277,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "g_optim.name": "Adam", "g_optim.lr": 2e-4, "g_optim.kwargs": {"betas": [0.5, 0.999]},
         "d_optim.name": "Adam", "d_optim.lr": 2e-4, "d_optim.kwargs": {"betas": [0.5, 0.999]},
         "schedule.d_steps": 1, "schedule.g_steps": 1, "schedule.batch_size": 64,
-        "schedule.loss": "bce_logits", "schedule.reuse_noise": False,
+        "schedule.loss": "bce_logits", "schedule.reuse_noise": False, "schedule.order": "sampled",
         "data.train_limit": None,
     },
 }

@@ -27,6 +27,7 @@ from gan_core import files
 from gan_core.errors import DataError
 from gan_core.training.config import DataConfig
 from gan_core.training.models import IMAGE_SIZE
+from gan_core.training.order import folder_order
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class Split:
     heldout: torch.Tensor  # uint8 [M, 1, S, S]; never reaches training
     heldout_labels: torch.Tensor
     name: str  # e.g. "embedded" or "mnist"
+    train_source_index: torch.Tensor | None = None  # int64 [N]: each train image's position in its source (a
+    # folder: ImageFolder's order); the blog's order (schedule.order blog_epochs) sorts by class, then by it
 
     def fingerprint(self) -> str:
         """Content hash of the held-out set: part of every cache key for real-data features."""
@@ -186,7 +189,7 @@ def _mnist(cfg: DataConfig) -> Split:
     # The official train order is already mixed; shuffle anyway so that train_limit is stratified-ish.
     order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(train_x)))
     return Split(train_x[order], torch.from_numpy(tr_y.astype(np.int64))[order],
-                 held_x, torch.from_numpy(te_y.astype(np.int64)), "mnist")
+                 held_x, torch.from_numpy(te_y.astype(np.int64)), "mnist", order)
 
 
 def _folder(root: str) -> tuple[np.ndarray, np.ndarray]:
@@ -278,12 +281,17 @@ def load(cfg: DataConfig) -> Split:
     train_idx, held_idx = stratified_split(labels, cfg.heldout_per_class)
     x = resize(torch.from_numpy(images))
     y = torch.from_numpy(labels)
-    return Split(x[train_idx], y[train_idx], x[held_idx], y[held_idx], cfg.source)
+    return Split(x[train_idx], y[train_idx], x[held_idx], y[held_idx], cfg.source, torch.from_numpy(train_idx))
 
 
-def training_images(split: Split, cfg: DataConfig) -> torch.Tensor:
-    """The uint8 images that training may see: a prefix of the train split, nothing else."""
+def training_images(split: Split, cfg: DataConfig, order: str = "sampled") -> torch.Tensor:
+    """The uint8 images that training may see: a prefix of the train split, nothing else. For the blog's order
+    (blog_epochs) in ImageFolder's order: by class, then by position in the source (order.folder_order)."""
     if cfg.train_limit is not None and cfg.train_limit > len(split.train):
         raise DataError(f"train limit {cfg.train_limit:,} is more than the {len(split.train):,} training images of "
                         f"the {split.name} data; use at most {len(split.train):,}, or 'all'")
-    return split.train if cfg.train_limit is None else split.train[: cfg.train_limit]
+    n = len(split.train) if cfg.train_limit is None else cfg.train_limit
+    if order != "blog_epochs":
+        return split.train[:n]
+    source_index = split.train_source_index if split.train_source_index is not None else torch.arange(len(split.train))
+    return split.train[:n][folder_order(split.train_labels[:n], source_index[:n])]

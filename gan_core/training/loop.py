@@ -1,9 +1,10 @@
 """The training loop: one frozen RunConfig in, one run folder out.
 
-An iteration is ``d_steps`` discriminator steps, then ``g_steps`` generator steps (the blog's 1:5 is
-one D step, then five G steps). The budget is counted in generator steps. Real batches are drawn by
-random index from one tensor already on the device; losses stay on the device and are read only at
-logging ticks, which are the loop's only host syncs.
+An iteration is ``d_steps`` discriminator steps, then ``g_steps`` generator steps (1:5 is one D step,
+then five G steps). The budget is counted in generator steps. Real batches are drawn by random index
+from one tensor already on the device, or, in the blog's order (schedule.order blog_epochs), taken
+from it in unshuffled epochs with the blog's rule of which iterations train D (order.py); losses stay
+on the device and are read only at logging ticks, which are the loop's only host syncs.
 
 Run folder: config.json (before training), stats.jsonl (a line per tick), evals.jsonl (a line per
 on_eval result), samples.png (fixed noise, eval mode), checkpoint.pt and summary.json (atomic).
@@ -25,7 +26,7 @@ from torch import nn
 
 from gan_core import devices
 from gan_core.errors import ConfigError, Diverged, first_line
-from gan_core.training import data, models, packing, plugin_arch, sampling
+from gan_core.training import data, models, order, packing, plugin_arch, sampling
 from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
 
@@ -191,6 +192,7 @@ class GanSteps:
         self.opt_g = make_optimizer(self.g_net.parameters(), cfg.g_optim)
         self.opt_d = make_optimizer(self.d_net.parameters(), cfg.d_optim)
         self.rngs = [torch.Generator(device=device).manual_seed(seed + 1) for seed in self.seeds]
+        self.order = order.schedule(sch, len(images))  # which batches D sees, and when
         # uint8 travels to the device, the float copy is made there (4x, RGB 12x, less host memory and transfer)
         self.real = sampling.to_float(images.to(device), m.head, m.channels).contiguous(memory_format=fmt)
         shape = (sch.batch_size, m.latent_dim)
@@ -232,16 +234,21 @@ class GanSteps:
             return self.loss_fn(logits[:, 0], target).unsqueeze(0)
         return self.losses_fn(logits, target[:, None].expand_as(logits)).mean(dim=0)
 
-    def d_step(self) -> torch.Tensor:
+    def d_step(self, rows: slice | None = None) -> torch.Tensor:
+        """One D step on a random batch, or on the real images ``rows`` (the blog's order; every member's)."""
         self._begin_step()
-        picks = [torch.randint(len(self.real), (self.batch,), device=self.device, generator=r) for r in self.rngs]
-        x = self._members([self.real[i] for i in picks])  # drawn before the noise, member by member
+        if rows is None:
+            picks = [torch.randint(len(self.real), (self.batch,), device=self.device, generator=r) for r in self.rngs]
+            x = self._members([self.real[i] for i in picks])  # drawn before the noise, member by member
+        else:
+            x = self._members([self.real[rows]] * self.k)  # an epoch's last batch may be short, as a DataLoader's
         z = self.noise(self.d_noise)
         with self.autocast:
             with torch.no_grad():
                 fake = self.g_fwd(z)
             logits_real, logits_fake = self.d_fwd(x), self.d_fwd(fake)
-        losses = self._loss(logits_real, self.ones) + self._loss(logits_fake, self.zeros)  # summed, as the blog
+        # summed, as the blog's
+        losses = self._loss(logits_real, self.ones[: len(x)]) + self._loss(logits_fake, self.zeros)
         self.opt_d.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.opt_d.step()
@@ -258,14 +265,25 @@ class GanSteps:
         self.opt_g.step()
         return losses.detach()
 
-    def iteration(self, g_steps: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """d_steps D steps, then g_steps G steps (fewer when the budget ends mid-iteration)."""
-        sch = self.cfg.schedule
+    def iteration(self, g_steps: int | None = None, at: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """d_steps D steps, then g_steps G steps (fewer when the budget ends mid-iteration). In the blog's order:
+        the blog's next g_steps iterations from G step ``at`` (the G steps done), each a G step, some after D steps."""
+        g_steps = self.cfg.schedule.g_steps if g_steps is None else g_steps
+        if isinstance(self.order, order.BlogEpochs):
+            self.d_net.requires_grad_(False)  # a resumed run may start on an iteration without D steps
+            d_losses, g_losses = [], []
+            for g_step in range(at, at + g_steps):
+                if self.order.trains_d(g_step):
+                    d_losses += self._d_steps(self.order.batch_of(g_step))
+                g_losses.append(self.g_step())
+            return d_losses, g_losses
+        return self._d_steps(), [self.g_step() for _ in range(g_steps)]
+
+    def _d_steps(self, rows: slice | None = None) -> list[torch.Tensor]:
         self.d_net.requires_grad_(True)
-        d_losses = [self.d_step() for _ in range(sch.d_steps)]
+        losses = [self.d_step(rows) for _ in range(self.cfg.schedule.d_steps)]
         self.d_net.requires_grad_(False)  # G steps need no D weight gradients: skip that work
-        g_losses = [self.g_step() for _ in range(sch.g_steps if g_steps is None else g_steps)]
-        return d_losses, g_losses
+        return losses
 
     def generator(self, m: int = 0) -> nn.Module:
         """Member m's generator as its solo network (a copy, in training mode), for evaluation and samples."""
@@ -332,20 +350,20 @@ def crossed(every: int, before: int, now: int) -> bool:
     return every > 0 and now // every > before // every
 
 
-def check_finite(d_vals: torch.Tensor, g_vals: torch.Tensor, at_tick: Progress, cfg: RunConfig) -> None:
-    """Raise Diverged naming the first non-finite loss since the last tick, in G steps and D steps. Counted from
-    the tick (ticks fall between iterations): a resumed run's earlier iterations may have been cut short."""
-    sch = cfg.schedule
+def check_finite(d_vals: torch.Tensor, g_vals: torch.Tensor, at_tick: Progress,
+                 schedule: order.Sampled | order.BlogEpochs) -> None:
+    """Raise Diverged naming the first non-finite loss since the last tick, in G steps and D steps; the run's
+    schedule (GanSteps.order) says where each step since the tick fell among the others."""
     bad_d, bad_g = (~torch.isfinite(d_vals)).nonzero(), (~torch.isfinite(g_vals)).nonzero()
-    # the first in time: an iteration runs its D steps, then its G steps
-    d_iteration = int(bad_d[0]) // sch.d_steps if len(bad_d) else None
-    g_iteration = int(bad_g[0]) // sch.g_steps if len(bad_g) else None
-    if d_iteration is not None and (g_iteration is None or d_iteration <= g_iteration):
-        k = int(bad_d[0])  # the k-th D step since the tick, after the G steps of the iterations before its own
-        raise Diverged(at_tick.g_step + d_iteration * sch.g_steps, at_tick.d_step + k + 1, "discriminator loss")
-    if g_iteration is not None:
-        k = int(bad_g[0])  # the k-th G step since the tick, after the D steps of its own iteration
-        raise Diverged(at_tick.g_step + k + 1, at_tick.d_step + (g_iteration + 1) * sch.d_steps, "generator loss")
+    if len(bad_d):
+        k = int(bad_d[0])  # the k-th D step since the tick
+        g_before = schedule.g_done_before_d(at_tick.g_step, at_tick.d_step, k)
+        if not len(bad_g) or g_before <= at_tick.g_step + int(bad_g[0]):  # the first in time: D before those G steps
+            raise Diverged(g_before, at_tick.d_step + k + 1, "discriminator loss")
+    if len(bad_g):
+        k = int(bad_g[0])  # the k-th G step since the tick
+        raise Diverged(at_tick.g_step + k + 1, schedule.d_done_after_g(at_tick.g_step, at_tick.d_step, k),
+                       "generator loss")
 
 
 def save_samples(folder: RunFolder, generator: nn.Module, z: torch.Tensor, head: str) -> None:
@@ -440,7 +458,8 @@ def train_seeds(
     else:  # a pass holds every member's batch at once
         devices.check_fits("batch size x seeds", cfg.schedule.batch_size * len(seeds), bytes_per_image(cfg.model),
                            device, "--batch-size x the number of seeds")
-    images = data.training_images(split, cfg.data)
+    images = data.training_images(split, cfg.data, cfg.schedule.order)
+    order.schedule(cfg.schedule, len(images))  # an order the train set cannot run is refused before any write
     passes: dict[tuple | None, list[Member]] = {}
     for member in members:  # members resumed at the same point share a pass (its counters are shared)
         key = (member.ckpt["g_step"], member.ckpt["d_step"], member.ckpt["wall_s"]) if member.ckpt else None
@@ -517,7 +536,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
     intervals = (cfg.log_every, cfg.eval_every if evaluating else 0, cfg.sample_every, cfg.checkpoint_every)
     while members and progress.g_step < cfg.steps:
         before = progress.g_step
-        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, cfg.steps - progress.g_step))
+        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, cfg.steps - progress.g_step), at=progress.g_step)
         d_losses += d_new
         g_losses += g_new
         progress.d_step += len(d_new)
@@ -529,7 +548,9 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
             continue
 
         # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
-        d_vals, g_vals = torch.stack(d_losses).cpu(), torch.stack(g_losses).cpu()  # [steps since the tick, K]
+        # [steps since the tick, K]; the blog's order may have made no D step since the tick
+        d_vals = torch.stack(d_losses).cpu() if d_losses else torch.empty(0, steps.k)
+        g_vals = torch.stack(g_losses).cpu()
         finite = steps.finite_members()
         now = time.perf_counter()
         progress.wall_s = now - t_start
@@ -537,7 +558,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
         b = cfg.schedule.batch_size
         for i, member in enumerate(members):
             try:
-                check_finite(d_vals[:, i], g_vals[:, i], at_tick, cfg)
+                check_finite(d_vals[:, i], g_vals[:, i], at_tick, steps.order)
                 if not finite[i]:
                     raise Diverged(progress.g_step, progress.d_step, "a weight")
             except Diverged as e:
@@ -548,7 +569,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
             record = {
                 "g_step": progress.g_step, "d_step": progress.d_step, "real_images": progress.real_images,
                 "wall_s": round(progress.wall_s, 4), "flops": progress.flops,
-                "loss_d": float(d_vals[:, i].mean()), "loss_g": float(g_vals[:, i].mean()),
+                "loss_d": float(d_vals[:, i].mean()) if len(d_vals) else None, "loss_g": float(g_vals[:, i].mean()),
                 "g_images_per_s": (progress.g_step - at_tick.g_step) * b / dt,
                 "real_images_per_s": (progress.d_step - at_tick.d_step) * b / dt,
             }
