@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 
 from gan_core.errors import UserError
 from gan_core.judging.metrics import MetricNames
@@ -30,7 +31,8 @@ def _protocol(saved) -> Protocol | None:
 
 
 def _number(x) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None  # pandas' NaN: no value
+    # numbers.Real: a frame's numpy.int64 is no int (a seed read as "?" on the first real page); NaN: no value
+    return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
 def _entry(name: str, source: str, metrics: dict, protocol, samples, keys: MetricNames | None) -> dict:

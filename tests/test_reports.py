@@ -244,6 +244,7 @@ def test_the_scoreboard_ranks_each_protocol_apart_with_the_sources_numbers(fx, p
         best = min((t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"),
                    key=lambda t: t.user_attrs["metrics"]["fid1k"])
         cells = first[f"{study.study_name}: {arm}"]
+        assert f"seed {best.params['seed']}" in cells.find_all("td")[1].text()  # the best seed, named
         for col, key in (("fid", "fid1k"), ("kid", "kid1k_mean"), ("recall", "recall1k"), ("modes", "modes1k")):
             assert float(cells.find("td", data_col=col).attrs["data-value"]) == best.user_attrs["metrics"][key]
     for name in ("my-gan", "my-vae"):
