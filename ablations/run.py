@@ -113,12 +113,14 @@ class Settings:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validate every input before anything is written."""
     from ablations import budgets
-    from ablations.studies import REGISTRY
+    from ablations.studies import REGISTRY, RENAMED
     from gan_core import devices, files
     from gan_core.training.config import override, preset
 
     if not args.study:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
+    if args.study in RENAMED:
+        raise UserError(f"study {args.study!r} is now {RENAMED[args.study]!r}: run --study {RENAMED[args.study]}")
     if args.study not in REGISTRY:
         raise UnknownName("study", args.study, REGISTRY)
     gpus = [str(d) for d in devices.worker_devices(args.device) if d.type == "cuda"]  # bad names refused here

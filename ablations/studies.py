@@ -68,6 +68,9 @@ class Study:
     arms: tuple[Arm, ...] = ()  # empty for searched (not gridded) studies
     baseline: str | None = None  # the arm that is the blog's own setting
     bases: Mapping[str, Base] = field(default_factory=lambda: BLOG_BASES)  # budget name -> base
+    # What is special about the study, stored in its record for the report (which holds no study name): its kind
+    # of verdict ("leave_one_out"), the arm that verdict is measured against, the page's heading, and so on.
+    special: Mapping = field(default_factory=dict)
 
     @property
     def is_grid(self) -> bool:
@@ -83,7 +86,7 @@ class Study:
         """What the report shows of this study; the runner stores it in the Optuna study's user attrs, so that
         the report reads it from the storage and never imports this registry."""
         return {"question": self.question, "knob": self.knob, "arms": [a.label for a in self.arms],
-                "baseline": self.baseline}
+                "baseline": self.baseline, **self.special}
 
 
 REGISTRY: dict[str, Study] = {}
@@ -98,13 +101,13 @@ def register(study: Study) -> Study:
 
 
 def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str,
-         bases: Mapping[str, Base] = BLOG_BASES) -> Study:
+         bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None) -> Study:
     labels = [a.label for a in arms]
 
     def space(trial: optuna.Trial) -> dict:
         return next(a for a in arms if a.label == trial.suggest_categorical("arm", labels)).changes
 
-    return register(Study(name, knob, question, space, tuple(arms), baseline, bases))
+    return register(Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}))
 
 
 def _ratio(d: int, g: int) -> Arm:
@@ -144,18 +147,49 @@ grid("width", "channel multiplier", "How wide must the layers be?",
      [Arm(w, {"model.width": float(Fraction(w))}) for w in ("1/8", "1/4", "1/2", "1")], baseline="1",
      bases=learning_bases(1 / 4))
 
-# Each quirk of the blog fixed on its own, then all at once: which one made the digits blurry?
-QUIRK_FIXES = {
-    "fresh noise": {"schedule.reuse_noise": False},
-    "no BatchNorm before Sigmoid": {"model.head": "sigmoid"},
-    "1 channel": {"model.channels": 1},
-    "all 4000 images": {"data.train_limit": None},
-    "Adadelta lr=1.0": {"g_optim.lr": 1.0, "d_optim.lr": 1.0},
-}
-grid("seed_quirks", "quirk fixed", "Why were the blog's digits blurry?",
-     [Arm("blog", {})] + [Arm(k, v) for k, v in QUIRK_FIXES.items()]
-     + [Arm("all fixed", {k: v for fix in QUIRK_FIXES.values() for k, v in fix.items()})],
-     baseline="blog", bases=QUIRK_BASES)
+# The blog's choices, each with the change that fixes it. The quirks study leaves one out at a time: every arm fixes
+# all of them but one, which it restores (its changes are the others' fixes on the blog's preset), so that the arm
+# says what that one choice costs once the rest is fixed. A single fix on the blog's setting never learns in a CPU
+# budget (every other choice still breaks it), so single fixes cannot rank the choices; leaving one out can.
+@dataclass(frozen=True)
+class Choice:
+    label: str  # the blog's choice, as the arm that restores it is named
+    fix: dict  # the dotted changes that fix it
+    guess: str = ""  # which of the blog's own guesses it tests (a key of BLOG_GUESSES); "" = one it did not make
+    see_also: str = ""  # the study that asks the same question on the DCGAN base, if any
+
+
+# The blog's three guesses at why its digits stayed blurry (../shared/seed/README.md), in its own order.
+BLOG_GUESSES = {"structure": "the network (a plain deep stack of CBR blocks)",
+                "settings": "the settings (channels, kernels, strides, learning rate)",
+                "data": "too little data"}
+FIXED_DEPTH = 4  # the fixed model's blocks in G and D: see QUIRK_BASES
+BLOG_CHOICES = (
+    Choice("Adadelta lr=1e-3", {"g_optim.name": "Adam", "g_optim.lr": 4e-4, "g_optim.kwargs": ADAM,
+                                "d_optim.name": "Adam", "d_optim.lr": 4e-4, "d_optim.kwargs": ADAM},
+           "settings", "optimizer"),
+    Choice("D:G 1:5", {"schedule.d_steps": 1, "schedule.g_steps": 1}, see_also="step_ratio"),
+    Choice("reused noise", {"schedule.reuse_noise": False}),
+    Choice("BatchNorm before Sigmoid", {"model.head": "sigmoid"}),
+    Choice("3 channels", {"model.channels": 1}),
+    Choice("900 images", {"data.train_limit": None}, "data"),
+    Choice("9 blocks", {"model.depth": FIXED_DEPTH}, "structure", "depth"),
+    Choice("unshuffled epochs", {"schedule.order": "sampled"}),
+)
+ALL_FIXED = "all fixed"
+
+
+def _fixed_but(restored: str | None) -> dict:
+    return {k: v for c in BLOG_CHOICES if c.label != restored for k, v in c.fix.items()}
+
+
+grid("blog_quirks", "choice restored (the others fixed)", "Why were the blog's digits blurry?",
+     [Arm("blog", {}), Arm(ALL_FIXED, _fixed_but(None))] + [Arm(c.label, _fixed_but(c.label)) for c in BLOG_CHOICES],
+     baseline="blog", bases=QUIRK_BASES,
+     special={"verdict": "leave_one_out", "reference": ALL_FIXED, "heading": "Which of the blog's choices made its "
+              "digits blurry?", "choices": [{"label": c.label, "guess": c.guess, "see_also": c.see_also}
+                                            for c in BLOG_CHOICES], "guesses": BLOG_GUESSES})
+RENAMED = {"seed_quirks": "blog_quirks"}  # old study names: refused with one line naming the new one
 
 
 def _joint_space(trial: optuna.Trial) -> dict:

@@ -264,13 +264,9 @@ def grid_section(study: StudyData) -> dict:
         section["kid_note"] = f"KID ranks differently: {kid_verdict.text}"
     elif section["verdict"].significant:
         section["kid_note"] = f"KID agrees: {kid_verdict.text}"
-    if study.kind == "seed_quirks" and baseline:
-        section["quirks"] = {
-            "verdict": quirk_verdict(study, fid_groups, baseline, learned),
-            "effects": stats.effects(fid_groups, baseline),
-            "baseline": baseline,
-        }
-    section["answer"] = answer(study, section["verdict"], learned, section["quirks"])
+    if study.attrs.get("verdict") == "leave_one_out":
+        section["choices"] = choices_answer(study, fid_groups, learned)
+    section["answer"] = answer(study, section["verdict"], learned, section["choices"])
     knob = study.knob or "arm"
     fig_list = [
         figures.knob_figure(f"{sid}-knob", complete, order, knob,
@@ -284,9 +280,6 @@ def grid_section(study: StudyData) -> dict:
     return section
 
 
-ALL_FIXED = "all fixed"  # the seed_quirks arm with every fix at once: not a single quirk
-
-
 def _budget_words(study: StudyData) -> str:
     steps = (study.attrs.get("budget") or {}).get("g_steps")
     return f"{steps:,} G steps" if isinstance(steps, int) else "this budget"
@@ -296,21 +289,58 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def quirk_verdict(study: StudyData, fid_groups: dict, baseline: str, learned: dict[str, stats.Learning]) \
-        -> stats.Verdict:
-    """Which single fix costs the blog most, among the fixes that learned: a fix that leaves the generator at its
-    initialisation changes only what the untrained generator draws (without its BatchNorm before the Sigmoid it
-    draws something nearer digits), which is no answer to why the trained digits were blurry."""
-    untrained = [a for a, x in learned.items() if not x.learned and a not in (baseline, ALL_FIXED)]
-    singles = [a for a in fid_groups if a not in (baseline, ALL_FIXED)]
-    if singles and set(singles) <= set(untrained):
-        return stats.Verdict(f"no single fix made the {baseline}'s setting learn in {_budget_words(study)} (each "
-                             f"arm's {study.keys.fid} stayed near its step-0 value), so no quirk can be named the "
-                             "costliest")
-    return stats.costliest_quirk(fid_groups, baseline, study.keys.fid, exclude=(ALL_FIXED, *untrained))
+def choices_answer(study: StudyData, fid_groups: dict, learned: dict[str, stats.Learning]) -> dict:
+    """A leave-one-out study's answer (its record names the reference arm, the choices and the blog's guesses): which
+    restored choice costs most, what each costs, and one sentence per guess the blog made, then the choices it did
+    not guess, costliest first."""
+    a = study.attrs
+    reference, metric = a["reference"], study.keys.fid
+    choices = [c["label"] for c in a.get("choices") or []]
+    result = stats.costliest_choice(fid_groups, reference, choices, metric)
+    verdict = result.verdict
+    ref = learned.get(reference)
+    if ref is not None and not ref.learned:  # nothing learned to restore a choice into: no ranking means anything
+        verdict = stats.Verdict(f"even with every choice fixed, \u201c{reference}\u201d did not learn in "
+                                f"{_budget_words(study)} ({ref.text}), so restoring one choice cannot show its cost")
+    costly = set(result.costly()) if verdict is result.verdict else set()
+    rows = []
+    for c, p in zip(result.costs, result.p_holm, strict=True):
+        choice = next(x for x in a["choices"] if x["label"] == c.a)
+        rows.append({"choice": c.a, "cmp": c, "p_holm": p, "costs": c.a in costly, "guess": choice.get("guess", ""),
+                     "see_also": choice.get("see_also", ""), "learned": learned.get(c.a)})
+    guesses = [{"key": key, "text": text, "rows": [r for r in rows if r["guess"] == key]}
+               for key, text in (a.get("guesses") or {}).items()]
+    for g in guesses:
+        g["sentence"] = " ".join(_cost_sentence(r, reference, metric) for r in g["rows"]) or \
+            "no arm of this study tests it."
+    unguessed = [r for r in rows if not r["guess"]]
+    blog = study.baseline
+    whole = stats.compare(fid_groups[blog], fid_groups[reference], names=(blog, reference)) \
+        if blog in fid_groups and reference in fid_groups else None
+    return {"verdict": verdict, "blog_vs_reference": whole, "rows": rows, "guesses": guesses, "reference": reference, "heading": a.get("heading"),
+            "unguessed": unguessed, "unguessed_text": "; ".join(
+                f"\u201c{r['choice']}\u201d {stats.ratio_text(r['cmp'].ratio)}"
+                f"{' (costs)' if r['costs'] else ''}" for r in unguessed)}
 
 
-def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], quirks: dict | None) -> str:
+def _cost_sentence(row: dict, reference: str, metric: str) -> str:
+    c = row["cmp"]
+    verb = "it clearly costs" if row["costs"] else "it does not clearly cost at this budget"
+    return (f"Restoring \u201c{row['choice']}\u201d with every other choice fixed gives {stats.ratio_text(c.ratio)} "
+            f"the {metric} of \u201c{reference}\u201d ({c.detail(row['p_holm'], 'p_holm')}): {verb}.")
+
+
+def link_see_also(sections: list[dict]) -> None:
+    """Point each choice that another study also asks about (its record's ``see_also``) at that study's section."""
+    by_kind = {s["study"]: s for s in sections if s.get("study")}
+    for s in sections:
+        for row in (s.get("choices") or {}).get("rows", []):
+            other = by_kind.get(row["see_also"])
+            row["also"] = {"anchor": other["anchor"], "name": other["name"], "answer": other["answer"]} \
+                if other else None
+
+
+def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], choices: dict | None) -> str:
     """The study's answer: first whether there is anything to compare (if no arm learned, that is the answer; if
     the base arm did not, that is said first), then the blog's own setting against the best arm, with the paired
     effect and its CI."""
@@ -330,15 +360,12 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
             notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.keys.fid} went to "
                          f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
     said = "".join(" " + n for n in notes)
-    if quirks is not None:
-        text = _sentence(quirks["verdict"].text)
-        together = next((c for c in verdict.comparisons if c.a == ALL_FIXED and c.b == blog), None)
-        if not quirks["verdict"].significant and together is not None and learned.get(ALL_FIXED) \
-                and learned[ALL_FIXED].learned:  # no single fix answers; what all of them do together does
-            p = verdict.p_holm[verdict.comparisons.index(together)]
-            text += (f" All fixes together do learn: \u201c{ALL_FIXED}\u201d has {stats.ratio_text(together.ratio)} "
-                     f"the {blog}'s {study.keys.fid} ({together.detail(p, 'p_holm')}) and "
-                     f"{stats.ratio_text(learned[ALL_FIXED].ratio)} its own step-0 value.")
+    if choices is not None:
+        text = _sentence(choices["verdict"].text)
+        whole = choices["blog_vs_reference"]
+        if whole is not None and not math.isnan(whole.ratio):  # what the blog's own setting costs, all together
+            text += (f" The blog's setting as a whole has {stats.ratio_text(whole.ratio)} the {study.keys.fid} of "
+                     f"\u201c{choices['reference']}\u201d ({whole.detail()}).")
         return text + said
     comparison = next((c for c in verdict.comparisons if c.b == blog), None)
     if blog == verdict.best or comparison is None:
@@ -364,7 +391,7 @@ def base_section(study: StudyData, kind: str) -> dict:
         "question": study.question, "knob": study.knob,
         "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
         "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
-        "planned_seeds": study.attrs.get("seeds"), "quirks": None, "curves_note": None, "order": [], "table": [],
+        "planned_seeds": study.attrs.get("seeds"), "choices": None, "curves_note": None, "order": [], "table": [],
         "samples": [],
         "answer": "", "base_name": study.attrs.get("base", "–"), "base_why": study.attrs.get("base_why") or "",
     }
@@ -461,6 +488,7 @@ def study_sections(studies: list[StudyData], catalogue: list[dict] | None = None
             sections.append(joint_section(s))
         else:
             sections.append(other_section(s))
+    link_see_also(sections)
     ran = {s.kind for s in studies}
     missing = [{"name": c["name"], "question": c["question"], "command": RUN_STUDY.format(name=c["name"])}
                for c in catalogue if c["name"] not in ran]

@@ -22,7 +22,7 @@ Choices (all deterministic: no random numbers anywhere in this module)
       The Student functions are ``scipy.special.stdtr``/``stdtrit``, the ufuncs behind
       ``scipy.stats.t.sf``/``t.ppf``: the same numbers, without 50 us of overhead per call.
     * Failed seed: counted as the worst outcome of its pair. It gets FAIL_FACTOR (2) times the
-      largest finite value in the comparison (in ``verdict``/``costliest_quirk``/``effects``: in
+      largest finite value in the comparison (in ``verdict``/``costliest_choice``: in
       the whole study), so it is worse than every finished run and a failure can never help the
       arm that failed (conservative toward it: the failing arm can lose by a failure, never win).
       The value is finite on purpose: the log difference stays a number, and a larger factor would
@@ -51,8 +51,9 @@ alpha = 0.05, 95% intervals):
       0.951 at 5 seeds (4,000 studies each); of ``summarise``'s 95% interval of a mean (normal
       data): 0.949 at 3 seeds, 0.954 at 5. The percentile bootstrap this module used before
       covers 0.74 at 3 seeds (2,000 studies).
-    * costliest_quirk with two equally good top fixes (both 0.5x the blog, a third 0.9x): a
-      single costliest quirk is named in 0.049 of 4,000 studies.
+    * costliest_choice with two equally costly restored choices (both 3x "all fixed", a third 1.1x):
+      a single costliest choice is named in 0.049 of 4,000 studies; with eight restored choices that
+      change nothing, some choice is called costly in 0.024 of 2,000 (Holm's family-wise rate).
     * power (2 arms, one with 0.8x the FID of the other, i.e. a 20% FID difference; the paired
       difference of logs has sd noise sd * sqrt 2; exact noncentral t, checked by simulation):
         noise sd 0.2: 5 seeds 0.27, 8 seeds 0.49, 10 seeds 0.60, 15 seeds 0.81, 20 seeds 0.92;
@@ -343,7 +344,7 @@ class Verdict:
 
     significant: the best arm is named the winner. comparisons: best against each other arm, in
     the order of the other arm's mean log value (runner-up first); p_holm: their Holm-adjusted
-    p-values, in the same order (costliest_quirk: top fix vs baseline, then vs the next-best fix).
+    p-values, in the same order (costliest_choice: the costliest vs the reference, then vs the next).
     """
 
     text: str
@@ -426,73 +427,71 @@ def _ci_p(c: Comparison, p: float, label: str) -> str:
     return f"{c.level:.0%} CI {_r(c.lo)}–{_r(c.hi)}, {_p(p, label)}"
 
 
-def effects(groups: Mapping[str, Arm], baseline: str, level: float = LEVEL) -> list[Comparison]:
-    """Every other arm against ``baseline`` (ratio arm/baseline, paired by seed), lowest ratio first.
+@dataclass(frozen=True)
+class Choices:
+    """A leave-one-out study's answer. costs: each restored choice against the reference arm (everything fixed),
+    costliest first, with Holm-adjusted p-values over all of them (p_holm, same order); verdict: which one costs the
+    most (best = the costliest, runner_up = the next)."""
 
-    Failed seeds count as FAIL_FACTOR times the largest finite value in the whole study. Arms that
-    cannot be compared (NaN ratio) come last.
+    verdict: Verdict
+    costs: tuple[Comparison, ...] = ()
+    p_holm: tuple[float, ...] = ()
+
+    def costly(self, alpha: float = ALPHA) -> list[str]:
+        """The restored choices that clearly raise the metric above the reference's, costliest first."""
+        return [c.a for c, p in zip(self.costs, self.p_holm, strict=True) if p < alpha and c.ratio > 1]
+
+
+def costliest_choice(groups: Mapping[str, Arm], reference: str, choices: Sequence[str], metric: str,
+                     level: float = LEVEL, alpha: float = ALPHA) -> Choices:
+    """Leave-one-out: each arm in ``choices`` restores one choice with all the others fixed (``reference``).
+
+    Every restored choice is compared with the reference, paired by seed, Holm over all of them: a choice costs
+    when its adjusted p < alpha and its ratio is above 1. The costliest (the highest mean log value) is named
+    only if it costs AND it is significantly above the next costliest (a second test at alpha, made only when the
+    first rejects: a fixed sequence, so the claim keeps its false-winner rate; simulated in the tests).
     """
     arms = _arms(groups)
+    if reference not in arms or not _split(arms[reference])[0]:
+        return Choices(Verdict(f"the \u201c{reference}\u201d arm has no finished trial: nothing to measure the "
+                               "restored choices against"))
     worst = _worst(*arms.values())
-    base = arms.get(baseline, {})
-    out = [compare(v, base, level, names=(k, baseline), worst=worst) for k, v in arms.items() if k != baseline]
-    return sorted(out, key=lambda c: (math.isnan(c.ratio), 0.0 if math.isnan(c.ratio) else c.ratio))
-
-
-def costliest_quirk(groups: Mapping[str, Arm], baseline: str, metric: str,
-                    exclude: Sequence[str] = ("all fixed",), level: float = LEVEL, alpha: float = ALPHA) -> Verdict:
-    """seed_quirks: the single fix whose arm has the lowest ``metric``, if it clearly beats the rest.
-
-    The top single fix (lowest mean log value among arms other than ``baseline`` and ``exclude``)
-    is the costliest quirk only if it is significantly lower than the baseline AND than the
-    second-best single fix (paired comparisons, Holm over those two). best = the top fix,
-    runner_up = the second-best fix.
-    """
-    arms = _arms(groups)
-    if baseline not in arms or not _split(arms[baseline])[0]:
-        return Verdict(f"the {baseline!r} arm has no finished trial: nothing to measure the fixes against")
-    worst = _worst(*arms.values())
-    single = {k: v for k, v in arms.items() if k != baseline and k not in exclude}
-    if not single:
-        return Verdict("no single fix has finished trials yet")
-    ranked = _ranked(single, worst)
-    top = ranked[0]
-    second = ranked[1] if len(ranked) > 1 else None
-    comps = [compare(arms[top], arms[baseline], level, names=(top, baseline), worst=worst)]
-    if second is not None:
-        comps.append(compare(arms[top], arms[second], level, names=(top, second), worst=worst))
-    comps = tuple(comps)
-    adjusted = holm([c.p for c in comps])
-    failed = _failed_note({k: _split(arms[k])[1] for k in (baseline, *ranked)})
-    seeds = _n_seeds(comps)
-    label = "p" if len(comps) == 1 else "p_holm"
-    vs_base = comps[0]
-    quoted = f"\u201c{top}\u201d"
-    if _thin(comps):
-        return Verdict(f"only one seed: no verdict on which quirk costs most ({', '.join(_thin(comps))} "
-                       "with fewer than 2 usable seeds; run more seeds)", top, second, False, comps, adjusted)
-    beats_base = adjusted[0] < alpha and vs_base.ratio < 1
-    lowers = f"fixing {quoted} alone lowers {metric} to {_r(vs_base.ratio)}{TIMES} the {baseline}'s"
-    if not beats_base:
-        detail = _join(_ci_p(vs_base, adjusted[0], label), seeds, failed)
-        text = (f"no single fix lowers {metric} below the {baseline}'s setting at this budget: the best, {quoted}, "
-                f"has {_r(vs_base.ratio)}{TIMES} the {baseline}'s ({detail})" if vs_base.ratio >= 1 else
-                f"no single quirk clearly costs the most: the largest gain, from fixing {quoted}, is "
-                f"{_r(vs_base.ratio)}{TIMES} the {baseline}'s {metric}, not clearly below it ({detail})")
-        return Verdict(text, top, second, False, comps, adjusted)
+    restored = {k: arms[k] for k in choices if k in arms}
+    if not restored:
+        return Choices(Verdict("no restored choice has finished trials yet"))
+    ranked = _ranked(restored, worst)[::-1]  # costliest first
+    costs = tuple(compare(restored[k], arms[reference], level, names=(k, reference), worst=worst) for k in ranked)
+    adjusted = holm([c.p for c in costs])
+    top, second = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    vs_ref, p_ref = costs[0], adjusted[0]
+    failed = _failed_note({k: _split(arms[k])[1] for k in (reference, *ranked)})
+    seeds = _n_seeds(costs)
+    quoted, ref = f"\u201c{top}\u201d", f"\u201c{reference}\u201d"
+    out = {"costs": costs, "p_holm": adjusted}
+    if _thin(costs):
+        return Choices(Verdict(f"only one seed: no verdict on which choice costs most ({', '.join(_thin(costs))} "
+                               "with fewer than 2 usable seeds; run more seeds)", top, second), **out)
+    holm_note = f"Holm over {len(costs)} restored choices"
+    raises = (f"restoring {quoted} alone (all else fixed) raises {metric} to {_r(vs_ref.ratio)}{TIMES} {ref}'s "
+              f"({_ci_p(vs_ref, p_ref, 'p_holm')})")
+    if not (p_ref < alpha and vs_ref.ratio > 1):
+        return Choices(Verdict(f"no restored choice clearly raises {metric} above {ref}'s ({holm_note}): the "
+                               f"largest, {quoted}, gives {_r(vs_ref.ratio)}{TIMES} "
+                               f"({_join(_ci_p(vs_ref, p_ref, 'p_holm'), seeds, failed)})", top, second), **out)
     if second is None:
-        return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}); it is the only single fix compared, so it "
-                       f"is the costliest quirk by default ({_join(seeds, failed)})", top, None, True, comps, adjusted)
-    vs_second = comps[1]
-    if adjusted[1] < alpha and vs_second.ratio < 1:
-        return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}) and to {_r(vs_second.ratio)}{TIMES} "
-                       f"the next-best fix \u201c{second}\u201d's ({_ci_p(vs_second, adjusted[1], label)}): of the "
-                       f"{baseline}'s quirks, that one costs the most ({_join(seeds, failed)})",
-                       top, second, True, comps, adjusted)
-    return Verdict(f"{lowers} ({_ci_p(vs_base, adjusted[0], label)}), but so does fixing \u201c{second}\u201d: "
-                   f"the two cannot be told apart ({quoted} has {_r(vs_second.ratio)}{TIMES} its {metric}, "
-                   f"{_join(_ci_p(vs_second, adjusted[1], label), seeds, failed)}), so no single quirk is "
-                   "clearly the costliest", top, second, False, comps, adjusted)
+        return Choices(Verdict(f"{raises}; it is the only restored choice ({_join(seeds, failed)})", top, None, True,
+                               (vs_ref,), (p_ref,)), **out)
+    vs_second = compare(restored[top], restored[second], level, names=(top, second), worst=worst)
+    comps = (vs_ref, vs_second)
+    if vs_second.p < alpha and vs_second.ratio > 1:
+        return Choices(Verdict(f"{raises} and to {_r(vs_second.ratio)}{TIMES} the next costliest "
+                               f"\u201c{second}\u201d's ({_ci_p(vs_second, vs_second.p, 'p')}): of the blog's "
+                               f"choices, that one costs the most ({_join(holm_note, seeds, failed)})",
+                               top, second, True, comps, (p_ref, vs_second.p)), **out)
+    return Choices(Verdict(f"{raises}, but restoring \u201c{second}\u201d costs about as much ({quoted} has "
+                           f"{_r(vs_second.ratio)}{TIMES} its {metric}, "
+                           f"{_join(_ci_p(vs_second, vs_second.p, 'p'), seeds, failed)}), so no single choice is "
+                           "clearly the costliest", top, second, False, comps, (p_ref, vs_second.p)), **out)
 
 
 # --------------------------------------------------------------------------------------------- learning

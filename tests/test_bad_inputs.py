@@ -158,7 +158,8 @@ ROWS = [
     ("E", ["--generator", f"{GEN}:replay", "--out", "{FILE}/res"], "is a file, not a folder; choose a folder for "
                                                                    "the results (--out DIR)"),
     # ---- ablations
-    ("A", ["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, seed_quirks"),
+    ("A", ["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, blog_quirks"),
+    ("A", ["--study", "seed_quirks"], "study 'seed_quirks' is now 'blog_quirks': run --study blog_quirks"),
     ("A", ["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
     ("A", ["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
     ("A", ["--study", "joint", "--pack-seeds"], "--pack-seeds needs a grid study; joint is searched"),

@@ -128,7 +128,7 @@ def test_fixture_metric_names_are_the_ones_gan_core_computes():
 def test_page_has_every_section(fx, page):
     _, html, dom = page
     assert dom.find("section", id="overview") and dom.find("table", id="provenance")
-    for kind in ("step_ratio", "seed_quirks", "depth"):
+    for kind in ("step_ratio", "blog_quirks", "depth"):
         sec = dom.find("section", id="study-" + fx.studies[kind].replace("_", "-"))
         assert sec.attrs["data-kind"] == "grid"
         assert REGISTRY[kind].question in sec.text()
@@ -162,13 +162,24 @@ def test_verdicts_follow_the_data(fx, page):
     assert step.startswith("1:1 is best on fid1k") and "beats every other arm after Holm correction" in step
     depth = dom.find("section", id="study-depth-seed-smoke").find("div", data_role="verdict").text()
     assert depth.startswith("only one seed: no verdict")
-    quirk = dom.find("section", id="study-seed-quirks-seed-quick").find("div", data_role="quirk-verdict").text()
-    assert "fixing “fresh noise” alone lowers fid1k" in quirk and "that one costs the most" in quirk
+    sec = dom.find("section", id="study-blog-quirks-seed-quick")
+    choice = sec.find("div", data_role="choice-verdict").text()
+    assert "restoring “reused noise” alone (all else fixed) raises fid1k" in choice and "costs the most" in choice
+    costs = {r.attrs["data-arm"]: r.find("td", data_col="costs").text() for r in
+             sec.find("table", class_="choices").find_all("tr", data_arm=True)}
+    assert {a for a, c in costs.items() if c == "yes"} == {"reused noise", "Adadelta lr=1e-3", "9 blocks"}
+    assert list(costs)[:3] == ["reused noise", "Adadelta lr=1e-3", "9 blocks"]  # costliest first
+    guesses = {li.attrs["data-guess"]: li.text() for li in sec.find("ol", class_="guesses").find_all("li")}
+    assert list(guesses) == ["structure", "settings", "data"]  # the blog's order
+    assert "Restoring “9 blocks”" in guesses["structure"] and "it clearly costs" in guesses["structure"]
+    assert "depth-seed-smoke" in guesses["structure"]  # the depth study is on the page: linked
+    assert "Restoring “900 images”" in guesses["data"] and "does not clearly cost" in guesses["data"]
+    assert "did not guess , costliest first: “reused noise” 2." in sec.find("p", data_role="unguessed").text()
 
 
 def test_numbers_on_the_page_equal_the_storage(fx, page):
     _, _, dom = page
-    for kind in ("step_ratio", "seed_quirks", "depth"):
+    for kind in ("step_ratio", "blog_quirks", "depth"):
         study, trials = storage_trials(fx, kind)
         objective = study.user_attrs["objective"]
         tag = objective.removeprefix("fid")
@@ -496,7 +507,7 @@ def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
         section = dom.find("section", id="study-" + name.replace("_", "-"))
         answer = section.find("div", data_role="study-answer").text()
         assert answer and answer == answers.find("tr", data_study=name).find("td", data_role="answer").text()
-    assert "fresh noise" in answers.find("tr", data_study=fx.studies["seed_quirks"]).text()
+    assert "reused noise" in answers.find("tr", data_study=fx.studies["blog_quirks"]).text()
     # the step ratio study answers its question with the blog's 1:5 against the best arm, paired, with a CI
     step = answers.find("tr", data_study=fx.studies["step_ratio"]).find("td", data_role="answer").text()
     assert step.startswith("The blog's setting 1:5 has ") and "the fid1k of the best arm, 1:1 (95% CI " in step
@@ -552,34 +563,33 @@ def test_anytime_curves_use_the_intermediate_metric_not_the_step_0_extra():
     assert (names.fid, names.kid) == ("fid200", "kid200_mean")
 
 
-def quirk_answer(final: dict, step0: dict) -> str:
-    """sections.answer on a seed_quirks study with these {arm: {seed: fid}} values (final and step 0)."""
+def choices_text(final: dict, step0: dict) -> str:
+    """sections.answer on a leave-one-out study with these {arm: {seed: fid}} values (final and step 0)."""
     from types import SimpleNamespace
 
     from gan_core.judging.metrics import MetricNames
 
-    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": "blog"}, baseline="blog",
-                            keys=MetricNames.for_count(1000), kind="seed_quirks")
+    choices = [{"label": a, "guess": "", "see_also": ""} for a in final if a not in ("blog", "all fixed")]
+    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": "blog", "reference": "all fixed",
+                                   "choices": choices, "guesses": {}}, baseline="blog",
+                            keys=MetricNames.for_count(1000))
     learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
-    quirks = {"verdict": sections.quirk_verdict(study, final, "blog", learned)}
-    return sections.answer(study, stats.verdict(final, "fid1k"), learned, quirks)
+    return sections.answer(study, stats.verdict(final, "fid1k"), learned,
+                           sections.choices_answer(study, final, learned))
 
 
-def test_a_quirk_fix_that_did_not_learn_is_never_named_the_costliest():
+def test_no_choice_is_ranked_when_even_all_fixed_did_not_learn():
     seeds = range(5)
-    step0 = {"blog": {s: 700.0 + s for s in seeds}, "fresh noise": {s: 700.0 + s for s in seeds},
-             "no BN": {s: 300.0 + 5 * s for s in seeds},  # a different untrained output: a lower FID at step 0
-             "all fixed": {s: 1000.0 + s for s in seeds}}
-    final = {"blog": {s: 720.0 + 3 * s for s in seeds}, "fresh noise": {s: 710.0 + 2 * s for s in seeds},
-             "no BN": {s: 310.0 + 4 * s for s in seeds},  # 0.43x the blog's FID, yet it never left step 0
-             "all fixed": {s: 40.0 + 3 * s + s % 2 for s in seeds}}
-    text = quirk_answer(final, step0)
-    assert text.startswith("No single fix made the blog's setting learn in 900 G steps")
-    assert "All fixes together do learn: \u201call fixed\u201d has 0.0" in text and "no BN" not in text
-    assert "Note: the base arm blog did not learn" in text
-    final["no BN"] = {s: 30.0 + 2 * s + s % 2 for s in seeds}  # now it learns: it is the answer
-    text = quirk_answer(final, step0)
-    assert text.startswith("Fixing \u201cno BN\u201d alone lowers fid1k to 0.0") and "All fixes together" not in text
+    step0 = {a: {s: 700.0 + s for s in seeds} for a in ("blog", "all fixed", "reused noise", "9 blocks")}
+    final = {"blog": {s: 720.0 + 3 * s for s in seeds}, "all fixed": {s: 690.0 + 2 * s for s in seeds},
+             "reused noise": {s: 1400.0 + 4 * s for s in seeds}, "9 blocks": {s: 100.0 + s % 2 for s in seeds}}
+    text = choices_text(final, step0)
+    assert text.startswith("Even with every choice fixed, “all fixed” did not learn in 900 G steps")
+    assert "costs the most" not in text and "Note: the base arm blog did not learn" in text
+    final["all fixed"] = {s: 40.0 + 3 * s + s % 2 for s in seeds}  # now it learns: the ranking is the answer
+    text = choices_text(final, step0)
+    assert text.startswith("Restoring “reused noise” alone (all else fixed) raises fid1k to")
+    assert "The blog's setting as a whole has" in text
 
 
 def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path):

@@ -138,26 +138,39 @@ def test_the_documented_power_numbers_are_the_computed_ones():
     assert f"noise sd 0.3: 5 seeds {nct_power(5, 0.3):.2f} (80% needs {need[0.3]})" in doc
 
 
-def test_two_equally_good_fixes_rarely_give_a_costliest_quirk():
+CHOICE_NAMES = ["all fixed", "noise", "lr", "depth", "blog"]
+
+
+def test_two_equally_costly_choices_rarely_give_a_costliest_choice():
     rng = np.random.default_rng(13)
     reps = 4000  # MC sd 0.0034 at 0.05
-    names = ["blog", "fresh noise", "1 channel", "lr", "all fixed"]
-    data = simulate(rng, reps, 5, [1.0, 0.5, 0.5, 0.9, 0.3])
-    verdicts = [stats.costliest_quirk(groups(s, names), "blog", "fid1k") for s in data]
-    rate = np.mean([v.significant for v in verdicts])
-    print(f"costliest quirk named with two equal top fixes: {rate:.4f}")
+    data = simulate(rng, reps, 5, [1.0, 3.0, 3.0, 1.1, 4.0])  # noise and lr cost the same, depth little
+    results = [stats.costliest_choice(groups(s, CHOICE_NAMES), "all fixed", ["noise", "lr", "depth"], "fid1k")
+               for s in data]
+    rate = np.mean([r.verdict.significant for r in results])
+    print(f"costliest choice named with two equally costly choices: {rate:.4f}")
     assert rate <= 0.06
-    # and the test is not vacuous: both top fixes beat the blog nearly always, so the blame is the tie
-    assert np.mean([v.p_holm[0] < 0.05 for v in verdicts]) > 0.95
-    assert all(v.best in ("fresh noise", "1 channel") for v in verdicts)
+    # and the test is not vacuous: both costly choices clearly cost nearly always, so the blame is the tie
+    assert np.mean([{"noise", "lr"} <= set(r.costly()) for r in results]) > 0.95
+    assert all(r.verdict.best in ("noise", "lr") for r in results)
 
 
-def test_a_clearly_costliest_quirk_is_found():
+def test_choices_that_cost_nothing_are_rarely_called_costly():
+    rng = np.random.default_rng(19)
+    names = ["all fixed", *(f"c{i}" for i in range(8))]
+    data = simulate(rng, 2000, 5, [1.0] * 9)  # eight restored choices that change nothing
+    results = [stats.costliest_choice(groups(s, names), "all fixed", names[1:], "fid1k") for s in data]
+    rate = np.mean([bool(r.costly()) for r in results])  # any choice called costly: Holm's family-wise error
+    print(f"some harmless choice called costly: {rate:.4f}")
+    assert rate <= 0.06 and np.mean([r.verdict.significant for r in results]) <= 0.06
+
+
+def test_a_clearly_costliest_choice_is_found():
     rng = np.random.default_rng(17)
-    names = ["blog", "fresh noise", "1 channel", "all fixed"]
-    data = simulate(rng, 200, 5, [1.0, 0.3, 0.8, 0.2], noise_sd=0.1)
-    found = np.mean([(v := stats.costliest_quirk(groups(s, names), "blog", "fid1k")).significant
-                     and v.best == "fresh noise" for s in data])
+    data = simulate(rng, 200, 5, [1.0, 3.0, 1.3, 1.0, 4.0], noise_sd=0.1)
+    found = np.mean([(r := stats.costliest_choice(groups(s, CHOICE_NAMES), "all fixed", ["noise", "lr", "depth"],
+                                                  "fid1k")).verdict.significant
+                     and r.verdict.best == "noise" for s in data])
     assert found > 0.9
 
 
@@ -285,7 +298,7 @@ def test_the_statistics_use_no_random_numbers():
     assert "np.random" not in source and "default_rng" not in source
     arms = {"A": A5, "B": B5, "C": {**B5, 1: None}}
     assert stats.verdict(arms, "fid1k") == stats.verdict(arms, "fid1k")
-    assert stats.costliest_quirk(arms, "B", "fid1k") == stats.costliest_quirk(arms, "B", "fid1k")
+    assert stats.costliest_choice(arms, "B", ["A", "C"], "fid1k") == stats.costliest_choice(arms, "B", ["A", "C"], "fid1k")
 
 
 # ------------------------------------------------------------------------------------------- verdict
@@ -344,39 +357,39 @@ def test_verdict_without_enough_arms():
     assert not only.significant and only.best == "A" and "only one arm" in only.text
 
 
-# ------------------------------------------------------------------------------------------- quirks, effects
+# ------------------------------------------------------------------------------------------- choices, effects
 
 
-QUIRKS = {"blog": {0: 90.0, 1: 91.0, 2: 89.0}, "fresh noise": {0: 55.0, 1: 56.0, 2: 54.5},
-          "1 channel": {0: 88.0, 1: 89.0, 2: 87.5}, "all fixed": {0: 30.0, 1: 31.0, 2: 29.0}}
+QUIRKS = {"blog": {0: 90.0, 1: 91.0, 2: 89.0}, "all fixed": {0: 30.0, 1: 31.0, 2: 29.0},
+          "reused noise": {0: 75.0, 1: 76.0, 2: 74.5}, "3 channels": {0: 40.0, 1: 41.5, 2: 39.5}}
+RESTORED = ["reused noise", "3 channels"]
 
 
-def test_costliest_quirk_is_the_top_fix_when_it_beats_the_blog_and_the_next_fix():
-    v = stats.costliest_quirk(QUIRKS, "blog", "fid1k")  # "all fixed" is not a single quirk: never the answer
-    assert v.best == "fresh noise" and v.runner_up == "1 channel" and v.significant
-    assert [(c.a, c.b) for c in v.comparisons] == [("fresh noise", "blog"), ("fresh noise", "1 channel")]
-    assert "costs the most" in v.text
+def test_the_costliest_choice_beats_all_fixed_and_the_next_costliest():
+    r = stats.costliest_choice(QUIRKS, "all fixed", RESTORED, "fid1k")  # the blog is not a restored choice
+    v = r.verdict
+    assert v.best == "reused noise" and v.runner_up == "3 channels" and v.significant
+    assert [(c.a, c.b) for c in v.comparisons] == [("reused noise", "all fixed"), ("reused noise", "3 channels")]
+    assert [(c.a, c.b) for c in r.costs] == [("reused noise", "all fixed"), ("3 channels", "all fixed")]
+    assert r.costly() == RESTORED and "costs the most" in v.text
+    assert r.costs[0].ratio == pytest.approx(math.exp(np.mean(np.log([75 / 30, 76 / 31, 74.5 / 29]))))
 
 
-def test_costliest_quirk_says_which_part_failed():
-    tie = dict(QUIRKS, **{"1 channel": {0: 56.0, 1: 55.0, 2: 55.0}})
-    v = stats.costliest_quirk(tie, "blog", "fid1k")
-    assert not v.significant and "cannot be told apart" in v.text and "but so does fixing" in v.text
-    noisy = {"blog": {0: 90.0, 1: 80.0, 2: 85.0}, "fresh noise": {0: 84.0, 1: 86.0, 2: 82.0}}
-    assert "not clearly below" in stats.costliest_quirk(noisy, "blog", "fid1k").text
-    worse = {"blog": {0: 50.0, 1: 51.0}, "fresh noise": {0: 60.0, 1: 61.0}}
-    assert "no single fix lowers fid1k" in stats.costliest_quirk(worse, "blog", "fid1k").text
-    single = {"blog": {0: 50.0}, "fresh noise": {0: 40.0}}
-    assert stats.costliest_quirk(single, "blog", "fid1k").text.startswith("only one seed: no verdict")
-    assert "no finished trial" in stats.costliest_quirk({"fresh noise": {0: 1.0, 1: 2.0}}, "blog", "fid1k").text
-    assert "no single fix" in stats.costliest_quirk({"blog": {0: 1.0}, "all fixed": {0: 1.0}}, "blog", "fid1k").text
-
-
-def test_effects_are_ratios_to_the_baseline_best_first():
-    e = stats.effects(QUIRKS, "blog")
-    assert [c.a for c in e] == ["all fixed", "fresh noise", "1 channel"] and all(c.b == "blog" for c in e)
-    assert e[0].ratio == pytest.approx(math.exp(np.mean(np.log([30 / 90, 31 / 91, 29 / 89]))))
-    assert all(c.paired and c.n == 3 for c in e)
+def test_costliest_choice_says_which_part_failed():
+    tie = dict(QUIRKS, **{"3 channels": {0: 76.0, 1: 75.0, 2: 75.0}})
+    v = stats.costliest_choice(tie, "all fixed", RESTORED, "fid1k").verdict
+    assert not v.significant and "costs about as much" in v.text and "no single choice is clearly" in v.text
+    noisy = {"all fixed": {0: 90.0, 1: 80.0, 2: 85.0}, "reused noise": {0: 84.0, 1: 96.0, 2: 88.0}}
+    text = stats.costliest_choice(noisy, "all fixed", ["reused noise"], "fid1k").verdict.text
+    assert text.startswith("no restored choice clearly raises fid1k")
+    cheaper = {"all fixed": {0: 50.0, 1: 51.0}, "reused noise": {0: 40.0, 1: 41.0}}  # restoring helps: no cost
+    assert not stats.costliest_choice(cheaper, "all fixed", ["reused noise"], "fid1k").costly()
+    single = {"all fixed": {0: 50.0}, "reused noise": {0: 60.0}}
+    assert stats.costliest_choice(single, "all fixed", ["reused noise"], "fid1k").verdict.text.startswith(
+        "only one seed: no verdict")
+    assert "no finished trial" in stats.costliest_choice({"x": {0: 1.0, 1: 2.0}}, "all fixed", ["x"], "fid1k").verdict.text
+    assert "no restored choice has" in stats.costliest_choice({"all fixed": {0: 1.0}}, "all fixed", ["x"],
+                                                               "fid1k").verdict.text
 
 
 # ------------------------------------------------------------------------------------------- learned
