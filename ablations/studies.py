@@ -167,9 +167,9 @@ BLOG_GUESSES = {"structure": "the network (a plain deep stack of CBR blocks)",
                 "data": "too little data"}
 FIXED_DEPTH = 4  # the fixed model's blocks in G and D: see QUIRK_BASES
 BLOG_CHOICES = (
-    Choice("Adadelta lr=1e-3", {"g_optim.name": "Adam", "g_optim.lr": 4e-4, "g_optim.kwargs": ADAM,
-                                "d_optim.name": "Adam", "d_optim.lr": 4e-4, "d_optim.kwargs": ADAM},
-           "settings", "optimizer"),
+    # Adadelta's usual lr: with every other choice fixed it learned (fid1k 35 on one seed) where Adam at 4e-4, the
+    # CPU base's recipe, collapsed to one digit (102), measured at quick
+    Choice("Adadelta lr=1e-3", {"g_optim.lr": 1.0, "d_optim.lr": 1.0}, "settings", "optimizer"),
     Choice("D:G 1:5", {"schedule.d_steps": 1, "schedule.g_steps": 1}, see_also="step_ratio"),
     Choice("reused noise", {"schedule.reuse_noise": False}),
     Choice("BatchNorm before Sigmoid", {"model.head": "tanh"}),  # the usual head (sigmoid alone collapsed more)
