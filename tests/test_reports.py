@@ -171,7 +171,8 @@ def test_verdicts_follow_the_data(fx, page):
     assert list(costs)[:3] == ["reused noise", "Adadelta lr=1e-3", "9 blocks"]  # costliest first
     guesses = {li.attrs["data-guess"]: li.text() for li in sec.find("ol", class_="guesses").find_all("li")}
     assert list(guesses) == ["structure", "settings", "data"]  # the blog's order
-    assert "Restoring “9 blocks”" in guesses["structure"] and "it clearly costs" in guesses["structure"]
+    assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks): Restoring “9 blocks”")
+    assert "it clearly costs" in guesses["structure"]
     assert "depth-seed-smoke" in guesses["structure"]  # the depth study is on the page: linked
     assert "Restoring “900 images”" in guesses["data"] and "does not clearly cost" in guesses["data"]
     assert "did not guess , costliest first: “reused noise” 2." in sec.find("p", data_role="unguessed").text()
