@@ -33,8 +33,15 @@ from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split, training_images
 from gan_core.training.loop import channel_lists, seed_folder, train_seeds
-from gan_core.training.run_folder import (CHECKPOINT, EVALS, METRICS, NEIGHBOURS, DamagedCheckpoint, FolderInUse,
-                                          RunFolder)
+from gan_core.training.run_folder import (
+    CHECKPOINT,
+    EVALS,
+    METRICS,
+    NEIGHBOURS,
+    DamagedCheckpoint,
+    FolderInUse,
+    RunFolder,
+)
 from reports import artifacts
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into

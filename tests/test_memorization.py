@@ -120,7 +120,8 @@ def test_a_partial_copier_is_flagged_most_of_the_time(digits, space):
     rng = np.random.default_rng(4)
     tests = [draw(digits, space, rng, copied=0.3) for _ in range(50)]
     flagged = np.mean([t.p < ALPHA for t in tests])
-    print(f"{space}: a 30% copier flagged in {flagged:.0%} of 50 draws, mean copy {np.mean([t.copy for t in tests]):.3f}")
+    mean = np.mean([t.copy for t in tests])
+    print(f"{space}: a 30% copier flagged in {flagged:.0%} of 50 draws, mean copy {mean:.3f}")
     assert flagged >= 0.9
 
 

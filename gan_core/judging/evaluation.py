@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan_core import devices
+from gan_core import devices, files
 from gan_core.errors import UserError
-from gan_core import files
 from gan_core.judging import memorization
 from gan_core.judging.features import Extractor, FeatureSet, cached_features, mnist_extractor
 from gan_core.judging.metrics import MIN_SAMPLES, compare
