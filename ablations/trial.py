@@ -204,9 +204,9 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     trained_on = training_images(ctx.split, cfg.data)  # this arm's: a study may vary train_limit
     metrics, images = judge_generator(result.generator, cfg.model.head, ctx.reference, ctx.budget.eval_n,
                                       trained_on=trained_on)
+    RunFolder(run_dir).write_json(METRICS, metrics)  # first, as evaluate_run: the result, then its picture
     RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
                                  nrow=memorization.NEIGHBOURS_SHOWN + 2)
-    RunFolder(run_dir).write_json(METRICS, metrics)
     if planned.uploads is not None:  # before the trial is told complete: a complete trial's files are all there
         planned.uploads.snapshot(result.g_steps)
     trial.set_user_attr("metrics", metrics)

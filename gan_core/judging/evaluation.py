@@ -215,12 +215,12 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
                     inception_weights=inception_weights)
     trained_on = data.training_images(split, cfg.data)
     result, images = judge_generator(generator.to(ref.device), cfg.model.head, ref, n, trained_on=trained_on)
-    RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
-                                 nrow=memorization.NEIGHBOURS_SHOWN + 2)
     if with_floor:
         result["floor"] = ref.floor(n)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    RunFolder(run_dir).write_json(METRICS, result)
+    RunFolder(run_dir).write_json(METRICS, result)  # first: the result, then its picture (a full disk names it)
+    RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
+                                 nrow=memorization.NEIGHBOURS_SHOWN + 2)
     return result
 
 
