@@ -91,7 +91,7 @@ def _main(argv: list[str] | None) -> int:
         return _score(args)
     if args.out is not None or args.latent_dim is not None:
         raise UserError("--out and --latent-dim go with --samples or --generator")
-    from gan_core.training.run_folder import METRICS, RunFolder
+    from gan_core.training.run_folder import METRICS, NEIGHBOURS, RunFolder
 
     if args.run_dir is not None:  # fail before the slow imports
         RunFolder(args.run_dir).check_finished_run(METRICS)
@@ -113,7 +113,7 @@ def _main(argv: list[str] | None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(_table(result, result.get("floor")))
-        print(f"wrote {args.run_dir.rstrip('/')}/{METRICS} ({result['seconds']:.1f} s)")
+        print(f"wrote {args.run_dir.rstrip('/')}/{METRICS} and {NEIGHBOURS} ({result['seconds']:.1f} s)")
     return 0
 
 

@@ -20,7 +20,7 @@ from gan_core import storage
 from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
-from gan_core.training.run_folder import EVALS, METRICS, SAMPLES, RunFolder
+from gan_core.training.run_folder import EVALS, METRICS, NEIGHBOURS, SAMPLES, RunFolder
 from reports import artifacts as artifact_store
 
 # ---- what ablations.run writes into a study (ablations/run.py) and its trials (ablations/trial.py) ---------------
@@ -164,11 +164,13 @@ class StudyData:
         return bool(self.arms)
 
 
+# the memorization check (gan_core.judging.memorization), MetricNames properties; absent from studies run before it
+MEMORIZATION_COLUMNS = ("copy", "copy_p", "copy_pixels", "copy_pixels_p")
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
-                 "fid_step0", "modes_step0", "channels",
+                 "fid_step0", "modes_step0", "channels", *MEMORIZATION_COLUMNS,
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
-                 "fail_reason", "restarted", "run_dir", "samples", "params", "git_commit", "python", "torch",
-                 "optuna", "torch_fidelity", "host", "batch_size", "protocol"]
+                 "fail_reason", "restarted", "run_dir", "samples", "neighbours", "params", "git_commit", "python",
+                 "torch", "optuna", "torch_fidelity", "host", "batch_size", "protocol"]
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
@@ -263,7 +265,8 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
     run_dir = resolve_run_dir(a.get("run_dir"), runs)
     if run_dir is None and store is not None and a.get(artifact_store.SNAPSHOT):
         run_dir = artifact_store.page_copy(store, a[artifact_store.SNAPSHOT])
-    samples = run_dir / SAMPLES if run_dir is not None and (run_dir / SAMPLES).is_file() else None
+    samples, neighbours = (run_dir / name if run_dir is not None and (run_dir / name).is_file() else None
+                           for name in (SAMPLES, NEIGHBOURS))
     row = {
         "number": t.number, "state": t.state.name,
         "arm": a.get("arm", t.params.get("arm", f"trial {t.number}")),
@@ -281,13 +284,15 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
         "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
         "restarted": a.get("restarted"),  # why it trained again from scratch (its checkpoint was damaged)
-        "run_dir": run_dir, "samples": samples, "params": dict(t.params),
+        "run_dir": run_dir, "samples": samples, "neighbours": neighbours, "params": dict(t.params),
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
         "protocol": metrics.get(PROTOCOL_KEY),  # how its metrics were measured (gan_core.judging.protocol)
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},
     }
     for d in DIGITS:
         row[f"share_{d}"] = metric(keys and keys.share(d))
+    for column in MEMORIZATION_COLUMNS:
+        row[column] = metric(keys and getattr(keys, column))
     if t.state.name == "FAIL" and not row["fail_kind"]:
         # failed by Optuna itself (a worker's heartbeat went stale), not by the trial's own handler
         row["fail_kind"], row["fail_reason"] = "worker lost", "its worker stopped sending heartbeats"

@@ -214,6 +214,12 @@ def arm_table(study: StudyData, order: list[str], baseline: str | None,
 
 def sample_grids(study: StudyData, order: list[str]) -> list[dict]:
     """Per arm, the samples.png of its best seed (lowest FID): fixed noise, generator in eval mode."""
+    return best_seed_pictures(study, order, "samples", "samples.png")
+
+
+def best_seed_pictures(study: StudyData, order: list[str], column: str, file: str) -> list[dict]:
+    """Per arm, the picture in ``column`` (a trial frame's path column, the run folder's ``file``) of its best seed
+    (lowest FID), or why it is missing."""
     out = []
     for arm in order:
         done = study.complete[study.complete["arm"] == arm]
@@ -221,15 +227,42 @@ def sample_grids(study: StudyData, order: list[str]) -> list[dict]:
             out.append({"arm": arm, "missing": "no finished trial"})
             continue
         best = done.sort_values(["fid", "value"], na_position="last").iloc[0]
-        data = _read_png(best["samples"])
+        data = _read_png(best[column])
         if data is None:
             why = ("run folder not found (pass --runs, or --artifacts for another host's)" if best["run_dir"] is None
-                   else "samples.png missing")
+                   else f"{file} missing")
             out.append({"arm": arm, "missing": why, "seed": best["seed"]})
             continue
         out.append({"arm": arm, "seed": best["seed"], "trial": int(best["number"]), "fid": best["fid"],
-                    "image": figures.Image(f"samples-{anchor(arm)}", data, f"samples of {arm}, seed {best['seed']}")})
+                    "image": figures.Image(f"{column}-{anchor(arm)}", data, f"{column} of {arm}, seed {best['seed']}")})
     return out
+
+
+COPY_FLAG = "closer to training digits than held-out digits are: possible copying"
+
+
+def memorization_section(study: StudyData, order: list[str]) -> dict:
+    """The memorization check per arm (gan_core.judging.memorization): the mean copy statistic over seeds with its
+    t-interval, in features and in pixels, flagged when the feature-space interval lies wholly above 0.5; and each
+    arm's best-seed neighbours.png. ``{"memorization": None}`` for a study run before the check (no values)."""
+    done = study.complete
+    if study.keys is None or pd.to_numeric(done["copy"], errors="coerce").notna().sum() == 0:
+        return {"memorization": None}
+    rows = []
+    for arm in order:
+        t = done[done["arm"] == arm]
+        feats, pixels = stats.summarise(t["copy"].tolist()), stats.summarise(t["copy_pixels"].tolist())
+        rows.append({"arm": arm, "features": feats, "pixels": pixels,  # not "copy": a dict's method to Jinja
+                     "flagged": _below(t["copy_p"]), "flagged_pixels": _below(t["copy_pixels_p"]),
+                     "flag": COPY_FLAG if feats.has_ci and feats.lo > 0.5 else None})
+    return {"memorization": {"rows": rows, "alpha": stats.ALPHA,
+                             "neighbours": best_seed_pictures(study, order, "neighbours", "neighbours.png")}}
+
+
+def _below(p_values: pd.Series) -> tuple[int, int]:
+    """(seeds whose p-value is below ALPHA, seeds with a p-value)."""
+    p = pd.to_numeric(p_values, errors="coerce").dropna()
+    return int((p < stats.ALPHA).sum()), len(p)
 
 
 def _read_png(path: Path | None) -> bytes | None:
@@ -250,6 +283,7 @@ def grid_section(study: StudyData) -> dict:
     sid = anchor(study.name)
     complete = study.complete
     section = base_section(study, "grid")
+    section.update(memorization_section(study, order))
     if k is None:
         section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")
@@ -392,7 +426,7 @@ def base_section(study: StudyData, kind: str) -> dict:
         "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
         "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
         "planned_seeds": study.attrs.get("seeds"), "choices": None, "curves_note": None, "order": [], "table": [],
-        "samples": [],
+        "samples": [], "memorization": None,
         "answer": "", "base_name": study.attrs.get("base", "–"), "base_why": study.attrs.get("base_why") or "",
     }
 

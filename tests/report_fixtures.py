@@ -8,7 +8,9 @@ with config.json, stats.jsonl, evals.jsonl, metrics.json and samples.png. test_r
 the metric keys here are the ones gan_core.judging.metrics.compare produces, so the two cannot drift apart.
 
 The numbers are made up with known answers: in step_ratio "1:1" is clearly best, in blog_quirks
-restoring "reused noise" costs the most, depth has one seed per arm (no verdict possible).
+restoring "reused noise" costs the most, depth has one seed per arm (no verdict possible). The memorization check: in
+step_ratio the best arm "1:1" copies its training digits (copy near 0.9), every other arm is near 0.5; depth was run
+before the check existed (no copy values, no neighbours.png).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import scipy.stats
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
@@ -27,7 +30,7 @@ from ablations.budgets import BUDGETS
 from ablations.run import base_arm
 from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
-from gan_core.judging.metrics import count_tag
+from gan_core.judging.metrics import MetricNames, count_tag
 from gan_core.judging.protocol import Protocol
 from gan_core.training.config import override, preset
 from gan_core.training.loop import channel_lists
@@ -64,13 +67,29 @@ def metrics(n: int, fid: float, kid: float, rng: np.random.Generator, covered: i
     }
 
 
-def samples_png(path: Path, sharpness: float, seed: int) -> None:
-    """An 8x8 grid of 32x32 blobs (274x274 like gan_core's samples.png): sharper for better arms."""
+def memorization_metrics(n: int, copy: float, rng: np.random.Generator) -> dict:
+    """The memorization check's keys as gan_core.judging.memorization.memorization returns them, for n generated
+    digits against SPLIT's held-out set: copy values near ``copy``, p-values from the U test's normal approximation."""
+    names = MetricNames.for_count(n)
+    sd = np.sqrt((n + SPLIT[1] + 1) / (12 * n * SPLIT[1]))
+    out = {"n_train": 900}
+    for key, p_key in ((names.copy, names.copy_p), (names.copy_pixels, names.copy_pixels_p)):
+        out[key] = float(np.clip(copy + rng.normal(0, sd), 0, 1))
+        out[p_key] = float(scipy.stats.norm.sf((out[key] - 0.5) / sd))
+    return out
+
+
+COPYING_ARM = "1:1"  # step_ratio's best arm copies its training digits
+
+
+def samples_png(path: Path, sharpness: float, seed: int, cols: int = 8) -> None:
+    """An 8-row grid of 32x32 blobs (274x274 like gan_core's samples.png with 8 columns; neighbours.png has 6):
+    sharper for better arms."""
     rng = np.random.default_rng(seed)
-    grid = np.full((274, 274), 40, dtype=np.uint8)
+    grid = np.full((274, 2 + 34 * cols), 40, dtype=np.uint8)
     yy, xx = np.mgrid[0:32, 0:32]
     for i in range(8):
-        for j in range(8):
+        for j in range(cols):
             cy, cx = rng.uniform(10, 22, size=2)
             blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (12 - 9 * sharpness) ** 2))
             grid[2 + i * 34: 34 + i * 34, 2 + j * 34: 34 + j * 34] = (blob * 255).astype(np.uint8)
@@ -104,6 +123,7 @@ def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eva
 
 def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: dict, budget: dict,
                 n_intermediate: int, sharpness: float, rng: np.random.Generator, evals: int = 3) -> str:
+    """A run folder as a trial leaves it; neighbours.png only when its metrics hold the memorization check."""
     folder = runs / study / slug(arm) / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -122,6 +142,8 @@ def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: d
             f.write(json.dumps(row) + "\n")
         f.write('{"g_step": 9999, "torn li')  # a worker killed mid-write: the reader must skip this line
     samples_png(folder / "samples.png", sharpness, seed)
+    if "n_train" in final:
+        samples_png(folder / "neighbours.png", sharpness, seed + 1, cols=6)
     return f"{RECORDED_RUNS}/{study}/{slug(arm)}/seed{seed}"
 
 
@@ -135,8 +157,9 @@ def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialStat
 
 
 def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
-               spread: float = 1.0, failures: dict | None = None) -> optuna.Study:
-    """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures."""
+               spread: float = 1.0, failures: dict | None = None, memorization: bool = True) -> optuna.Study:
+    """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures;
+    ``memorization``: the trials carry the memorization check (a study run before it existed does not)."""
     spec = REGISTRY[kind]
     b = BUDGETS[budget_name]
     eval_n = b.eval_n or SPLIT[1]
@@ -161,6 +184,10 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
                     continue
             fid = float(fid_of[arm.label] + rng.normal(0, spread))
             final = {**metrics(eval_n, fid, fid / 15, rng, covered=10 if fid < 60 else 7), "eval_noise_seed": 20240612}
+            if memorization:
+                copying = kind == "step_ratio" and arm.label == COPYING_ARM
+                # a generaliser's copy sits a little below 0.5 (0.493-0.498 measured in tests/test_memorization.py)
+                final.update(memorization_metrics(eval_n, 0.9 if copying else 0.49, rng))
             wall = float(rng.uniform(20, 40))
             budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": b.g_steps * 100, "wall_s": wall,
                       "flops": 1e12, "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
@@ -281,7 +308,7 @@ def build_fixture(tmp: Path) -> Fixture:
     fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json", tmp / "results")
     grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
     grid_study(fx, "blog_quirks", "quick", 5, QUIRK_FID, spread=0.5)
-    grid_study(fx, "depth", "smoke", 1, DEPTH_FID)
+    grid_study(fx, "depth", "smoke", 1, DEPTH_FID, memorization=False)
     joint_study(fx)
     benchmark_json(fx.benchmarks)
     scored_results(fx.scores)

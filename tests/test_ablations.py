@@ -68,8 +68,13 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
     assert t.value == t.user_attrs["metrics"]["fid100"]
     assert (tmp_path / "runs" / f"{name}-{base}-smoke").is_dir()
     run_dir = t.user_attrs["run_dir"]
-    for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl"):
+    for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl",
+              "neighbours.png"):
         assert os.path.exists(os.path.join(run_dir, f)), f
+    for trial in complete:  # the memorization check, against each arm's own training digits (train_limit varies)
+        cfg = RunConfig.from_dict(trial.user_attrs["config"])
+        assert trial.user_attrs["metrics"]["n_train"] == (cfg.data.train_limit or 4000)
+        assert 0 <= trial.user_attrs["metrics"]["copy100"] <= 1 and "copy100" not in trial.user_attrs["metrics_step0"]
     if name == "step_ratio":
         check_step_ratio_changes_only_the_schedule(complete)
 

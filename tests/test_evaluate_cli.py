@@ -58,6 +58,13 @@ def test_run_dir_writes_metrics_json(run_dir, cache_dir, capsys):
     assert saved["n_generated"] == 100 and "fid100" in saved and "fid100" in saved["floor"]
     assert Protocol.of(saved) == Protocol.of(saved["floor"]) and Protocol.of(saved).n_generated == 100
     assert "fid100" in out and "metrics.json" in out
+    # the memorization check, against the digits the run trained on (all 4,000 of the train split here)
+    assert 0 <= saved["copy100"] <= 1 and 0 <= saved["copy100_pixels_p"] <= 1 and saved["n_train"] == 4000
+    assert "copy100" not in saved["floor"] and "copy100" in out and "neighbours.png" in out
+    from PIL import Image
+
+    with Image.open(run_dir / "neighbours.png") as im:  # 8 rows of 6 tiles of 32 pixels, 2-pixel padding
+        assert im.size == (6 * 34 + 2, 8 * 34 + 2)
 
 
 def test_json_output_and_no_floor(run_dir, cache_dir, capsys):

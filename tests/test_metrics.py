@@ -285,7 +285,7 @@ def test_flipped_bytes_in_the_feature_cache_give_the_numbers_of_an_undisturbed_r
     monkeypatch.setattr(data, "load", lambda cfg: embedded)
     undisturbed = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")
     entries = sorted((tmp_path / "cache" / "features").glob("*.pt"))
-    assert len(entries) == 2  # the held-out set's features and the floor draw's
+    assert len(entries) == 3  # the held-out set's features, the floor draw's and the training digits' (memorization)
     for entry in entries:
         flip_tensor_bytes(entry)
     again = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")

@@ -123,6 +123,20 @@ def test_fixture_metric_names_are_the_ones_gan_core_computes():
     assert set(rf.metrics(40, 1.0, 1.0, np.random.default_rng(0))) == set(compare(gen, real)) | bookkeeping
 
 
+def test_fixture_memorization_names_are_the_ones_gan_core_computes():
+    import torch
+
+    from gan_core.judging import memorization as mem
+
+    g = torch.Generator().manual_seed(0)
+    gen = {mem.FEATURES: torch.randn(40, 8, generator=g), mem.PIXELS: torch.randint(0, 256, (40, 1, 4, 4),
+                                                                                   dtype=torch.uint8, generator=g)}
+    train = {mem.FEATURES: torch.randn(30, 8, generator=g), mem.PIXELS: torch.randint(0, 256, (30, 1, 4, 4),
+                                                                                     dtype=torch.uint8, generator=g)}
+    held = {space: torch.rand(50, generator=g) for space in mem.SPACES}
+    assert set(rf.memorization_metrics(40, 0.5, np.random.default_rng(0))) == set(mem.memorization(gen, train, held))
+
+
 # ---- content ----------------------------------------------------------------------------------------------
 
 def test_page_has_every_section(fx, page):
@@ -216,6 +230,35 @@ def test_numbers_on_the_page_equal_the_storage(fx, page):
     assert "diverged at G step 37, D step 185" in step.find("tr", data_arm="5:1").text()
     assert "1 earlier attempt retried" in step.find("tr", data_arm="2:1").text()
     assert "pruned" not in step.text()  # the spare and duplicate trials of parallel workers are not results
+
+
+def test_the_memorization_table_equals_the_storage_and_flags_only_the_copier(fx, page):
+    _, _, dom = page
+    for kind in ("step_ratio", "seed_quirks"):
+        study, trials = storage_trials(fx, kind)
+        tag = study.user_attrs["objective"].removeprefix("fid")
+        section = dom.find("section", id=sections.study_anchor(fx.studies[kind]))
+        table = section.find("table", class_="memorization")
+        rows = table.find_all("tr", data_arm=True)
+        assert [r.attrs["data-arm"] for r in rows] == [a.label for a in REGISTRY[kind].arms]
+        for row in rows:
+            arm = row.attrs["data-arm"]
+            done = [t.user_attrs["metrics"] for t in trials
+                    if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"]
+            for col, key in (("copy", f"copy{tag}"), ("copy_pixels", f"copy{tag}_pixels")):
+                values = [m[key] for m in done]
+                cell = row.find("td", data_col=col)
+                want = scipy.stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy.stats.sem(values))
+                assert float(cell.attrs["data-value"]) == pytest.approx(np.mean(values), rel=1e-12), (kind, arm)
+                assert (float(cell.attrs["data-lo"]), float(cell.attrs["data-hi"])) == pytest.approx(want, rel=1e-9)
+            flagged = kind == "step_ratio" and arm == rf.COPYING_ARM
+            assert ("possible copying" in row.find("td", data_col="flag").text()) == flagged, (kind, arm)
+        pictures = section.find_all("figure", data_role="neighbours")
+        assert len(pictures) == len(rows) and all(p.find_all("img") for p in pictures)
+        assert "neighbours of" in pictures[0].find("img").attrs["alt"]
+    depth = dom.find("section", id=sections.study_anchor(fx.studies["depth"]))  # run before the check existed
+    assert not depth.find_all("table", class_="memorization") and not depth.find_all("figure", data_role="neighbours")
+    assert "Memorization" not in depth.text()
 
 
 def test_floor_joint_and_benchmark_numbers_equal_their_sources(fx, page):

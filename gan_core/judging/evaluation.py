@@ -2,7 +2,9 @@
 
 - ``Reference``: the real side (held-out features per extractor, disk-cached) and the floor.
 - ``evaluate_generator`` / ``evaluate_images``: a flat dict, metric name -> float, plus the
-  extractor's name and both sample counts (a metric value never travels without them).
+  extractor's name and both sample counts (a metric value never travels without them). Given the
+  digits the generator trained on (``trained_on``), the memorization check too
+  (gan_core.judging.memorization: ``copy1k``, ``copy1k_pixels`` and their p-values).
 - ``floor``: the same metrics for a class-balanced random draw from the *train* split against the
   held-out set, same counts: what a perfect generator (one that reproduces the data distribution)
   would score here. It is not zero, because two finite samples differ.
@@ -24,14 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan_core import devices
+from gan_core import devices, files
 from gan_core.errors import UserError
+from gan_core.judging import memorization
 from gan_core.judging.features import Extractor, FeatureSet, cached_features, mnist_extractor
 from gan_core.judging.metrics import MIN_SAMPLES, compare
 from gan_core.judging.protocol import PROTOCOL_KEY, Protocol
 from gan_core.training import sampling
 from gan_core.training.data import RESIZE_RULE, Split
-from gan_core.training.run_folder import METRICS, RunFolder
+from gan_core.training.run_folder import METRICS, NEIGHBOURS, RunFolder
 
 EVAL_NOISE_SEED = 20240612  # latent vectors of every evaluation (pictures use the run's own seed)
 FLOOR_SEED = 20240613  # the floor's class-balanced draw from the train split
@@ -96,6 +99,8 @@ class Reference:
             self.extractors[INCEPTION_SUFFIX] = inception_extractor(inception_weights, self.device)
         self.tags = {"data": split.name, "heldout_fingerprint": split.fingerprint()}
         self._heldout: dict[str, FeatureSet] = {}
+        # per training set (by content hash): its points in both spaces and the held-out digits' distances to them
+        self._trained_on: dict[str, tuple[dict, dict]] = {}
 
     @property
     def extractor_name(self) -> str:
@@ -114,10 +119,27 @@ class Reference:
                                                     {**self.tags, "set": "heldout"})
         return self._heldout[suffix]
 
-    def score(self, images: torch.Tensor, cache_tags: dict | None = None) -> dict:
+    def training_side(self, train: torch.Tensor) -> tuple[dict, dict]:
+        """(the training digits in both spaces, the held-out digits' distances to their nearest training digit), for
+        the memorization check: features from the disk cache like the held-out ones, distances computed once per
+        training set (a study's arms may train on different prefixes of the split: train_limit)."""
+        key = files.content_sha256(train)
+        if key not in self._trained_on:
+            tags = {**self.tags, "set": "train", "n": len(train), "train_sha256": key}
+            points = {memorization.FEATURES: cached_features(self.extractors[""], train, self.cache_dir, tags).features,
+                      memorization.PIXELS: train}
+            held = {memorization.FEATURES: self.heldout().features, memorization.PIXELS: self.split.heldout}
+            self._trained_on[key] = points, {s: memorization.nearest_distance(held[s], points[s], self.device)
+                                                 for s in points}
+        return self._trained_on[key]
+
+    def score(self, images: torch.Tensor, cache_tags: dict | None = None,
+              trained_on: torch.Tensor | None = None) -> dict:
         """Metrics of uint8 images [N, 1, 32, 32] against the held-out set, for every extractor.
 
-        ``cache_tags`` marks a fixed real image set (the floor's draw) whose features may be cached.
+        ``cache_tags`` marks a fixed real image set (the floor's draw) whose features may be cached. ``trained_on``:
+        the uint8 digits the generator trained on (gan_core.training.data.training_images); given, the memorization
+        check is added (its cost: the training digits' features once, then one nearest-neighbour pass per call).
         """
         check_n(len(images))
         out: dict = {"extractor": self.extractor_name, "n_generated": len(images),
@@ -130,10 +152,15 @@ class Reference:
             if suffix:
                 out[f"extractor{suffix}"] = ex.name
             out.update(compare(gen, self.heldout(suffix), suffix))
+            if trained_on is not None and not suffix:
+                points, d_heldout = self.training_side(trained_on)
+                generated = {memorization.FEATURES: gen.features, memorization.PIXELS: images}
+                out.update(memorization.memorization(generated, points, d_heldout, self.device))
         return out
 
     def floor(self, n: int | None = None) -> dict:
         """The same metrics for a class-balanced random draw of n train images (the best a generator can do)."""
+        # no memorization check: the floor's draw *is* training digits, so its copy statistic would say 1 by design
         n = check_n(n or default_n(self.split))
         draw = balanced_draw(self.split.train, self.split.train_labels, n)
         return {**self.score(draw, {"set": "floor", "n": n, "seed": FLOOR_SEED}), "floor_seed": FLOOR_SEED}
@@ -149,12 +176,20 @@ def generate_for_eval(generator: nn.Module, head: str, n: int, seed: int = EVAL_
     return sampling.generate(generator, check_n(n), head, seed=seed)
 
 
+def judge_generator(generator: nn.Module, head: str, reference: Reference, n: int | None = None, *,
+                    seed: int = EVAL_NOISE_SEED, trained_on: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    """(evaluate_generator's metrics, the n uint8 images they judged): for a caller that also draws pictures."""
+    images = generate_for_eval(generator, head, n or default_n(reference.split), seed)
+    return {**reference.score(images, trained_on=trained_on), "eval_noise_seed": seed}, images
+
+
 def evaluate_generator(generator: nn.Module, head: str, split: Split, n: int | None = None, *,
-                       seed: int = EVAL_NOISE_SEED, reference: Reference | None = None, **reference_kwargs) -> dict:
-    """Metrics of n generated samples (default: as many as held-out images) against the held-out set."""
+                       seed: int = EVAL_NOISE_SEED, reference: Reference | None = None,
+                       trained_on: torch.Tensor | None = None, **reference_kwargs) -> dict:
+    """Metrics of n generated samples (default: as many as held-out images) against the held-out set; with
+    ``trained_on`` (the digits it trained on), the memorization check too (Reference.score)."""
     ref = reference or Reference(split, **reference_kwargs)
-    images = generate_for_eval(generator, head, n or default_n(split), seed)
-    return {**ref.score(images), "eval_noise_seed": seed}
+    return judge_generator(generator, head, ref, n, seed=seed, trained_on=trained_on)[0]
 
 
 def floor(split: Split, n: int | None = None, **reference_kwargs) -> dict:
@@ -165,7 +200,8 @@ def floor(split: Split, n: int | None = None, **reference_kwargs) -> dict:
 def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: torch.device | str | None = "auto",
                  cache_dir: str | os.PathLike | None = None, inception: bool = False,
                  inception_weights: str | os.PathLike | None = None, with_floor: bool = True) -> dict:
-    """Evaluate a run folder's checkpoint; write ``metrics.json`` into it (atomically) and return its content."""
+    """Evaluate a run folder's checkpoint, the memorization check included (against the digits the run trained on);
+    write ``metrics.json`` and ``neighbours.png`` into it (atomically) and return the metrics."""
     from gan_core.training import data
     from gan_core.training.loop import load_run
 
@@ -177,11 +213,14 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
     t0 = time.perf_counter()
     ref = Reference(split, device=device, cache_dir=cache_dir, inception=inception,
                     inception_weights=inception_weights)
-    result = evaluate_generator(generator.to(ref.device), cfg.model.head, split, n, reference=ref)
+    trained_on = data.training_images(split, cfg.data)
+    result, images = judge_generator(generator.to(ref.device), cfg.model.head, ref, n, trained_on=trained_on)
     if with_floor:
         result["floor"] = ref.floor(n)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    RunFolder(run_dir).write_json(METRICS, result)
+    RunFolder(run_dir).write_json(METRICS, result)  # first: the result, then its picture (a full disk names it)
+    RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
+                                 nrow=memorization.NEIGHBOURS_SHOWN + 2)
     return result
 
 

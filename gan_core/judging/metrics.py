@@ -14,6 +14,13 @@ each digit; ``modes`` = how many of the 10 digits get a fair share, defined as a
 uniform share (>= 5% of the samples; a class-balanced real set scores 10, one repeated digit 1);
 ``mode_kl`` = KL(predicted shares || uniform) in nats, 0 for perfectly balanced, ln 10 = 2.30 for
 a single digit.
+
+Memorization (gan_core.judging.memorization; a trained generator's final evaluation only, against the digits it
+trained on): ``copy1k`` = P(d_generated < d_heldout), each digit's L2 distance to its nearest training digit in the
+judge's feature space, generated against held-out digits (the Mann-Whitney U over n_generated * n_heldout, ties
+half): 0.5 = generated digits are as close to the training digits as new real digits are, near 1 = copies, below
+0.5 = farther (blurry or underfit). ``copy1k_p`` is its one-sided p-value (generated distances smaller);
+``copy1k_pixels`` and ``copy1k_pixels_p`` the same in pixels. Both come from the MNIST judge and carry no suffix.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class MetricNames:
 
     The tag is the generated sample count (stylegan2-ada's ``fid50k``); the suffix names a non-default
     extractor (``fid1k_inception``). Classifier-based metrics (classifier score, mode coverage, digit
-    shares) come from the MNIST extractor's logits only and carry no suffix.
+    shares) come from the MNIST extractor's logits only and carry no suffix; so does the memorization check
+    (``copy1k``, ``copy1k_pixels`` and their ``_p`` values: the MNIST judge's features, and pixels).
     """
 
     tag: str
@@ -98,6 +106,22 @@ class MetricNames:
     @property
     def mode_kl(self) -> str:
         return f"mode_kl{self.tag}"
+
+    @property
+    def copy(self) -> str:
+        return f"copy{self.tag}"
+
+    @property
+    def copy_p(self) -> str:
+        return f"copy{self.tag}_p"
+
+    @property
+    def copy_pixels(self) -> str:
+        return f"copy{self.tag}_pixels"
+
+    @property
+    def copy_pixels_p(self) -> str:
+        return f"copy{self.tag}_pixels_p"
 
     def share(self, digit: int) -> str:
         return f"share{self.tag}_{digit}"

@@ -102,6 +102,8 @@ def score(samples, *, n: int | None = None, latent_dim: int | None = None, data_
         images, given = _given(samples)
         images = take(images, n, split, given["source"])
         ref = judge()
+    # No memorization check (copy1k): it needs the digits the generator trained on, and a user's generator's training
+    # set is unknown here; judged against digits it never saw, the statistic would mean nothing.
     result = {**ref.score(images), "input": {**given, "n_scored": len(images)}}
     if with_floor:
         result["floor"] = ref.floor(len(images))

@@ -7,6 +7,7 @@
     checkpoint.pt  models, optimizers, RNG state, counters and the config (atomic)
     summary.json   the run's outcome: finished or diverged, with its budget units
     metrics.json   final metrics, written by evaluation (gan_core.judging), not by training
+    neighbours.png generated digits beside their nearest training digits (the memorization check), by evaluation
     .lock          the pid of the process training into the folder, flock-ed while it runs
 
 ``RunFolder(None)`` is the folder of a run that keeps nothing: every write is a no-op and every read
@@ -36,6 +37,7 @@ SAMPLES = "samples.png"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
+NEIGHBOURS = "neighbours.png"
 LOCK = ".lock"
 LOGS = (STATS, EVALS)  # appended during training; cut back to the checkpoint on resume
 
@@ -231,12 +233,16 @@ class RunFolder:
 
     def save_samples(self, images: torch.Tensor, nrow: int = 8) -> None:
         """uint8 images [N, 1, H, W] as one PNG grid."""
+        self.save_grid(SAMPLES, images, nrow)
+
+    def save_grid(self, name: str, images: torch.Tensor, nrow: int) -> None:
+        """uint8 images [N, 1, H, W] as one PNG grid of ``nrow`` images a row (samples.png, neighbours.png)."""
         if self.path is None:
             return
         import torchvision
 
         grid = images.float() / 255.0
-        files.atomic_write(self.path / SAMPLES,
+        files.atomic_write(self.path / name,
                            lambda p: torchvision.utils.save_image(grid, p, nrow=nrow, format="png"))
 
     # ---- reading ----------------------------------------------------------------------------------
