@@ -185,7 +185,7 @@ def test_verdicts_follow_the_data(fx, page):
     assert list(costs)[:3] == ["reused noise", "Adadelta lr=1e-3", "9 blocks"]  # costliest first
     guesses = {li.attrs["data-guess"]: li.text() for li in sec.find("ol", class_="guesses").find_all("li")}
     assert list(guesses) == ["structure", "settings", "data"]  # the blog's order
-    assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks): Restoring “9 blocks”")
+    assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks) : Restoring “9 blocks”")
     assert "it clearly costs" in guesses["structure"]
     assert "depth-seed-smoke" in guesses["structure"]  # the depth study is on the page: linked
     assert "Restoring “900 images”" in guesses["data"] and "does not clearly cost" in guesses["data"]
@@ -234,7 +234,7 @@ def test_numbers_on_the_page_equal_the_storage(fx, page):
 
 def test_the_memorization_table_equals_the_storage_and_flags_only_the_copier(fx, page):
     _, _, dom = page
-    for kind in ("step_ratio", "seed_quirks"):
+    for kind in ("step_ratio", "blog_quirks"):
         study, trials = storage_trials(fx, kind)
         tag = study.user_attrs["objective"].removeprefix("fid")
         section = dom.find("section", id=sections.study_anchor(fx.studies[kind]))
