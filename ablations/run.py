@@ -90,7 +90,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     from ablations import budgets
     from ablations.studies import REGISTRY, RENAMED
     from gan_core import devices, files
-    from gan_core.training.config import override, preset
 
     if not args.study:
         raise UserError(f"--study is required; choose one of: {', '.join(REGISTRY)} (or --list)")
@@ -104,19 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     study_base = REGISTRY[args.study].base(budget.name)
     base_name = args.base or study_base.preset
     own_base = base_name == study_base.preset  # its batch and its reason belong to the study's own base only
-    # on CUDA each worker's trials record its own GPU (the config of worker 0 here); the CPU's is as given
-    changes = {"device.device": gpus[0] if gpus else args.device, "model.shrink": study_base.shrink}
-    if study_base.batch_size is not None and own_base:
-        changes["schedule.batch_size"] = study_base.batch_size
-    if args.data:
-        changes["data.source"] = args.data
-    if args.data_root:
-        changes["data.root"] = args.data_root
-    if args.arch:
-        changes["model.arch"] = args.arch
-    base = override(preset(base_name), changes)
-    if args.arch:
-        base = plugged_base(base, REGISTRY[args.study])
+    base = base_config(args, base_name, study_base, own_base, gpus)
     seeds = budget.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1, got {seeds}")
@@ -137,6 +124,28 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     args.runs, workers, seeds if pack_seeds else 1,
                     tuple(gpus[k % len(gpus)] for k in range(workers)) if gpus else (),
                     os.path.abspath(args.artifacts) if args.artifacts else None)
+
+
+def base_config(args: argparse.Namespace, base_name: str, study_base, own_base: bool, gpus: list[str]) -> RunConfig:
+    """The config every arm starts from: the preset with the budget's shrink, the study's batch (its own base
+    only), and the data and builder asked for."""
+    from ablations.studies import REGISTRY
+    from gan_core.training.config import override, preset
+
+    # on CUDA each worker's trials record its own GPU (the config of worker 0 here); the CPU's is as given
+    changes = {"device.device": gpus[0] if gpus else args.device, "model.shrink": study_base.shrink}
+    if study_base.batch_size is not None and own_base:
+        changes["schedule.batch_size"] = study_base.batch_size
+    if args.data:
+        changes["data.source"] = args.data
+    if args.data_root:
+        changes["data.root"] = args.data_root
+    if args.arch:
+        changes["model.arch"] = args.arch
+    base = override(preset(base_name), changes)
+    if args.arch:
+        base = plugged_base(base, REGISTRY[args.study])
+    return base
 
 
 def study_name(args: argparse.Namespace, base_name: str, budget: str) -> str:
@@ -261,15 +270,8 @@ def _main(argv: list[str] | None) -> int:
     from ablations.studies import REGISTRY
 
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
-    size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
     shrink = settings.base.model.shrink
-    arch = settings.base.model.arch
-    plan = (f"{spec.name}: {size}, base {settings.base_name}"
-            + (f" built by --arch {arch} (study {settings.study_name})" if ":" in arch else "")
-            + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
-            + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
-            + f", budget {budget.name} ({budget.note})"
-            + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
+    plan = plan_text(settings, spec, budget)
     if args.dry_run:
         print(plan)
         return 0
@@ -299,6 +301,19 @@ def _main(argv: list[str] | None) -> int:
     if not args.no_report:
         print(build_report(settings, args.report))
     return 0
+
+
+def plan_text(settings: Settings, spec, budget) -> str:
+    """What the command will run: printed by --dry-run, and first by a run."""
+    size = f"{len(spec.arms)} arms x {settings.seeds} seeds" if spec.is_grid else f"{budget.joint_trials} trials"
+    shrink = settings.base.model.shrink
+    arch = settings.base.model.arch
+    return (f"{spec.name}: {size}, base {settings.base_name}"
+            + (f" built by --arch {arch} (study {settings.study_name})" if ":" in arch else "")
+            + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
+            + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
+            + f", budget {budget.name} ({budget.note})"
+            + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
 
 
 def prepare_study(settings: Settings, ctx, study) -> int:

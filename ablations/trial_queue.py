@@ -53,19 +53,11 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
     one host share (run_workers), held while a worker asks for a pass's trials (see asking).
     """
     import optuna
-    import torch
     from optuna.trial import TrialState
 
     from ablations.trial import objective
-    from gan_core import devices
 
-    if threads:
-        torch.set_num_threads(threads)
-    devices.pin(settings.base.device.device)  # a library's bare 'cuda' (torch-fidelity's) is this worker's GPU
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # work_pass asks for trials itself and keeps their heartbeats as study.optimize does; Optuna warns at every ask
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    _set_up_worker(settings, threads)
     study = study or open_study(settings)
     ctx = ctx or make_context(settings)
     poll = max(0.5, settings.heartbeat / 2)
@@ -100,6 +92,22 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
             # one that finishes second cannot record it again. The trial is done: go on.
             if "Cannot tell a" not in str(e):
                 raise
+
+
+def _set_up_worker(settings: Settings, threads: int | None) -> None:
+    """This process as a worker: its threads, its GPU, and Optuna's logs and warnings quiet."""
+    import optuna
+    import torch
+
+    from gan_core import devices
+
+    if threads:
+        torch.set_num_threads(threads)
+    devices.pin(settings.base.device.device)  # a library's bare 'cuda' (torch-fidelity's) is this worker's GPU
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # work_pass asks for trials itself and keeps their heartbeats as study.optimize does; Optuna warns at every ask
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def work_pass(study, ctx, n: int, asks=None) -> None:
