@@ -298,7 +298,7 @@ def _train_group(ctx: Context, group: list[Planned], done: Callable[[optuna.Tria
 def _interrupts_recorded(trials: list[optuna.Trial]):
     try:
         yield
-    except KeyboardInterrupt as e:  # Ctrl-C, or ablations.run's Stopped (SIGINT or SIGTERM)
+    except KeyboardInterrupt as e:  # Ctrl-C, or ablations.workers' Stopped (SIGINT or SIGTERM)
         name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
         for trial in trials:
             _fail(trial, "interrupted", f"stopped by {name}; rerun the command to resume it")

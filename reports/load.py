@@ -23,7 +23,7 @@ from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training.run_folder import EVALS, METRICS, NEIGHBOURS, SAMPLES, RunFolder
 from reports import artifacts as artifact_store
 
-# ---- what ablations.run writes into a study (ablations/run.py) and its trials (ablations/trial.py) ---------------
+# ---- what ablations.run writes into a study (ablations/run.py, settings.py) and its trials (ablations/trial.py) ----
 # Each user attr with the JSON type it must have, checked by ``checked_attrs`` wherever a study is read (here, and
 # by ablations.run before it adds to a study), so that a study edited by hand or written by another program is named
 # in one line instead of failing deep inside the report. A kind is a type (or a tuple of them), a dict (an object

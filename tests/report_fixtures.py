@@ -2,7 +2,7 @@
 
 Running the real studies even at the smoke budget takes minutes on 2 cores, so the report tests
 use trials written straight into an Optuna storage with ``study.add_trial``: the same study and
-trial user attrs as ablations/run.py and ablations/trial.py write, parameters drawn from the real
+trial user attrs as ablations/run.py, settings.py and trial.py write, parameters drawn from the real
 search spaces (ablations.studies), metric names from gan_core.judging.metrics.count_tag, and run folders
 with config.json, stats.jsonl, evals.jsonl, metrics.json and samples.png. test_reports checks that
 the metric keys here are the ones gan_core.judging.metrics.compare produces, so the two cannot drift apart.

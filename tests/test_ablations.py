@@ -15,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from ablations import run
+from ablations import run, trial_queue, workers
 from ablations.studies import REGISTRY
 from gan_core import devices
 from gan_core.training.config import RunConfig, override
@@ -293,6 +293,8 @@ def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch)
 def test_the_progress_bar_counts_finished_trials_in_full_and_running_ones_by_their_stats(tmp_path):
     from optuna.trial import create_trial
 
+    from ablations.progress import StudyProgress
+
     study = optuna.create_study(study_name="p", storage=f"sqlite:///{tmp_path}/p.db")
     study.add_trial(create_trial(value=1.0, user_attrs={"arm": "1:1", "seed": 0}))
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"arm": "1:5", "seed": 0, "fail_kind": "diverged"}))
@@ -304,7 +306,7 @@ def test_the_progress_bar_counts_finished_trials_in_full_and_running_ones_by_the
                                          '{"g_step": 40, "g_images_per_s": 123}\n')
     for key, value in {"arm": "5:1", "seed": 1, "run_dir": str(run_dir)}.items():
         running.set_user_attr(key, value)
-    progress = run.StudyProgress(study, planned=4, g_steps=100, enabled=True)
+    progress = StudyProgress(study, planned=4, g_steps=100, enabled=True)
     progress.poll()
     assert progress.bar.n == 240  # two finished trials in full, the running one at its last logged G step
     assert progress.bar.desc.startswith("2/4 trials") and "5:1 seed 1 40/100 (123 img/s)" in progress.bar.postfix
@@ -508,12 +510,12 @@ def test_packing_is_on_for_a_grid_study_on_cuda_and_off_on_the_cpu(tmp_path, mon
 def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_path, monkeypatch):
     settings = partial(settings_of, tmp_path, "--device", "auto")
     cpu = settings()
-    assert cpu.devices == () and cpu.base.device.device == "auto" and cpu.workers == run.default_workers(
+    assert cpu.devices == () and cpu.base.device.device == "auto" and cpu.workers == workers.default_workers(
         torch.device("cpu"), 0)  # the CPU: as before
     fake_gpus(monkeypatch, 2)
     s = settings("--seeds", "3")
     assert (s.workers, s.devices, s.pack) == (2, ("cuda:0", "cuda:1"), 3)
-    assert [w.base.device.device for w in run.worker_settings(s)] == ["cuda:0", "cuda:1"]
+    assert [w.base.device.device for w in workers.worker_settings(s)] == ["cuda:0", "cuda:1"]
     assert settings("--workers", "3").devices == ("cuda:0", "cuda:1", "cuda:0")  # --workers: round-robin
     assert settings("--device", "cuda:1").devices == ("cuda:1",)
     assert settings("--device", "cuda:1,cuda:0", "--workers", "1").devices == ("cuda:1",)
@@ -531,9 +533,9 @@ def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_pat
 
         start = join = lambda self: None
 
-    monkeypatch.setattr(run.multiprocessing, "get_context",
+    monkeypatch.setattr(workers.multiprocessing, "get_context",
                         lambda method: SimpleNamespace(Process=Process, Lock=threading.Lock))
-    assert run.run_workers(s, None, None) == []
+    assert workers.run_workers(s, None, None) == []
     assert [(w.base.device.device, w.devices) for w, _threads, _asks in started] == [("cuda:0", ("cuda:0",)),
                                                                                     ("cuda:1", ("cuda:1",))]
     assert started[0][2] is started[1][2]  # one ask lock for the host's workers
@@ -545,7 +547,7 @@ def test_cuda_starts_one_worker_per_visible_gpu_each_with_its_own_device(tmp_pat
 
     monkeypatch.setattr(devices, "pin", pin)
     with pytest.raises(KeyboardInterrupt):
-        run.work(started[1][0])
+        trial_queue.work(started[1][0])
     assert pinned == ["cuda:1"]
 
 
@@ -580,13 +582,14 @@ def test_a_stop_signal_waits_until_the_worker_is_out_of_the_storages_code():
          namespace)
     previous = signal.getsignal(signal.SIGALRM)
     try:
-        stop = lambda: run._stop_outside_storage(signal.SIGTERM, sys._getframe(1))  # noqa: E731 (the caller's frame)
+        stop = lambda: workers._stop_outside_storage(  # noqa: E731 (the caller's frame)
+            signal.SIGTERM, sys._getframe(1))
         assert namespace["query"](stop) == "finished"  # not raised inside the storage's code
-        with pytest.raises(run.Stopped) as e:  # but as soon as the worker is out of it
+        with pytest.raises(workers.Stopped) as e:  # but as soon as the worker is out of it
             time.sleep(2)
         assert e.value.signum == signal.SIGTERM
-        with pytest.raises(run.Stopped):  # outside the storage: at once
-            run._stop_outside_storage(signal.SIGTERM, sys._getframe())
+        with pytest.raises(workers.Stopped):  # outside the storage: at once
+            workers._stop_outside_storage(signal.SIGTERM, sys._getframe())
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

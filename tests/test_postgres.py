@@ -69,8 +69,10 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
 
     import torch
 
-    from ablations import run
+    from ablations import run, trial_queue
     from ablations import trial as trial_module
+    from ablations.settings import make_context, open_study
+    from ablations.workers import worker_settings
     from gan_core import devices
     from reports import load, sections
     from tests.test_ablations import fake_gpus, pair_study
@@ -94,16 +96,16 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(trial_module, "train_seeds", train_seeds)
-    workers = run.worker_settings(settings)
-    contexts = [run.make_context(w) for w in workers]
-    study = run.open_study(settings)
+    workers = worker_settings(settings)
+    contexts = [make_context(w) for w in workers]
+    study = open_study(settings)
     assert run.prepare_study(settings, contexts[0], study) == 4
     run.share_artifacts(study, settings)
     errors, asks = [], threading.Lock()
 
     def work(k):
         try:
-            run.work(workers[k], threads=1, ctx=contexts[k], asks=asks)  # one thread each, as spawned workers
+            trial_queue.work(workers[k], threads=1, ctx=contexts[k], asks=asks)  # one thread each, as spawned workers
         except BaseException as e:  # noqa: BLE001 - reported by the test below
             errors.append(e)
 

@@ -1,0 +1,203 @@
+"""The trial queue: grid studies queue every arm x seed once (enqueue_missing), and workers pop queued trials
+(or ask new ones, for a searched study) until none is left (work), one trial at a time or an arm's seeds in one
+pass (work_pass). A trial is known by its (arm, seed) key (trial_key)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from functools import partial
+
+from ablations.settings import Settings, make_context, open_study
+
+
+def trial_key(t) -> tuple | None:
+    """(arm, seed) of a grid trial: set as user attrs when queued, copied by Optuna into retries."""
+    a = t.user_attrs
+    return (a["arm"], a["seed"]) if "arm" in a and "seed" in a else None
+
+
+def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
+    """Queue every arm x seed that is neither done, running, queued nor finally failed. Returns how many.
+
+    Seed by seed, so that every arm has a result early; arm by arm (``by_arm``) when the seeds of an arm train
+    in one pass, so that a worker's next asks are one arm's seeds."""
+    from optuna.trial import TrialState
+
+    from ablations.trial import FINAL_FAILURES
+
+    taken = set()
+    for t in study.get_trials(deepcopy=False):
+        key = trial_key(t)
+        if key is None or t.user_attrs.get("spare") or t.user_attrs.get("duplicate"):
+            continue
+        if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
+            taken.add(key)
+    queued = 0
+    pairs = [(arm, seed) for seed in range(seeds) for arm in spec.arms]
+    if by_arm:
+        pairs.sort(key=lambda pair: spec.arms.index(pair[0]))  # stable: each arm's seeds stay in order
+    for arm, seed in pairs:
+        if (arm.label, seed) not in taken:
+            study.enqueue_trial({"arm": arm.label, "seed": seed}, user_attrs={"arm": arm.label, "seed": seed})
+            queued += 1
+    return queued
+
+
+def work(settings: Settings, threads: int | None = None, ctx=None, study=None, asks=None) -> None:
+    """A worker: run queued trials (grid) or new ones (searched) until the study is done.
+
+    ``ctx`` and ``study`` are passed in-process; a worker process builds its own. ``asks``: a lock the workers of
+    one host share (run_workers), held while a worker asks for a pass's trials (see asking).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from ablations.trial import objective
+
+    _set_up_worker(settings, threads)
+    study = study or open_study(settings)
+    ctx = ctx or make_context(settings)
+    poll = max(0.5, settings.heartbeat / 2)
+    # How long an idle worker waits for running trials: long enough for a dead worker's trial to go
+    # stale (3 heartbeats) and be queued again. Live trials of other workers are theirs to finish.
+    patience = 3 * settings.heartbeat + 2 * poll
+    idle_since = None
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then queued again
+        trials = study.get_trials(deepcopy=False)
+        if ctx.study.is_grid:
+            if not any(t.state == TrialState.WAITING for t in trials):
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                idle_since = idle_since or time.monotonic()
+                if running and time.monotonic() - idle_since < patience:
+                    time.sleep(poll)
+                    continue
+                if running:
+                    print(f"{running} trial(s) still running in other workers; this worker is done", flush=True)
+                return
+            idle_since = None
+        elif sum(t.state != TrialState.WAITING for t in trials) >= ctx.budget.joint_trials:  # running ones count
+            return
+        try:
+            if settings.pack > 1:
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                work_pass(study, ctx, min(settings.pack, waiting), asks)
+            else:
+                study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[print_trial])
+        except ValueError as e:
+            # On SQLite two workers can pop the same queued trial (the pop is not atomic there); the
+            # one that finishes second cannot record it again. The trial is done: go on.
+            if "Cannot tell a" not in str(e):
+                raise
+
+
+def _set_up_worker(settings: Settings, threads: int | None) -> None:
+    """This process as a worker: its threads, its GPU, and Optuna's logs and warnings quiet."""
+    import optuna
+    import torch
+
+    from gan_core import devices
+
+    if threads:
+        torch.set_num_threads(threads)
+    devices.pin(settings.base.device.device)  # a library's bare 'cuda' (torch-fidelity's) is this worker's GPU
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # work_pass asks for trials itself and keeps their heartbeats as study.optimize does; Optuna warns at every ask
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def work_pass(study, ctx, n: int, asks=None) -> None:
+    """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
+    told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
+    at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ablations.trial import run_pass
+
+    trials, beats, told = [], {}, set()
+
+    def tell(trial, outcome) -> None:
+        beats.pop(trial.number).join()  # as optimize: the heartbeat stops before the trial is told
+        told.add(trial.number)
+        if isinstance(outcome, optuna.TrialPruned):
+            state = {"state": TrialState.PRUNED}
+        elif outcome is None or isinstance(outcome, BaseException):
+            state = {"state": TrialState.FAIL}
+        else:
+            state = {"values": outcome}
+        try:
+            print_trial(study, study.tell(trial, **state))
+        except ValueError as e:  # SQLite's double pop, as in work(): the other worker told it
+            if "Cannot tell a" not in str(e):
+                raise
+
+    try:
+        with asking(asks):
+            for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
+                trial = study.ask()
+                trials.append(trial)
+                beats[trial.number] = heartbeat_thread(study, trial)
+                beats[trial.number].start()
+        by_arm: dict = {}
+        for trial in trials:
+            by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
+        for group in by_arm.values():
+            run_pass(ctx, group, tell)
+    finally:
+        errors = []
+        for trial in trials:
+            if trial.number not in told:
+                try:
+                    tell(trial, None)
+                except Exception as e:  # the others must still be told; the first error is raised below
+                    errors.append(e)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
+
+
+def heartbeat_thread(study, trial):
+    """The trial's heartbeat thread, to .start() and .join(): Optuna's own, the one study.optimize keeps for its
+    trial, so that a worker killed mid-pass leaves trials that go stale and are retried.
+
+    Optuna's private API, on purpose and only here: Optuna 5.0 has no public way to keep a heartbeat for a trial
+    asked outside study.optimize (study.ask warns "Heartbeat of storage is supposed to be used with
+    Study.optimize"), and study.optimize cannot run a pass: it trains its trials one at a time, or in threads of
+    their own, where a stop signal (Python runs handlers in the main thread) would not interrupt the training."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+ASK_LOCK_S = 30.0
+
+
+@contextmanager
+def asking(lock):
+    """Hold the host's ask lock while asking for a pass's trials: queued trials come arm by arm, and workers that
+    ask at the same moment (every GPU's, as a study starts) would otherwise interleave their asks and each get
+    one seed of every arm, packing nothing (seen: two workers, two arms, four passes of one seed). Workers on
+    other hosts can still interleave with these: their passes are then smaller, never wrong. Asks take
+    milliseconds: a lock held longer than ASK_LOCK_S is a dead worker's (kill -9), and is passed over."""
+    held = lock is not None and lock.acquire(timeout=ASK_LOCK_S)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
+
+
+def print_trial(study, trial) -> None:
+    attrs = trial.user_attrs
+    if attrs.get("spare") or attrs.get("duplicate"):
+        return
+    what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {attrs.get('seed', '?')}"
+    if trial.state.name == "COMPLETE":
+        wall = attrs.get("budget", {}).get("wall_s", 0)
+        print(f"{what}: {trial.value:.2f} ({wall:.0f} s training)", flush=True)
+    else:
+        print(f"{what}: {trial.state.name.lower()} ({attrs.get('fail_reason', 'see the trial')})", flush=True)
