@@ -351,10 +351,10 @@ def choices_answer(study: StudyData, fid_groups: dict, learned: dict[str, stats.
     blog = study.baseline
     whole = stats.compare(fid_groups[blog], fid_groups[reference], names=(blog, reference)) \
         if blog in fid_groups and reference in fid_groups else None
-    return {"verdict": verdict, "blog_vs_reference": whole, "rows": rows, "guesses": guesses, "reference": reference, "heading": a.get("heading"),
-            "unguessed": unguessed, "unguessed_text": "; ".join(
-                f"\u201c{r['choice']}\u201d {stats.ratio_text(r['cmp'].ratio)}"
-                f"{' (costs)' if r['costs'] else ''}" for r in unguessed)}
+    unguessed_text = "; ".join(f"\u201c{r['choice']}\u201d {stats.ratio_text(r['cmp'].ratio)}"
+                               f"{' (costs)' if r['costs'] else ''}" for r in unguessed)
+    return {"verdict": verdict, "blog_vs_reference": whole, "rows": rows, "guesses": guesses, "reference": reference,
+            "heading": a.get("heading"), "unguessed": unguessed, "unguessed_text": unguessed_text}
 
 
 def _cost_sentence(row: dict, reference: str, metric: str) -> str:
