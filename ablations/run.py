@@ -102,6 +102,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     budget = budgets.resolve(args.budget, cuda=device.type == "cuda")
     study_base = REGISTRY[args.study].base(budget.name)
     base_name = args.base or study_base.preset
+    if REGISTRY[args.study].restores and base_name != study_base.preset:
+        raise UserError(f"{args.study} restores the blog's own choices into its preset {study_base.preset!r}; "
+                        f"another base ({base_name!r}) would restore that base's settings instead: drop --base")
     own_base = base_name == study_base.preset  # its batch and its reason belong to the study's own base only
     base = base_config(args, base_name, study_base, own_base, gpus)
     seeds = budget.seeds if args.seeds is None else args.seeds

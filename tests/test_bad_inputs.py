@@ -160,6 +160,8 @@ ROWS = [
     # ---- ablations
     ("A", ["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, blog_quirks"),
     ("A", ["--study", "seed_quirks"], "study 'seed_quirks' is now 'blog_quirks': run --study blog_quirks"),
+    ("A", ["--study", "blog_quirks", "--base", "dcgan"], "blog_quirks restores the blog's own choices into its "
+                                                         "preset 'seed'; another base ('dcgan') would restore"),
     ("A", ["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
     ("A", ["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
     ("A", ["--study", "joint", "--pack-seeds"], "--pack-seeds needs a grid study; joint is searched"),
