@@ -27,13 +27,13 @@ from gan_core.training import data
 from gan_core.training.config import RunConfig, override, preset
 from gan_core.training.loop import count_flops
 
-# name -> (preset, overrides). "blog" is preset("seed"): the blog's model, 3 channels, batch 100, 1:5.
+# name -> (preset, overrides). "blog" is preset("blog"): the blog's model, 3 channels, batch 100, 1:5.
 MODELS: dict[str, tuple[str, dict]] = {
-    "blog-3ch-b100": ("seed", {}),
-    "blog-1ch-b100": ("seed", {"model.channels": 1}),
-    "blog-3ch-b400": ("seed", {"schedule.batch_size": 400}),
-    "seed-d9-w0.25-b100": ("seed", {"model.width": 0.25}),
-    "seed-d5-w0.125-b100": ("seed", {"model.depth": 5, "model.width": 0.125}),
+    "blog-3ch-b100": ("blog", {}),
+    "blog-1ch-b100": ("blog", {"model.channels": 1}),
+    "blog-3ch-b400": ("blog", {"schedule.batch_size": 400}),
+    "seed-d9-w0.25-b100": ("blog", {"model.width": 0.25}),
+    "seed-d5-w0.125-b100": ("blog", {"model.depth": 5, "model.width": 0.125}),
     "dcgan-b64": ("dcgan", {}),  # the DCGAN-style member: depth 4, width 0.25, Adam, 1:1
     "dcgan-b256": ("dcgan", {"schedule.batch_size": 256}),
     "dcgan-b1024": ("dcgan", {"schedule.batch_size": 1024}),
@@ -228,8 +228,8 @@ def test_train_iteration(benchmark, case: Case, split, image_folder, comparisons
 # ---- K seeds in one pass (GanSteps with K seeds): is packing worth it on this device?
 
 PACKED_MODELS: dict[str, tuple[str, dict]] = {
-    "blog-w0.125-b100": ("seed", {"model.width": 0.125}),
-    "blog-w0.25-b100": ("seed", {"model.width": 0.25}),
+    "blog-w0.125-b100": ("blog", {"model.width": 0.125}),
+    "blog-w0.25-b100": ("blog", {"model.width": 0.25}),
     "blog-3ch-b100": MODELS["blog-3ch-b100"],
     "dcgan-b64": MODELS["dcgan-b64"],  # the standard budget's base (step_ratio, optimizer, ...)
     "dcgan-cpu-b32": ("dcgan-cpu", {}),  # the quick budget's base on the CPU

@@ -65,7 +65,7 @@ FLAGS = {
 
 def parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog=PROG, description="Train one GAN and write a run folder.")
-    p.add_argument("--preset", default="default", help=f"starting point: {', '.join(PRESETS)} (seed = the blog)")
+    p.add_argument("--preset", default="default", help=f"starting point: {', '.join(PRESETS)} (blog = the blog)")
     p.add_argument("--out", help="run folder (default: runs/train/<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--seeds", help="train several seeds in one pass, e.g. 0,1,2: one run folder each, "

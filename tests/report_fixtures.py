@@ -111,11 +111,11 @@ def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eva
     shrink = REGISTRY[kind].base(budget_name).shrink
     objective = f"fid{count_tag(eval_n)}"
     floor_rng = np.random.default_rng(1)
-    for key, value in {"study": kind, "base": "seed", "budget": budget, "objective": objective, "data": "embedded",
+    for key, value in {"study": kind, "base": "blog", "budget": budget, "objective": objective, "data": "embedded",
                        "split": SPLIT, "extractor": EXTRACTOR, "seeds": seeds,
                        "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613},
                        **REGISTRY[kind].description(), "catalogue": catalogue(), "shrink": shrink,
-                       "base_arm": base_arm(REGISTRY[kind], preset("seed")) if REGISTRY[kind].is_grid else None,
+                       "base_arm": base_arm(REGISTRY[kind], preset("blog")) if REGISTRY[kind].is_grid else None,
                        "base_why": ""}.items():
         study.set_user_attr(key, value)
     return study
@@ -163,11 +163,11 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
     spec = REGISTRY[kind]
     b = BUDGETS[budget_name]
     eval_n = b.eval_n or SPLIT[1]
-    name = f"{kind}-seed-{budget_name}"
+    name = f"{kind}-blog-{budget_name}"
     fx.studies[kind] = name
     study = _study(fx.storage, name, kind, budget_name, seeds, eval_n)
     rng = np.random.default_rng(len(name))
-    base = preset("seed")
+    base = preset("blog")
     failures = failures or {}
     for seed in range(seeds):
         for arm in spec.arms:
@@ -215,7 +215,7 @@ def joint_distributions() -> dict:
 def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
     b = BUDGETS["quick"]
     eval_n = SPLIT[1]
-    name = "joint-seed-quick"
+    name = "joint-blog-quick"
     fx.studies["joint"] = name
     study = _study(fx.storage, name, "joint", "quick", 1, eval_n)
     dists = joint_distributions()
@@ -228,7 +228,7 @@ def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
             else:
                 params[p] = int(rng.integers(d.low, d.high + 1))
         fid = 40.0 + 10 * params["depth"] + (15 if params["reuse_noise"] else 0) + float(rng.normal(0, 2))
-        attrs = {"arm": f"trial {number}", "provenance": PROVENANCE, "config": preset("seed").to_dict()}
+        attrs = {"arm": f"trial {number}", "provenance": PROVENANCE, "config": preset("blog").to_dict()}
         if number < complete:
             final = metrics(eval_n, fid, fid / 15, rng)
             wall = float(rng.uniform(20, 40))

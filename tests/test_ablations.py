@@ -364,8 +364,8 @@ def test_a_finished_study_opens_in_optuna_dashboard(tmp_path):
     ("step_ratio", "dcgan-cpu", 1.0, 32),
     ("depth", "dcgan-cpu", 0.5, 32),  # its deep arms cost up to 3.6x a step: half the channels keep 20 minutes
     ("width", "dcgan-cpu", 0.25, 32),
-    ("blog_quirks", "seed", 1 / 16, 32),  # the blog's model, its batch cut from 100 for the CPU
-    ("joint", "seed", 1 / 16, 100),  # the blog's batch: blog_quirks' cut is its own
+    ("blog_quirks", "blog", 1 / 16, 32),  # the blog's model, its batch cut from 100 for the CPU
+    ("joint", "blog", 1 / 16, 100),  # the blog's batch: blog_quirks' cut is its own
 ])
 def test_each_study_has_its_own_base_at_quick_and_says_it(capsys, study, preset, shrink, batch):
     assert run.main(["--study", study, "--budget", "quick", "--device", "cpu", "--dry-run"]) == 0

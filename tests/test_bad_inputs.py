@@ -59,7 +59,7 @@ CLIS = {  # main, program name, arguments every row of that CLI starts with
 
 ROWS = [
     # ---- train
-    ("T", ["--arch", "resnet"], "arch 'resnet' is not valid; choose one of: seed, dcgan, or module:function"),
+    ("T", ["--arch", "resnet"], "arch 'resnet' is not valid; choose one of: blog, dcgan, or module:function"),
     ("T", ["--arch", "nosuchmodule_xyz:build"], "--arch nosuchmodule_xyz:build: cannot import nosuchmodule_xyz"),
     ("T", ["--arch", f"{MLP}:wrong_size"], "the generator maps noise [2, 100] to [2, 1, 28, 28]; it must give "
                                            "[2, 1, 32, 32]"),
@@ -82,7 +82,9 @@ ROWS = [
      "data order blog_epochs needs at least one full batch: the train set has 50 images, the batch size is 64"),
     ("T", ["--steps", "-5"], "steps must be an integer >= 1, got -5"),
     ("T", ["--depth", "12"], "depth must be an integer from 4 to 9"),
-    ("T", ["--preset", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan, dcgan-cpu"),
+    ("T", ["--preset", "nope"], "unknown preset 'nope'; choose one of: default, blog, dcgan, dcgan-cpu"),
+    ("T", ["--preset", "seed"], "preset 'seed' is now 'blog': use --preset blog (or --base blog)"),
+    ("T", ["--arch", "seed"], "arch 'seed' is now 'blog'"),
     ("T", ["--batch-size", "1000000000"], "batch size 1,000,000,000 needs about"),
     ("T", ["--train-limit", "zero"], "--train-limit must be a positive integer or 'all'"),
     ("T", ["--train-limit", "100000"], "train limit 100,000 is more than the 4,000 training images"),
@@ -161,8 +163,9 @@ ROWS = [
     ("A", ["--study", "nope"], "unknown study 'nope'; choose one of: step_ratio, optimizer, depth, width, blog_quirks"),
     ("A", ["--study", "seed_quirks"], "study 'seed_quirks' is now 'blog_quirks': run --study blog_quirks"),
     ("A", ["--study", "blog_quirks", "--base", "dcgan"], "blog_quirks restores the blog's own choices into its "
-                                                         "preset 'seed'; another base ('dcgan') would restore"),
-    ("A", ["--study", "depth", "--base", "blog"], "unknown preset 'blog'; choose one of: default, seed, dcgan"),
+                                                         "preset 'blog'; another base ('dcgan') would restore"),
+    ("A", ["--study", "depth", "--base", "nope"], "unknown preset 'nope'; choose one of: default, blog, dcgan"),
+    ("A", ["--study", "depth", "--base", "seed"], "preset 'seed' is now 'blog': use --preset blog (or --base blog)"),
     ("A", ["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
     ("A", ["--study", "joint", "--pack-seeds"], "--pack-seeds needs a grid study; joint is searched"),
     ("A", ["--study", "depth", "--seeds", "0"], "--seeds must be an integer >= 1, got 0"),

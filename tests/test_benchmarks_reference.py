@@ -31,7 +31,7 @@ TRAIN_IMAGES = 24  # 3 batches of 8: the loops run over several epochs within IT
 # Both data paths of the blog loop: RGB copies with the blog's [0, 1] head, and grey with Tanh's [-1, 1].
 MODELS = {
     "dcgan-1ch-tanh": {},
-    "seed-3ch-bn_sigmoid": {"model.arch": "seed", "model.depth": 4, "model.channels": 3, "model.head": "bn_sigmoid",
+    "seed-3ch-bn_sigmoid": {"model.arch": "blog", "model.depth": 4, "model.channels": 3, "model.head": "bn_sigmoid",
                             "schedule.loss": "bce"},
 }
 

@@ -72,7 +72,7 @@ def test_the_blog_preset_runs_the_blogs_loop_step_by_step_packed_and_resumed_mid
 
     trained_steps(monkeypatch, record)
     # the blog's preset, small: its order depends on none of the model's settings
-    cfg = override(preset("seed"), {"model.depth": 4, "model.shrink": 1 / 96, "schedule.batch_size": BATCH,
+    cfg = override(preset("blog"), {"model.depth": 4, "model.shrink": 1 / 96, "schedule.batch_size": BATCH,
                                     "data.train_limit": N, "device.device": "cpu", "log_every": 4,
                                     "checkpoint_every": 0})
     out = [tmp_path / "seed0", tmp_path / "seed1"]
@@ -96,7 +96,7 @@ def test_a_divergence_in_the_blogs_order_names_the_blogs_steps(tick, bad_d, bad_
         d_vals[bad_d] = float("nan")
     if bad_g is not None:
         g_vals[bad_g] = float("nan")
-    at_tick = loop.Progress(preset("seed"), 0.0, 0.0, "cpu", *tick)
+    at_tick = loop.Progress(preset("blog"), 0.0, 0.0, "cpu", *tick)
     with pytest.raises(Diverged, match=f"diverged at {where}"):
         loop.check_finite(d_vals, g_vals, at_tick, order.BlogEpochs(N, BATCH, 1, 5))
 

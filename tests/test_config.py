@@ -15,9 +15,9 @@ def test_every_preset_round_trips_through_json(name):
 
 
 def test_seed_preset_is_the_blog():
-    cfg = preset("seed")
+    cfg = preset("blog")
     assert (cfg.model.arch, cfg.model.depth, cfg.model.width, cfg.model.channels, cfg.model.head) == \
-        ("seed", 9, 1.0, 3, "bn_sigmoid")
+        ("blog", 9, 1.0, 3, "bn_sigmoid")
     assert cfg.g_optim == cfg.d_optim == OptimizerConfig("Adadelta", 1e-3)
     assert (cfg.schedule.d_steps, cfg.schedule.g_steps, cfg.schedule.batch_size) == (1, 5, 100)
     assert cfg.schedule.loss == "bce" and cfg.schedule.reuse_noise
@@ -46,7 +46,7 @@ def test_bad_ratio_names_the_valid_form(text):
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"model.arch": "resnet"}, "choose one of: seed, dcgan"),
+    ({"model.arch": "resnet"}, "choose one of: blog, dcgan"),
     ({"model.depth": 3}, "depth must be an integer from 4 to 9"),
     ({"model.depth": 10}, "depth must be an integer from 4 to 9"),
     ({"model.width": 0}, "width must be a finite number > 0"),
@@ -79,5 +79,12 @@ def test_unknown_json_key_is_rejected():
 
 
 def test_unknown_preset():
-    with pytest.raises(ConfigError, match="choose one of: default, seed, dcgan, dcgan-cpu"):
-        preset("blog")
+    with pytest.raises(ConfigError, match="choose one of: default, blog, dcgan, dcgan-cpu"):
+        preset("nope")
+
+
+def test_the_old_names_of_the_blog_say_the_new_one():
+    with pytest.raises(ConfigError, match="preset 'seed' is now 'blog'"):
+        preset("seed")
+    with pytest.raises(ConfigError, match="arch 'seed' is now 'blog'"):
+        override(RunConfig(), {"model.arch": "seed"})

@@ -26,14 +26,14 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_seed_generator_is_the_blog_layer_for_layer():
-    ours, blog = models.seed_generator(channels=3), Gen_net()
+def test_blog_generator_is_the_blog_layer_for_layer():
+    ours, blog = models.blog_generator(channels=3), Gen_net()
     assert layer_spec(ours) == layer_spec(blog)
     assert n_params(ours) == n_params(blog) == 4_140_996
 
 
-def test_seed_discriminator_is_the_blog_layer_for_layer_with_sigmoid_moved_into_the_loss():
-    ours, blog = models.seed_discriminator(channels=3), Dis_net()
+def test_blog_discriminator_is_the_blog_layer_for_layer_with_sigmoid_moved_into_the_loss():
+    ours, blog = models.blog_discriminator(channels=3), Dis_net()
     # The blog ends D with nn.Sigmoid; ours returns the logit and the "bce" loss applies the Sigmoid.
     assert layer_spec(ours) + [("Sigmoid",)] == layer_spec(blog)
     assert n_params(ours) == n_params(blog) == 5_764_567
@@ -42,7 +42,7 @@ def test_seed_discriminator_is_the_blog_layer_for_layer_with_sigmoid_moved_into_
 def test_seed_replica_computes_what_the_blog_computes():
     torch.manual_seed(0)
     blog_g, blog_d = Gen_net().eval(), Dis_net().eval()
-    g, d = models.seed_generator(channels=3).eval(), models.seed_discriminator(channels=3).eval()
+    g, d = models.blog_generator(channels=3).eval(), models.blog_discriminator(channels=3).eval()
     g.net.load_state_dict(blog_g.net.state_dict())
     d.net.load_state_dict({k: v for k, v in blog_d.net.state_dict().items()})
     z = torch.randn(2, 100, 1, 1)
@@ -53,14 +53,14 @@ def test_seed_replica_computes_what_the_blog_computes():
 
 
 def test_seed_spatial_sizes_follow_the_blog():
-    g = models.seed_generator(channels=3)
+    g = models.blog_generator(channels=3)
     sizes, x = [], torch.randn(2, 100, 1, 1)
     for layer in g.net:
         x = layer(x)
         if isinstance(layer, nn.ConvTranspose2d):
             sizes.append(x.shape[-1])
     assert sizes == [3, 5, 11, 22, 24, 26, 28, 30, 32]
-    d = models.seed_discriminator(channels=3)
+    d = models.blog_discriminator(channels=3)
     sizes, x = [], torch.randn(2, 3, 32, 32)
     for layer in d.net:
         x = layer(x)
@@ -69,7 +69,7 @@ def test_seed_spatial_sizes_follow_the_blog():
     assert sizes == [30, 27, 25, 22, 20, 17, 8, 5, 1]
 
 
-@pytest.mark.parametrize("arch", ["seed", "dcgan"])
+@pytest.mark.parametrize("arch", ["blog", "dcgan"])
 @pytest.mark.parametrize("depth", range(4, 10))
 @pytest.mark.parametrize("width", [1 / 8, 0.25, 0.5, 1.0])
 def test_every_family_member_maps_noise_to_32x32_and_images_to_one_logit(arch, depth, width):
@@ -87,8 +87,8 @@ def test_every_family_member_maps_noise_to_32x32_and_images_to_one_logit(arch, d
 
 
 def test_width_scales_channels_and_keeps_the_blog_top_at_width_one():
-    g_full, _ = models.build("seed", 9, 1.0, 1, "tanh")
-    g_small, _ = models.build("seed", 9, 0.125, 1, "tanh")
+    g_full, _ = models.build("blog", 9, 1.0, 1, "tanh")
+    g_small, _ = models.build("blog", 9, 0.125, 1, "tanh")
     first = lambda g: next(m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)).out_channels  # noqa: E731
     assert first(g_full) == 768 and first(g_small) == 96
     assert n_params(g_small) < n_params(g_full) / 20
@@ -134,24 +134,24 @@ def test_a_generator_without_batchnorm_is_sampled_as_it_is():
 
 
 def test_a_budget_shrinks_channels_but_never_below_8():
-    g, d = models.build("seed", 9, 1.0, 1, "bn_sigmoid", shrink=1 / 8)
+    g, d = models.build("blog", 9, 1.0, 1, "bn_sigmoid", shrink=1 / 8)
     lists = models.channel_lists(g, d)
     assert lists["G"] == [96, 48, 24, 12, 8, 8, 8, 6, 1]  # the blog's 6-channel layer was asked for: it stays 6
     assert lists["D"] == [6, 8, 8, 8, 12, 24, 48, 96, 1]
     # an arm that asks for a narrow member gets it (the width study's 1/8 arm), and a budget adds nothing below 8
-    narrow = models.channel_lists(*models.build("seed", 9, 1 / 8, 1, "bn_sigmoid"))
+    narrow = models.channel_lists(*models.build("blog", 9, 1 / 8, 1, "bn_sigmoid"))
     assert narrow["G"][:8] == [96, 48, 24, 12, 6, 3, 2, 1]
-    both = models.channel_lists(*models.build("seed", 9, 1 / 8, 1, "bn_sigmoid", shrink=1 / 8))
+    both = models.channel_lists(*models.build("blog", 9, 1 / 8, 1, "bn_sigmoid", shrink=1 / 8))
     assert both["G"][:8] == [12, 8, 8, 8, 6, 3, 2, 1]
     dc = models.channel_lists(*models.build("dcgan", 4, 0.25, 1, "tanh", shrink=0.5))
     assert dc == {"G": [96, 48, 24, 1], "D": [24, 48, 96, 1]}
 
 
-@pytest.mark.parametrize("arch", ["seed", "dcgan"])
+@pytest.mark.parametrize("arch", ["blog", "dcgan"])
 @pytest.mark.parametrize("width", [1 / 64, 1 / 8, 0.25, 1.0])
 @pytest.mark.parametrize("shrink", [1 / 16, 1 / 8, 0.5])
 def test_shrinking_stops_at_8_channels_or_what_the_member_asked_for(arch, width, shrink):
-    depth = 9 if arch == "seed" else 4
+    depth = 9 if arch == "blog" else 4
     asked = models.channel_lists(*models.build(arch, depth, width, 1, "tanh"))
     shrunk = models.channel_lists(*models.build(arch, depth, width, 1, "tanh", shrink=shrink))
     for net in ("G", "D"):

@@ -154,7 +154,7 @@ def test_page_has_every_section(fx, page):
         grids = sec.find("div", class_="grids").find_all("figure")
         assert [g.attrs["data-arm"] for g in grids] == arms and all(g.find_all("img") for g in grids)
         assert sec.find("div", data_role="verdict").text()
-    joint = dom.find("section", id="study-joint-seed-quick")
+    joint = dom.find("section", id="study-joint-blog-quick")
     assert joint.find("table", class_="best") and joint.find("figure", data_role="importances").find("img")
     assert "no Pareto front" in joint.text() and "1 out of memory" in joint.text()
     not_run = dom.find("section", id="not-run")
@@ -164,7 +164,7 @@ def test_page_has_every_section(fx, page):
     assert bench.find("table", id="bench-train") and bench.find("table", id="bench-eval") and bench.find_all("img")
     assert "No CUDA results yet" in bench.text() and "--benchmark-json benchmarks/results/" in bench.text()
     header = " ".join(b.text() for b in dom.find_all("div", data_role="shrunk"))
-    assert "by 1/8, never below 8 channels" in header and "by 1/16" in header and "depth-seed-smoke" in header
+    assert "by 1/8, never below 8 channels" in header and "by 1/16" in header and "depth-blog-smoke" in header
     assert "81967625" in dom.find("table", id="studies").text()  # the extractor's weights hash
     assert rf.PROVENANCE["git_commit"] in dom.find("table", id="provenance").text()
     assert "4,000 train / 1,000 held-out" in dom.find("table", id="studies").text()
@@ -172,11 +172,11 @@ def test_page_has_every_section(fx, page):
 
 def test_verdicts_follow_the_data(fx, page):
     _, _, dom = page
-    step = dom.find("section", id="study-step-ratio-seed-quick").find("div", data_role="verdict").text()
+    step = dom.find("section", id="study-step-ratio-blog-quick").find("div", data_role="verdict").text()
     assert step.startswith("1:1 is best on fid1k") and "beats every other arm after Holm correction" in step
-    depth = dom.find("section", id="study-depth-seed-smoke").find("div", data_role="verdict").text()
+    depth = dom.find("section", id="study-depth-blog-smoke").find("div", data_role="verdict").text()
     assert depth.startswith("only one seed: no verdict")
-    sec = dom.find("section", id="study-blog-quirks-seed-quick")
+    sec = dom.find("section", id="study-blog-quirks-blog-quick")
     choice = sec.find("div", data_role="choice-verdict").text()
     assert "restoring “reused noise” alone (all else fixed) raises fid1k" in choice and "costs the most" in choice
     costs = {r.attrs["data-arm"]: r.find("td", data_col="costs").text() for r in
@@ -187,7 +187,7 @@ def test_verdicts_follow_the_data(fx, page):
     assert list(guesses) == ["structure", "settings", "data"]  # the blog's order
     assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks) : Restoring “9 blocks”")
     assert "it clearly costs" in guesses["structure"]
-    assert "depth-seed-smoke" in guesses["structure"]  # the depth study is on the page: linked
+    assert "depth-blog-smoke" in guesses["structure"]  # the depth study is on the page: linked
     assert "Restoring “900 images”" in guesses["data"] and "does not clearly cost" in guesses["data"]
     assert "did not guess , costliest first: “reused noise” 2." in sec.find("p", data_role="unguessed").text()
 
@@ -366,8 +366,8 @@ def test_every_table_downloads_as_csv_with_every_digit(fx, page):
 def test_figures_are_also_written_as_png(page):
     path, _, dom = page
     written = sorted((path.parent / "figures").glob("*.png"))
-    assert {p.stem for p in written} >= {"step-ratio-seed-quick-knob", "step-ratio-seed-quick-anytime",
-                                         "step-ratio-seed-quick-coverage", "joint-seed-quick-importance"}
+    assert {p.stem for p in written} >= {"step-ratio-blog-quick-knob", "step-ratio-blog-quick-anytime",
+                                         "step-ratio-blog-quick-coverage", "joint-blog-quick-importance"}
     embedded = {img.attrs["src"].split(",", 1)[1] for img in dom.find_all("img")}
     for p in written:
         assert base64.b64encode(p.read_bytes()).decode() in embedded  # the same pictures as on the page

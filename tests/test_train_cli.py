@@ -24,9 +24,9 @@ def test_bad_input_from_the_real_command_line(tmp_path):
 
 
 def test_dry_run_prints_the_final_config(capsys):
-    assert train_cli.main(["--preset", "seed", "--ratio", "1:1", "--g-lr", "0.5", "--dry-run"]) == 0
+    assert train_cli.main(["--preset", "blog", "--ratio", "1:1", "--g-lr", "0.5", "--dry-run"]) == 0
     cfg = RunConfig.from_json(capsys.readouterr().out)
-    blog = preset("seed")
+    blog = preset("blog")
     assert cfg.schedule.d_steps == 1 and cfg.schedule.g_steps == 1
     assert cfg.g_optim.lr == 0.5 and cfg.d_optim == blog.d_optim
     assert cfg.model == blog.model
@@ -45,7 +45,7 @@ def test_adam_with_explicit_betas(capsys):
 
 
 @pytest.mark.parametrize("args", [
-    ["--preset", "seed", "--batch-size", "10", "--steps", "5"],  # the blog, shortened
+    ["--preset", "blog", "--batch-size", "10", "--steps", "5"],  # the blog, shortened
     ["--preset", "dcgan", "--steps", "6", "--log-every", "3"],  # a DCGAN-style family member
 ])
 def test_short_cpu_runs_write_the_run_folder(tmp_path, args):

@@ -16,7 +16,8 @@ from typing import Any
 
 from gan_core.errors import ConfigError, UnknownName
 
-ARCHS = ("seed", "dcgan")
+ARCHS = ("blog", "dcgan")
+RENAMED = {"seed": "blog"}  # old preset and arch names: refused with one line naming the new one
 DEPTHS = range(4, 10)  # 9 = the blog's depth
 HEADS = ("bn_sigmoid", "sigmoid", "tanh")  # bn_sigmoid = the blog's BatchNorm before the output Sigmoid
 LOSSES = ("bce", "bce_logits")  # bce = the blog's Sigmoid + BCELoss; bce_logits is the safe form
@@ -48,6 +49,8 @@ def _arch(arch: Any) -> None:
     when the models are built, so that a config is read anywhere)."""
     if arch in ARCHS:
         return
+    if arch in RENAMED:
+        raise ConfigError(f"arch {arch!r} is now {RENAMED[arch]!r}")
     from gan_core import plugins
 
     if not isinstance(arch, str) or ":" not in arch:
@@ -58,7 +61,7 @@ def _arch(arch: Any) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "seed"  # seed, dcgan, or a user's builder "module:function" (gan_core.training.plugin_arch)
+    arch: str = "blog"  # blog, dcgan, or a user's builder "module:function" (gan_core.training.plugin_arch)
     depth: int = 9  # blocks in G and in D (D: conv blocks + the 1-logit head)
     width: float = 1.0  # channel multiplier; 1.0 = the blog's 768-wide top layer
     channels: int = 1  # 3 reproduces the blog's RGB copies of grey digits
@@ -261,8 +264,8 @@ def parse_ratio(text: str) -> tuple[int, int]:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # The blog, setting for setting (../shared/seed/README.md).
-    "seed": {
-        "model.arch": "seed", "model.depth": 9, "model.width": 1.0, "model.channels": 3,
+    "blog": {
+        "model.arch": "blog", "model.depth": 9, "model.width": 1.0, "model.channels": 3,
         "model.head": "bn_sigmoid",
         "g_optim.name": "Adadelta", "g_optim.lr": 1e-3, "g_optim.kwargs": {},
         "d_optim.name": "Adadelta", "d_optim.lr": 1e-3, "d_optim.kwargs": {},
@@ -292,6 +295,9 @@ PRESETS["dcgan-cpu"] = {**PRESETS["dcgan"], "model.width": 0.125, "schedule.batc
 
 
 def preset(name: str) -> RunConfig:
+    if name in RENAMED:
+        raise ConfigError(f"preset {name!r} is now {RENAMED[name]!r}: use --preset {RENAMED[name]} (or --base "
+                        f"{RENAMED[name]})")
     if name not in PRESETS:
         raise UnknownName("preset", name, PRESETS)
     return override(RunConfig(), PRESETS[name])

@@ -4,7 +4,7 @@ Pure modules: torch only, no I/O, no config parsing. Every member maps a [N, lat
 to [N, C, 32, 32] images and a [N, C, 32, 32] image batch to [N] logits (the blog's final Sigmoid
 is applied by the loss, see gan_core.training.loop).
 
-arch="seed" (the blog, ../shared/seed/README.md), depth d, width w:
+arch="blog" (the blog, ../shared/seed/README.md), depth d, width w:
   G = the blog's first d-1 CBR blocks (ConvTranspose, BatchNorm, ReLU), then an output
       ConvTranspose whose kernel grows to reach 32x32 (3 at d=9, the blog's), then the head.
   D = the blog's last d-1 CBL blocks (Conv, BatchNorm, LeakyReLU(0.2)), then a Conv head whose
@@ -23,15 +23,15 @@ from torch import nn
 IMAGE_SIZE = 32  # the blog resizes MNIST to 32x32; every family member produces this size, data is resized to it
 
 # The blog's generator: 100 -> 768 -> ... -> 6 -> C; sizes 1, 3, 5, 11, 22, 24, 26, 28, 30, 32.
-SEED_G_CHANNELS = (768, 384, 192, 96, 48, 24, 12, 6)
-SEED_G_KERNELS = (3, 3, 3, 2, 3, 3, 3, 3, 3)
-SEED_G_STRIDES = (1, 1, 2, 2, 1, 1, 1, 1, 1)
+BLOG_G_CHANNELS = (768, 384, 192, 96, 48, 24, 12, 6)
+BLOG_G_KERNELS = (3, 3, 3, 2, 3, 3, 3, 3, 3)
+BLOG_G_STRIDES = (1, 1, 2, 2, 1, 1, 1, 1, 1)
 # The blog's discriminator: C -> 6 -> ... -> 768 -> 1; sizes 32, 30, 27, 25, 22, 20, 17, 8, 5, 1.
-SEED_D_CHANNELS = (6, 12, 24, 48, 96, 192, 384, 768)
-SEED_D_KERNELS = (3, 4, 3, 4, 3, 4, 3, 4)
-SEED_D_STRIDES = (1, 1, 1, 1, 1, 1, 2, 1)
-SEED_D_BIAS = (False, False, False, False, True, True, True, True)
-SEED_D_HEAD_KERNEL = 5
+BLOG_D_CHANNELS = (6, 12, 24, 48, 96, 192, 384, 768)
+BLOG_D_KERNELS = (3, 4, 3, 4, 3, 4, 3, 4)
+BLOG_D_STRIDES = (1, 1, 1, 1, 1, 1, 2, 1)
+BLOG_D_BIAS = (False, False, False, False, True, True, True, True)
+BLOG_D_HEAD_KERNEL = 5
 
 
 MIN_SHRUNK_CHANNELS = 8  # a budget's shrinking stops here: a 1-channel layer is a bottleneck, not a smaller model
@@ -95,27 +95,27 @@ class Discriminator(nn.Module):
         return self.net(x).view(-1)  # one logit per image
 
 
-def seed_generator(depth: int = 9, width: float = 1.0, channels: int = 3, head: str = "bn_sigmoid",
+def blog_generator(depth: int = 9, width: float = 1.0, channels: int = 3, head: str = "bn_sigmoid",
                    latent_dim: int = 100, shrink: float = 1.0) -> Generator:
     layers: list[nn.Module] = []
     c_in, size = latent_dim, 1
     for i in range(depth - 1):  # the blog's first depth-1 CBR blocks; 768 x 3 x 3 at i=0
-        c_out = _scaled(SEED_G_CHANNELS[i], width, shrink)
-        layers += cbr(c_in, c_out, SEED_G_KERNELS[i], SEED_G_STRIDES[i])
-        c_in, size = c_out, _deconv_out(size, SEED_G_KERNELS[i], SEED_G_STRIDES[i])
+        c_out = _scaled(BLOG_G_CHANNELS[i], width, shrink)
+        layers += cbr(c_in, c_out, BLOG_G_KERNELS[i], BLOG_G_STRIDES[i])
+        c_in, size = c_out, _deconv_out(size, BLOG_G_KERNELS[i], BLOG_G_STRIDES[i])
     # Output block: stride 1, kernel chosen so that size + k - 1 = 32 (the blog's k=3 at 30 x 30).
     layers.append(nn.ConvTranspose2d(c_in, channels, IMAGE_SIZE - size + 1, 1, 0, bias=False))
     return Generator(layers + output_head(channels, head), latent_dim)
 
 
-def seed_discriminator(depth: int = 9, width: float = 1.0, channels: int = 3, shrink: float = 1.0) -> Discriminator:
+def blog_discriminator(depth: int = 9, width: float = 1.0, channels: int = 3, shrink: float = 1.0) -> Discriminator:
     layers: list[nn.Module] = []
     c_in, size = channels, IMAGE_SIZE
-    first = len(SEED_D_CHANNELS) - (depth - 1)  # the blog's last depth-1 CBL blocks
-    for i in range(first, len(SEED_D_CHANNELS)):
-        c_out = _scaled(SEED_D_CHANNELS[i], width, shrink)
-        layers += cbl(c_in, c_out, SEED_D_KERNELS[i], SEED_D_STRIDES[i], bias=SEED_D_BIAS[i])
-        c_in, size = c_out, _conv_out(size, SEED_D_KERNELS[i], SEED_D_STRIDES[i])
+    first = len(BLOG_D_CHANNELS) - (depth - 1)  # the blog's last depth-1 CBL blocks
+    for i in range(first, len(BLOG_D_CHANNELS)):
+        c_out = _scaled(BLOG_D_CHANNELS[i], width, shrink)
+        layers += cbl(c_in, c_out, BLOG_D_KERNELS[i], BLOG_D_STRIDES[i], bias=BLOG_D_BIAS[i])
+        c_in, size = c_out, _conv_out(size, BLOG_D_KERNELS[i], BLOG_D_STRIDES[i])
     layers.append(nn.Conv2d(c_in, 1, size, 1, 0, bias=True))  # 1 x 1 x 1; the blog's k=5 at 5 x 5
     return Discriminator(layers)
 
@@ -157,10 +157,10 @@ def dcgan_init_(module: nn.Module) -> None:
 
 def build(arch: str, depth: int, width: float, channels: int, head: str, latent_dim: int = 100,
           shrink: float = 1.0):
-    """(generator, discriminator) for one family member; the seed arch keeps PyTorch's default init."""
-    if arch == "seed":
-        return (seed_generator(depth, width, channels, head, latent_dim, shrink),
-                seed_discriminator(depth, width, channels, shrink))
+    """(generator, discriminator) for one family member; the blog arch keeps PyTorch's default init."""
+    if arch == "blog":
+        return (blog_generator(depth, width, channels, head, latent_dim, shrink),
+                blog_discriminator(depth, width, channels, shrink))
     if arch == "dcgan":
         g = dcgan_generator(depth, width, channels, head, latent_dim, shrink)
         d = dcgan_discriminator(depth, width, channels, shrink)
