@@ -47,6 +47,7 @@ def test_bad_ratio_names_the_valid_form(text):
 
 @pytest.mark.parametrize("changes,match", [
     ({"model.arch": "resnet"}, "choose one of: blog, dcgan"),
+    ({"model.arch": []}, r"arch \[\] is not valid; choose one of: blog, dcgan"),  # unhashable: no old name to look up
     ({"model.depth": 3}, "depth must be an integer from 4 to 9"),
     ({"model.depth": 10}, "depth must be an integer from 4 to 9"),
     ({"model.width": 0}, "width must be a finite number > 0"),

@@ -49,7 +49,7 @@ def _arch(arch: Any) -> None:
     when the models are built, so that a config is read anywhere)."""
     if arch in ARCHS:
         return
-    if arch in RENAMED:
+    if isinstance(arch, str) and arch in RENAMED:  # a config.json may hold any JSON value here
         raise ConfigError(f"arch {arch!r} is now {RENAMED[arch]!r}")
     from gan_core import plugins
 
