@@ -73,11 +73,15 @@ class Study:
     # What is special about the study, stored in its record for the report (which holds no study name): its kind
     # of verdict ("leave_one_out"), the arm that verdict is measured against, the page's heading, and so on.
     special: Mapping = field(default_factory=dict)
-    restores: bool = False  # its arms leave out fixes to restore its base's own settings: no other base makes sense
 
     @property
     def is_grid(self) -> bool:
         return bool(self.arms)
+
+    @property
+    def restores(self) -> bool:
+        """Its arms leave fixes out to restore the base's own settings (leave-one-out): no other base makes sense."""
+        return self.special.get("verdict") == "leave_one_out"
 
     def arm(self, label: str) -> Arm:
         return next(a for a in self.arms if a.label == label)
@@ -104,13 +108,13 @@ def register(study: Study) -> Study:
 
 
 def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str,
-         bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None, restores: bool = False) -> Study:
+         bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None) -> Study:
     labels = [a.label for a in arms]
 
     def space(trial: optuna.Trial) -> dict:
         return next(a for a in arms if a.label == trial.suggest_categorical("arm", labels)).changes
 
-    return register(Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}, restores))
+    return register(Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}))
 
 
 def _ratio(d: int, g: int) -> Arm:
@@ -191,8 +195,7 @@ grid("blog_quirks", "choice restored (the others fixed)", "Why were the blog's d
      baseline="blog", bases=QUIRK_BASES,
      special={"verdict": "leave_one_out", "reference": ALL_FIXED, "heading": "Which of the blog's choices made its "
               "digits blurry?", "choices": [{"label": c.label, "guess": c.guess, "see_also": c.see_also}
-                                            for c in BLOG_CHOICES], "guesses": BLOG_GUESSES},
-     restores=True)
+                                            for c in BLOG_CHOICES], "guesses": BLOG_GUESSES})
 RENAMED = {"seed_quirks": "blog_quirks"}  # old study names: refused with one line naming the new one
 
 

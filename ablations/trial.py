@@ -26,22 +26,13 @@ from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices
 from gan_core.errors import ConfigError, Diverged, UserError, first_line, os_fault
-from gan_core.judging import memorization
-from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator, judge_generator
+from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator, judge_generator, save_judged
 from gan_core.judging.metrics import MetricNames
 from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split, training_images
 from gan_core.training.loop import channel_lists, seed_folder, train_seeds
-from gan_core.training.run_folder import (
-    CHECKPOINT,
-    EVALS,
-    METRICS,
-    NEIGHBOURS,
-    DamagedCheckpoint,
-    FolderInUse,
-    RunFolder,
-)
+from gan_core.training.run_folder import CHECKPOINT, EVALS, DamagedCheckpoint, FolderInUse, RunFolder
 from reports import artifacts
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
@@ -204,9 +195,7 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     trained_on = training_images(ctx.split, cfg.data)  # this arm's: a study may vary train_limit
     metrics, images = judge_generator(result.generator, cfg.model.head, ctx.reference, ctx.budget.eval_n,
                                       trained_on=trained_on)
-    RunFolder(run_dir).write_json(METRICS, metrics)  # first, as evaluate_run: the result, then its picture
-    RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
-                                 nrow=memorization.NEIGHBOURS_SHOWN + 2)
+    save_judged(RunFolder(run_dir), metrics, images, trained_on)
     if planned.uploads is not None:  # before the trial is told complete: a complete trial's files are all there
         planned.uploads.snapshot(result.g_steps)
     trial.set_user_attr("metrics", metrics)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from gan_core.errors import first_line
+from gan_core.training.run_folder import NEIGHBOURS, SAMPLES
 from reports import figures, stats
 from reports.load import StudyData, curve_names
 
@@ -214,7 +215,7 @@ def arm_table(study: StudyData, order: list[str], baseline: str | None,
 
 def sample_grids(study: StudyData, order: list[str]) -> list[dict]:
     """Per arm, the samples.png of its best seed (lowest FID): fixed noise, generator in eval mode."""
-    return best_seed_pictures(study, order, "samples", "samples.png")
+    return best_seed_pictures(study, order, "samples", SAMPLES)
 
 
 def best_seed_pictures(study: StudyData, order: list[str], column: str, file: str) -> list[dict]:
@@ -256,7 +257,7 @@ def memorization_section(study: StudyData, order: list[str]) -> dict:
                      "flagged": _below(t["copy_p"]), "flagged_pixels": _below(t["copy_pixels_p"]),
                      "flag": COPY_FLAG if feats.has_ci and feats.lo > 0.5 else None})
     return {"memorization": {"rows": rows, "alpha": stats.ALPHA,
-                             "neighbours": best_seed_pictures(study, order, "neighbours", "neighbours.png")}}
+                             "neighbours": best_seed_pictures(study, order, "neighbours", NEIGHBOURS)}}
 
 
 def _below(p_values: pd.Series) -> tuple[int, int]:
@@ -329,19 +330,16 @@ def choices_answer(study: StudyData, fid_groups: dict, learned: dict[str, stats.
     not guess, costliest first."""
     a = study.attrs
     reference, metric = a["reference"], study.keys.fid
-    choices = [c["label"] for c in a.get("choices") or []]
-    result = stats.costliest_choice(fid_groups, reference, choices, metric)
+    declared = {c["label"]: c for c in a.get("choices") or []}
+    result = stats.costliest_choice(fid_groups, reference, list(declared), metric)
     verdict = result.verdict
     ref = learned.get(reference)
     if ref is not None and not ref.learned:  # nothing learned to restore a choice into: no ranking means anything
         verdict = stats.Verdict(f"even with every choice fixed, \u201c{reference}\u201d did not learn in "
                                 f"{_budget_words(study)} ({ref.text}), so restoring one choice cannot show its cost")
     costly = set(result.costly()) if verdict is result.verdict else set()
-    rows = []
-    for c, p in zip(result.costs, result.p_holm, strict=True):
-        choice = next(x for x in a["choices"] if x["label"] == c.a)
-        rows.append({"choice": c.a, "cmp": c, "p_holm": p, "costs": c.a in costly, "guess": choice.get("guess", ""),
-                     "see_also": choice.get("see_also", ""), "learned": learned.get(c.a)})
+    rows = [{"choice": c.a, "cmp": c, "p_holm": p, "costs": c.a in costly, "guess": declared[c.a].get("guess", ""),
+             "see_also": declared[c.a].get("see_also", "")} for c, p in zip(result.costs, result.p_holm, strict=True)]
     guesses = [{"key": key, "text": text, "rows": [r for r in rows if r["guess"] == key]}
                for key, text in (a.get("guesses") or {}).items()]
     for g in guesses:

@@ -2,9 +2,10 @@
 
 - ``Reference``: the real side (held-out features per extractor, disk-cached) and the floor.
 - ``evaluate_generator`` / ``evaluate_images``: a flat dict, metric name -> float, plus the
-  extractor's name and both sample counts (a metric value never travels without them). Given the
-  digits the generator trained on (``trained_on``), the memorization check too
-  (gan_core.judging.memorization: ``copy1k``, ``copy1k_pixels`` and their p-values).
+  extractor's name and both sample counts (a metric value never travels without them).
+  ``judge_generator`` also returns the images, and given the digits the generator trained on
+  (``trained_on``) adds the memorization check (gan_core.judging.memorization: ``copy1k``,
+  ``copy1k_pixels`` and their p-values); ``save_judged`` writes that result into a run folder.
 - ``floor``: the same metrics for a class-balanced random draw from the *train* split against the
   held-out set, same counts: what a perfect generator (one that reproduces the data distribution)
   would score here. It is not zero, because two finite samples differ.
@@ -184,12 +185,18 @@ def judge_generator(generator: nn.Module, head: str, reference: Reference, n: in
 
 
 def evaluate_generator(generator: nn.Module, head: str, split: Split, n: int | None = None, *,
-                       seed: int = EVAL_NOISE_SEED, reference: Reference | None = None,
-                       trained_on: torch.Tensor | None = None, **reference_kwargs) -> dict:
-    """Metrics of n generated samples (default: as many as held-out images) against the held-out set; with
-    ``trained_on`` (the digits it trained on), the memorization check too (Reference.score)."""
+                       seed: int = EVAL_NOISE_SEED, reference: Reference | None = None, **reference_kwargs) -> dict:
+    """Metrics of n generated samples (default: as many as held-out images) against the held-out set."""
     ref = reference or Reference(split, **reference_kwargs)
-    return judge_generator(generator, head, ref, n, seed=seed, trained_on=trained_on)[0]
+    return judge_generator(generator, head, ref, n, seed=seed)[0]
+
+
+def save_judged(folder: RunFolder, metrics: dict, images: torch.Tensor, trained_on: torch.Tensor) -> None:
+    """A trained generator's final result into its run folder: metrics.json first (a full disk is named there),
+    then neighbours.png, its first judged digits beside their nearest training digits."""
+    folder.write_json(METRICS, metrics)
+    folder.save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
+                     nrow=memorization.NEIGHBOURS_SHOWN + 2)
 
 
 def floor(split: Split, n: int | None = None, **reference_kwargs) -> dict:
@@ -218,9 +225,7 @@ def evaluate_run(run_dir: str | os.PathLike, n: int | None = None, *, device: to
     if with_floor:
         result["floor"] = ref.floor(n)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    RunFolder(run_dir).write_json(METRICS, result)  # first: the result, then its picture (a full disk names it)
-    RunFolder(run_dir).save_grid(NEIGHBOURS, memorization.neighbour_tiles(images, trained_on),
-                                 nrow=memorization.NEIGHBOURS_SHOWN + 2)
+    save_judged(RunFolder(run_dir), result, images, trained_on)
     return result
 
 
