@@ -28,10 +28,11 @@ from gan_core import devices
 from gan_core.errors import ConfigError, Diverged, UserError, first_line, os_fault
 from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator, judge_generator, save_judged
 from gan_core.judging.metrics import MetricNames
+from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training import packing
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split, training_images
-from gan_core.training.loop import channel_lists, seed_folder, train_seeds
+from gan_core.training.loop import channel_lists, flops_at, g_steps_for, seed_folder, train_seeds
 from gan_core.training.run_folder import CHECKPOINT, EVALS, DamagedCheckpoint, FolderInUse, RunFolder
 from reports import artifacts
 
@@ -89,15 +90,37 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
         trial.set_user_attr("origin", seed)
         trial.set_user_attr("seed", seed)
         arm = f"trial {seed}"
+    cfg = _budgeted(ctx, override(ctx.base, changes), seed)
+    if ctx.study.is_grid:  # trained on to the reference's compute too, evaluated at both points (equal_points)
+        points = equal_points(ctx, cfg)
+        cfg = override(cfg, {"steps": max(points), "eval_at": list(points)})
+    return cfg, arm
+
+
+def _budgeted(ctx: Context, cfg: RunConfig, seed: int) -> RunConfig:
     b = ctx.budget
-    cfg = override(ctx.base, changes)
-    cfg = override(cfg, {
+    return override(cfg, {
         "steps": b.g_steps, "seed": seed,
         "schedule.batch_size": b.batch_size or cfg.schedule.batch_size,
         "eval_every": b.eval_every, "log_every": max(1, b.g_steps // 20),
         "checkpoint_every": max(1, b.g_steps // 4), "sample_every": 0,
     })
-    return cfg, arm
+
+
+def reference_flops(ctx: Context) -> float:
+    """The model FLOPs the study's compute reference spends in the budget's G steps: its base, or the arm its record
+    names as the reference of its verdict (leave-one-out: "all fixed"). What "equal compute" gives every arm."""
+    label = ctx.study.special.get("reference")
+    ref = _budgeted(ctx, override(ctx.base, ctx.study.arm(label).changes if label else {}), 0)
+    return flops_at(ref, ctx.budget.g_steps, len(training_images(ctx.split, ref.data)))
+
+
+def equal_points(ctx: Context, cfg: RunConfig) -> tuple[int, int]:
+    """(G steps at equal G steps, G steps at equal compute) of a grid arm: the budget's G steps, and the first
+    iteration's end at which the arm has spent the reference's FLOPs (before the budget for an arm dearer per G
+    step, after it for a cheaper one, which trains on)."""
+    n = len(training_images(ctx.split, cfg.data))
+    return ctx.budget.g_steps, g_steps_for(cfg, reference_flops(ctx), n)
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
@@ -179,6 +202,10 @@ def on_eval_for(ctx: Context, planned: Planned):
             full = evaluate_generator(point.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
                                       reference=ctx.reference)
             metrics.update({k: full[k] for k in _step0_keys(ctx)})
+        elif point.g_step in cfg.eval_at and point.g_step < cfg.steps:  # judged like the end (finish): kept in
+            full, _ = judge_generator(point.generator, cfg.model.head, ctx.reference, ctx.budget.eval_n,  # evals.jsonl
+                                      trained_on=training_images(ctx.split, cfg.data))
+            metrics.update({k: v for k, v in full.items() if k != PROTOCOL_KEY})
         if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
             trial.report(metrics[kid_key], point.g_step)
             if trial.should_prune():
@@ -198,8 +225,25 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     save_judged(RunFolder(run_dir), metrics, images, trained_on)
     if planned.uploads is not None:  # before the trial is told complete: a complete trial's files are all there
         planned.uploads.snapshot(result.g_steps)
-    trial.set_user_attr("metrics", metrics)
-    step0 = next((r for r in RunFolder(run_dir).read_jsonl(EVALS) if r.get("g_step") == 0), {})
+    evals = {r.get("g_step"): r for r in RunFolder(run_dir).read_jsonl(EVALS)}
+
+    def judged_at(g_step: int) -> dict:  # the final judgement's metrics as they were at an earlier eval_at step
+        if g_step == result.g_steps:
+            return metrics
+        if ctx.objective not in evals.get(g_step, {}):  # its folder was trained to there by a version before eval_at
+            raise UserError(f"{run_dir} holds no final-count evaluation at G step {g_step:,} (trained by an older "
+                            "version); delete the folder to train it again")
+        return {**{k: evals[g_step][k] for k in metrics if k in evals[g_step]}, PROTOCOL_KEY: metrics[PROTOCOL_KEY]}
+
+    at_budget = judged_at(ctx.budget.g_steps)
+    trial.set_user_attr("metrics", at_budget)
+    if ctx.study.is_grid:
+        flops_steps = equal_points(ctx, cfg)[1]
+        trial.set_user_attr("metrics_equal_flops", judged_at(flops_steps))
+        trial.set_user_attr("equal_flops", {
+            "g_steps": flops_steps, "flops": flops_at(cfg, flops_steps, len(trained_on)),
+            "reference_flops": reference_flops(ctx), "reference": ctx.study.special.get("reference") or "the base"})
+    step0 = evals.get(0, {})
     trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
     trial.set_user_attr("channels", channel_lists(cfg))
     device = next(result.generator.parameters()).device
@@ -211,7 +255,7 @@ def finish(ctx: Context, planned: Planned, result) -> float:
         "device_name": devices.name(device),
         "seeds_in_pass": result.seeds_in_pass,  # trained together: wall_s and images/s are the whole pass's
     })
-    return metrics[ctx.objective]
+    return at_budget[ctx.objective]
 
 
 def run_pass(ctx: Context, trials: list[optuna.Trial], told: Callable[[optuna.Trial, object], None]) -> None:

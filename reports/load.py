@@ -54,7 +54,9 @@ STUDY_ATTRS = {
 TRIAL_ATTRS = {
     "arm": str, "seed": int, "origin": int, "spare": bool, "duplicate": bool, "run_dir": str,
     "config": {"schedule": {"batch_size": int}}, "provenance": {str: SCALAR}, "metrics": METRICS_ATTR,
-    "metrics_step0": METRICS_ATTR, "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
+    "metrics_step0": METRICS_ATTR, "metrics_equal_flops": METRICS_ATTR,
+    "equal_flops": {"g_steps": int, "flops": NUMBER, "reference_flops": NUMBER, "reference": str},
+    "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
     artifact_store.SNAPSHOT: {"g_step": int, "files": {str: str}},
     "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
                "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
@@ -164,10 +166,13 @@ class StudyData:
         return bool(self.arms)
 
 
+# a grid arm judged at equal compute too (ablations.trial.equal_points): its FID and KID there, its G steps there, and
+# the FLOPs every arm had (the reference's in the budget); absent from studies run before it
+EQUAL_FLOPS_COLUMNS = ("fid_flops", "kid_flops", "g_steps_flops", "reference_flops", "flops_reference")
 # the memorization check (gan_core.judging.memorization), MetricNames properties; absent from studies run before it
 MEMORIZATION_COLUMNS = ("copy", "copy_p", "copy_pixels", "copy_pixels_p")
 TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
-                 "fid_step0", "modes_step0", "channels", *MEMORIZATION_COLUMNS,
+                 "fid_step0", "modes_step0", *EQUAL_FLOPS_COLUMNS, "channels", *MEMORIZATION_COLUMNS,
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
                  "fail_reason", "restarted", "run_dir", "samples", "neighbours", "params", "git_commit", "python",
                  "torch", "optuna", "torch_fidelity", "host", "batch_size", "protocol"]
@@ -256,6 +261,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
     budget = a.get("budget") or {}
+    at_flops, equal_flops = a.get("metrics_equal_flops") or {}, a.get("equal_flops") or {}
     prov = a.get("provenance") or {}
     config = a.get("config") or {}
 
@@ -278,6 +284,10 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "modes": metric(keys and keys.modes),
         "fid_step0": metric(keys and keys.fid, step0, "metrics_step0"),
         "modes_step0": metric(keys and keys.modes, step0, "metrics_step0"),
+        "fid_flops": metric(keys and keys.fid, at_flops, "metrics_equal_flops"),
+        "kid_flops": metric(keys and keys.kid, at_flops, "metrics_equal_flops"),
+        "g_steps_flops": equal_flops.get("g_steps"), "reference_flops": equal_flops.get("reference_flops"),
+        "flops_reference": equal_flops.get("reference"),
         "channels": a.get("channels"),
         "g_images_per_s": budget.get("g_images_per_s"), "wall_s": budget.get("wall_s"),
         "g_steps": budget.get("g_steps"), "device": budget.get("device"),

@@ -202,6 +202,8 @@ def arm_table(study: StudyData, order: list[str], baseline: str | None,
             "arm": arm, "baseline": arm == baseline, "seeds": len(done),
             "seed_list": ", ".join(str(s) for s in sorted(done["seed"].dropna())),
             "fid": stats.summarise(done["fid"].tolist()), "kid": stats.summarise(done["kid"].tolist()),
+            "fid_flops": stats.summarise(done["fid_flops"].dropna().tolist()),
+            "g_steps_flops": int(done["g_steps_flops"].median()) if done["g_steps_flops"].notna().any() else None,
             "learned": learned.get(arm), "base_arm": arm == study.attrs.get("base_arm"),
             "channels": _first(done["channels"]) if len(done) else None,
             "precision": _mean(done["precision"]), "recall": _mean(done["recall"]), "modes": _mean(done["modes"]),
@@ -301,11 +303,15 @@ def grid_section(study: StudyData) -> dict:
         section["kid_note"] = f"KID agrees: {kid_verdict.text}"
     if study.attrs.get("verdict") == "leave_one_out":
         section["choices"] = choices_answer(study, fid_groups, learned)
-    section["answer"] = answer(study, section["verdict"], learned, section["choices"])
+    section["compute"] = equal_compute(study, order, section["verdict"], learned, section["choices"])
+    section["answer"] = answer(study, section["verdict"], learned, section["choices"], section["compute"])
     knob = study.knob or "arm"
     fig_list = [
         figures.knob_figure(f"{sid}-knob", complete, order, knob,
-                            [("fid", k.fid, floor.get(k.fid)), ("kid", k.kid, floor.get(k.kid))]),
+                            [("fid", f"{k.fid} at equal G steps" if section["compute"] else k.fid, floor.get(k.fid)),
+                             *([("fid_flops", f"{k.fid} at equal FLOPs", floor.get(k.fid))] if section["compute"]
+                               else []),
+                             ("kid", k.kid, floor.get(k.kid))]),
         figures.anytime_figure(f"{sid}-anytime", study.curves, order, _curve_columns(study.curves)),
         figures.coverage_figure(f"{sid}-coverage", complete, order),
     ]
@@ -372,10 +378,75 @@ def link_see_also(sections: list[dict]) -> None:
                 if other else None
 
 
-def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], choices: dict | None) -> str:
+def equal_compute(study: StudyData, order: list[str], at_steps: stats.Verdict, learned: dict[str, stats.Learning],
+                  choices: dict | None) -> dict | None:
+    """The study's answer at equal compute: every arm judged where it had spent the model FLOPs its reference (the
+    base, or the verdict's reference arm) spends in the budget's G steps (ablations.trial.equal_points). The same
+    statistics as at equal G steps, on those FIDs; ``changes`` says in words when the two units disagree. None for a
+    study run before arms were judged there."""
+    done = study.complete
+    if study.keys is None or pd.to_numeric(done["fid_flops"], errors="coerce").notna().sum() == 0:
+        return None
+    groups = seed_groups(study, order, "fid_flops")
+    verdict = stats.verdict(groups, study.keys.fid)
+    at_flops = choices_answer(study, groups, learned) if choices is not None else None
+    steps = {arm: int(done.loc[done["arm"] == arm, "g_steps_flops"].median()) for arm in order
+             if done.loc[done["arm"] == arm, "g_steps_flops"].notna().any()}
+    budget = (study.attrs.get("budget") or {}).get("g_steps")
+    trained_on = {arm: n for arm, n in steps.items() if n != budget}
+    reference = _first(done["flops_reference"].dropna()) or "the base"
+    tflops = float(done["reference_flops"].dropna().iloc[0]) / 1e12 if done["reference_flops"].notna().any() else None
+    unit = (f"every arm judged where it had spent the {tflops:.3g} model TFLOPs that {reference} spends in "
+            f"{_budget_words(study)}" if tflops is not None else "every arm judged at the same model FLOPs")
+    if trained_on:
+        unit += ": " + ", ".join(f"{arm} at {n:,} G steps" for arm, n in trained_on.items())
+    return {"verdict": verdict, "choices": at_flops, "steps": steps, "unit": unit, "reference": reference,
+            "changes": _unit_change(at_steps, verdict, choices, at_flops)}
+
+
+def _unit_change(at_steps: stats.Verdict, at_flops: stats.Verdict, choices: dict | None,
+                 choices_flops: dict | None) -> str | None:
+    """In words, how the answer at equal FLOPs differs from the one at equal G steps; None when it does not."""
+    if choices is not None and choices_flops is not None:  # leave-one-out: which choices clearly cost
+        steps_costly = {r["choice"] for r in choices["rows"] if r["costs"]}
+        flops_costly = {r["choice"] for r in choices_flops["rows"] if r["costs"]}
+        if steps_costly == flops_costly:
+            return None
+        gained, lost = sorted(flops_costly - steps_costly), sorted(steps_costly - flops_costly)
+        parts = ([f"{_quoted(gained)} clearly cost too"] if gained else []) + \
+            ([f"{_quoted(lost)} no longer clearly cost"] if lost else [])
+        return "The unit changes the answer: at equal FLOPs " + "; ".join(parts) + "."
+    if at_steps.best is None or at_flops.best is None:
+        return None
+    if at_steps.best == at_flops.best and at_steps.significant == at_flops.significant:
+        return None
+
+    def said(v: stats.Verdict) -> str:
+        return f"{v.best} is {'clearly ' if v.significant else ''}best{'' if v.significant else ' (not clearly)'}"
+
+    return f"The unit changes the answer: at equal G steps {said(at_steps)}, at equal FLOPs {said(at_flops)}."
+
+
+def _quoted(labels: list[str]) -> str:
+    return ", ".join(f"\u201c{x}\u201d" for x in labels)
+
+
+def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], choices: dict | None,
+           compute: dict | None = None) -> str:
     """The study's answer: first whether there is anything to compare (if no arm learned, that is the answer; if
     the base arm did not, that is said first), then the blog's own setting against the best arm, with the paired
-    effect and its CI."""
+    effect and its CI, at equal G steps and, where the study has it, at equal compute."""
+    text = _answer_at(study, verdict, learned, choices)
+    if compute is None or verdict.best is None or not learned or not any(x.learned for x in learned.values()):
+        return text
+    at_flops = _answer_at(study, compute["verdict"], learned, compute["choices"], with_notes=False)
+    return (f"At equal G steps: {text} At equal compute ({compute['unit']}): {at_flops}"
+            + (f" {compute['changes']}" if compute["changes"] else ""))
+
+
+def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Learning], choices: dict | None,
+               with_notes: bool = True) -> str:
+    """``answer`` in one unit; ``with_notes``: say when the base arm or the blog's setting did not learn."""
     budget = _budget_words(study)
     base_arm, blog = study.attrs.get("base_arm"), study.baseline
     if verdict.best is None or not learned:
@@ -391,7 +462,7 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
             ci = f", {x.level:.0%} CI {stats.ratio_text(x.lo)}–{stats.ratio_text(x.hi)}" if x.has_ci else ""
             notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.keys.fid} went to "
                          f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
-    said = "".join(" " + n for n in notes)
+    said = "".join(" " + n for n in notes) if with_notes else ""
     if choices is not None:
         text = _sentence(choices["verdict"].text)
         whole = choices["blog_vs_reference"]
@@ -424,7 +495,7 @@ def base_section(study: StudyData, kind: str) -> dict:
         "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
         "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
         "planned_seeds": study.attrs.get("seeds"), "choices": None, "curves_note": None, "order": [], "table": [],
-        "samples": [], "memorization": None,
+        "samples": [], "memorization": None, "compute": None,
         "answer": "", "base_name": study.attrs.get("base", "–"), "base_why": study.attrs.get("base_why") or "",
     }
 

@@ -157,9 +157,12 @@ def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialStat
 
 
 def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
-               spread: float = 1.0, failures: dict | None = None, memorization: bool = True) -> optuna.Study:
+               spread: float = 1.0, failures: dict | None = None, memorization: bool = True,
+               flops_of: dict[str, tuple[float, int]] | None = None) -> optuna.Study:
     """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures;
-    ``memorization``: the trials carry the memorization check (a study run before it existed does not)."""
+    ``memorization``: the trials carry the memorization check (a study run before it existed does not);
+    ``flops_of``: arm -> (FID, G steps) at equal compute (ablations.trial.equal_points; a study run before it has
+    none)."""
     spec = REGISTRY[kind]
     b = BUDGETS[budget_name]
     eval_n = b.eval_n or SPLIT[1]
@@ -194,9 +197,16 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
             sharp = float(np.clip(1 - (fid - 30) / 100, 0, 1))
             run_dir = _run_folder(fx.runs, name, arm.label, seed, cfg, final, budget, b.eval_n_intermediate, sharp, rng)
             step0 = {f"fid{count_tag(eval_n)}": float(400 + rng.normal(0, 30)), f"modes{count_tag(eval_n)}": 1.0}
+            at_flops = {}
+            if flops_of is not None:
+                flops_fid, flops_steps = flops_of[arm.label]
+                flops_fid = float(flops_fid + rng.normal(0, spread))
+                at_flops = {"metrics_equal_flops": metrics(eval_n, flops_fid, flops_fid / 15, rng),
+                            "equal_flops": {"g_steps": flops_steps, "flops": 1.71e12 * flops_steps / b.g_steps,
+                                            "reference_flops": 1.71e12, "reference": "the base"}}
             _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
-                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget, "metrics_step0": step0},
-                        value=fid)
+                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget, "metrics_step0": step0,
+                         **at_flops}, value=fid)
     # bookkeeping trials of parallel workers: never results
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"spare": True})
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"duplicate": True})
@@ -260,6 +270,10 @@ QUIRK_FID = {"blog": 90.0, "all fixed": 30.0, "Adadelta lr=1e-3": 55.0, "D:G 1:5
              "BatchNorm before Sigmoid": 30.0, "3 channels": 30.0, "900 images": 30.0, "9 blocks": 45.0,
              "unshuffled epochs": 30.0}
 DEPTH_FID = {str(d): 100.0 - 5 * d for d in range(4, 10)}
+# step_ratio at equal compute: (FID, G steps there); the cheap 1:2 trains on to 1,265 G steps and is clearly best there,
+# where 1:1 is at equal G steps: the unit changes the answer
+STEP_RATIO_FLOPS = {"5:1": (95.0, 273), "2:1": (75.0, 571), "1:1": (40.0, 900), "1:2": (30.0, 1265),
+                    "1:5": (50.0, 1671)}
 STEP_RATIO_FAILURES = {
     ("5:1", 2): ("diverged", "diverged at G step 37, D step 185: generator loss is not finite"),
     ("2:1", 0): ("interrupted", "stopped by SIGINT; rerun the command to resume it"),
@@ -306,8 +320,9 @@ def build_fixture(tmp: Path) -> Fixture:
     """step_ratio (3 seeds, a diverged and a retried trial), blog_quirks (5 seeds), depth (1 seed), joint."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json", tmp / "results")
-    grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES)
-    grid_study(fx, "blog_quirks", "quick", 5, QUIRK_FID, spread=0.5)
+    grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES, flops_of=STEP_RATIO_FLOPS)
+    grid_study(fx, "blog_quirks", "quick", 5, QUIRK_FID, spread=0.5,
+               flops_of={arm: (fid, 900) for arm, fid in QUIRK_FID.items()})  # the same answer in both units
     grid_study(fx, "depth", "smoke", 1, DEPTH_FID, memorization=False)
     joint_study(fx)
     benchmark_json(fx.benchmarks)

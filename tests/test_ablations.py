@@ -19,6 +19,7 @@ from ablations import run, trial_queue, workers
 from ablations.studies import REGISTRY
 from gan_core import devices
 from gan_core.training.config import RunConfig, override
+from gan_core.training import data, loop
 from gan_core.training.loop import channel_lists
 from gan_core.training.run_folder import RunFolder
 
@@ -64,8 +65,13 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
     asked = channel_lists(override(cfg, {"model.shrink": 1.0}))
     for net in ("G", "D"):
         assert all(min(a, 8) <= s for a, s in zip(asked[net], t.user_attrs["channels"][net], strict=True))
-    assert t.user_attrs["budget"]["g_steps"] == 4 and t.user_attrs["budget"]["flops"] > 0
-    assert t.value == t.user_attrs["metrics"]["fid100"]
+    assert t.user_attrs["budget"]["flops"] > 0 and t.value == t.user_attrs["metrics"]["fid100"]
+    if spec.is_grid:  # trained to the budget's 4 G steps and to the reference's compute, whichever is later
+        at_flops = t.user_attrs["equal_flops"]["g_steps"]
+        assert t.user_attrs["budget"]["g_steps"] == max(4, at_flops)
+        assert t.user_attrs["metrics_equal_flops"]["fid100"] > 0
+    else:
+        assert t.user_attrs["budget"]["g_steps"] == 4
     assert (tmp_path / "runs" / f"{name}-{base}-smoke").is_dir()
     run_dir = t.user_attrs["run_dir"]
     for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl",
@@ -84,7 +90,8 @@ def check_step_ratio_changes_only_the_schedule(trials):
     assert configs["1:5"]["schedule"]["d_steps"] == 1 and configs["1:5"]["schedule"]["g_steps"] == 5
     assert configs["5:1"]["schedule"]["d_steps"] == 5 and configs["5:1"]["schedule"]["g_steps"] == 1
     budgets = {t.user_attrs["arm"]: t.user_attrs["budget"] for t in trials}
-    assert budgets["5:1"]["d_steps"] == 20 and budgets["1:5"]["d_steps"] == 1  # 4 G steps each
+    assert budgets["5:1"]["d_steps"] == 20  # 4 G steps (its equal-compute point came on the way, at 2)
+    assert budgets["1:5"]["g_steps"] == 7 and budgets["1:5"]["d_steps"] == 2  # on to the 1:1 base's compute
     for cfg in configs.values():  # everything else is the study's base (the DCGAN member), shrunk by the budget
         assert cfg["model"] == configs["1:5"]["model"] and cfg["g_optim"] == configs["1:5"]["g_optim"]
         assert cfg["model"]["width"] == 0.125 and cfg["model"]["shrink"] == 1 / 8
@@ -669,3 +676,26 @@ def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_co
     assert set(data.curves["trial"]) == set(data.complete["number"])
     assert all("image" in grid for grid in sections.sample_grids(data, data.arms)), sections.sample_grids(data,
                                                                                                        data.arms)
+
+
+def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute(tmp_path):
+    """step_ratio at smoke: 5:1 costs more per G step than the 1:1 base (judged at its equal-FLOPs step on the way
+    to the budget), 1:5 less (trains on past it); each is judged at both points, and the judgement at the budget's
+    G steps is the one a run of exactly that many steps gives (the iteration ends there)."""
+    assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
+    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
+    trials = {t.user_attrs["arm"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    reference = trials["1:1"].user_attrs["budget"]["flops"]  # the base's FLOPs in the budget's 4 G steps
+    for arm, t in trials.items():
+        cfg, eq = RunConfig.from_dict(t.user_attrs["config"]), t.user_attrs["equal_flops"]
+        n = len(data.training_images(data.load(cfg.data), cfg.data))
+        assert eq["reference_flops"] == pytest.approx(reference) and eq["flops"] >= reference
+        assert loop.flops_at(cfg, eq["g_steps"] - 1, n) < reference  # the first G step that has had it
+        evals = {r["g_step"]: r for r in RunFolder(t.user_attrs["run_dir"]).read_jsonl("evals.jsonl")}
+        for g_step, attr in ((4, "metrics"), (eq["g_steps"], "metrics_equal_flops")):
+            final = evals[g_step] if g_step < cfg.steps else RunFolder(t.user_attrs["run_dir"]).read_json(
+                "metrics.json")
+            assert t.user_attrs[attr]["fid100"] == final["fid100"], (arm, attr)
+    assert trials["5:1"].user_attrs["equal_flops"]["g_steps"] < 4 < trials["1:5"].user_attrs["equal_flops"]["g_steps"]
+    assert trials["1:5"].user_attrs["budget"]["g_steps"] == trials["1:5"].user_attrs["equal_flops"]["g_steps"]
+    assert trials["1:1"].user_attrs["metrics"] == trials["1:1"].user_attrs["metrics_equal_flops"]

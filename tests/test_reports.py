@@ -354,7 +354,7 @@ def test_every_table_downloads_as_csv_with_every_digit(fx, page):
     link = links[tables.index(arms)]
     assert link.attrs["download"].endswith(f"{fx.studies['step_ratio']}-arms.csv")
     header, *rows = csv_rows(link)
-    fid = next(i for i, h in enumerate(header) if h.endswith("mean [95% CI]"))
+    fid = next(i for i, h in enumerate(header) if h.startswith("fid1k mean [95% CI]"))
     assert header[fid + 1:fid + 3] == [f"{header[fid]} CI low", f"{header[fid]} CI high"]
     for row in arms.find_all("tr", data_arm=True):
         cell = row.find("td", data_col="fid")
@@ -554,8 +554,17 @@ def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
     assert "reused noise" in answers.find("tr", data_study=fx.studies["blog_quirks"]).text()
     # the step ratio study answers its question with the blog's 1:5 against the best arm, paired, with a CI
     step = answers.find("tr", data_study=fx.studies["step_ratio"]).find("td", data_role="answer").text()
-    assert step.startswith("The blog's setting 1:5 has ") and "the fid1k of the best arm, 1:1 (95% CI " in step
-    assert "paired over 5 seeds" in step and "it clearly costs" in step and "1:1 is clearly best overall" in step
+    at_steps, at_flops = step.split(" At equal compute (")
+    assert at_steps.startswith("At equal G steps: The blog's setting 1:5 has ")
+    assert "the fid1k of the best arm, 1:1 (95% CI " in at_steps and "paired over 5 seeds" in at_steps
+    assert "it clearly costs" in at_steps and "1:1 is clearly best overall" in at_steps
+    # at equal compute the cheap 1:2 trained on to 1,265 G steps and is best there (report_fixtures.STEP_RATIO_FLOPS)
+    assert at_flops.startswith("every arm judged where it had spent the 1.71 model TFLOPs that the base spends in "
+                               "900 G steps: 5:1 at 273 G steps, 2:1 at 571 G steps, 1:2 at 1,265 G steps, 1:5 at "
+                               "1,671 G steps): The blog's setting 1:5 has ")
+    assert "the fid1k of the best arm, 1:2 (95% CI" in at_flops and "1:2 is clearly best overall" in at_flops
+    assert at_flops.endswith("The unit changes the answer: at equal G steps 1:1 is clearly best, at equal FLOPs 1:2 "
+                             "is clearly best.")
 
 
 def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5") -> str:
@@ -645,3 +654,35 @@ def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path
     t = create_trial(value=1.0, user_attrs={"arm": "1:5", "seed": 0, "restarted": reason})
     assert trial_row(t, None, tmp_path, "s")["restarted"] == reason
     assert trial_row(create_trial(value=1.0), None, tmp_path, "s")["restarted"] is None
+
+
+def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_changes_the_answer(fx, page):
+    _, _, dom = page
+    step = dom.find("section", id="study-" + fx.studies["step_ratio"].replace("_", "-"))
+    assert "1:2 is best" in step.find("div", data_role="compute-verdict").text()  # rf.STEP_RATIO_FLOPS
+    assert step.find("p", data_role="unit-change").text() == \
+        "The unit changes the answer: at equal G steps 1:1 is clearly best, at equal FLOPs 1:2 is clearly best."
+    arms = step.find("table", class_="arms")
+    for arm, (fid, g_steps) in rf.STEP_RATIO_FLOPS.items():
+        row = arms.find("tr", data_arm=arm)
+        assert abs(float(row.find("td", data_col="fid_flops").attrs["data-value"]) - fid) < 3  # seeds' noise: sd 1
+        assert row.find("td", data_col="g_steps_flops").attrs["data-value"] == str(g_steps)
+    quirks = dom.find("section", id="study-" + fx.studies["blog_quirks"].replace("_", "-"))
+    assert quirks.find("p", data_role="unit-change").text() == "The answer is the same in both units."
+    assert "reused noise" in quirks.find("div", data_role="compute-verdict").text()
+    depth = dom.find("section", id="study-" + fx.studies["depth"].replace("_", "-"))  # run before equal compute
+    assert not depth.find_all("div", data_role="compute-verdict")
+    assert "equal compute" not in depth.find("div", data_role="study-answer").text()
+    assert not depth.find_all("td", data_col="fid_flops")
+
+
+def _costs(*labels: str) -> dict:
+    return {"rows": [{"choice": x, "costs": True} for x in labels]}
+
+
+def test_a_leave_one_out_answer_names_the_choices_whose_cost_changes_with_the_unit():
+    no = stats.Verdict("unused")
+    assert sections._unit_change(no, no, _costs("a", "b"), _costs("b", "a")) is None
+    assert sections._unit_change(no, no, _costs("a"), _costs("b", "c")) == (
+        "The unit changes the answer: at equal FLOPs \u201cb\u201d, \u201cc\u201d clearly cost too; \u201ca\u201d no "
+        "longer clearly cost.")

@@ -321,3 +321,35 @@ def test_a_checkpoint_whose_content_changed_after_saving_is_refused(split, tiny,
     torch.save(ckpt, path)
     assert loop.train(tiny(steps=4), tmp_path / "r", split=split, resume=True).g_steps == 4
     assert CHECKSUM in torch.load(path, weights_only=False)  # and rewritten with one
+
+
+def test_eval_at_steps_are_evaluated_and_end_their_iteration_there(split, tiny, tmp_path):
+    """1:5 with eval_at 7: the iteration of G steps 6-10 ends at 7, so the generator judged there is the one a run of
+    exactly 7 G steps ends with (its D steps too: 2), and training goes on to 12 from there."""
+    seen = {}
+
+    def on_eval(point):
+        seen[point.g_step] = (point.d_step, {k: v.clone() for k, v in point.generator.state_dict().items()})
+        return {"score": 1.0}
+
+    ratio = {"schedule.d_steps": 1, "schedule.g_steps": 5}
+    loop.train(tiny(steps=12, eval_every=100, eval_at=(7,), **ratio), tmp_path / "long", split=split, on_eval=on_eval)
+    assert sorted(seen) == [0, 7, 12]
+    short = loop.train(tiny(steps=7, **ratio), tmp_path / "short", split=split)
+    assert seen[7][0] == short.d_steps == 2
+    for name, value in short.generator.state_dict().items():
+        assert torch.equal(seen[7][1][name], value), name
+
+
+@pytest.mark.parametrize("changes", [{"schedule.d_steps": 1, "schedule.g_steps": 5},
+                                     {"schedule.d_steps": 5, "schedule.g_steps": 1},
+                                     {"schedule.order": "blog_epochs", "schedule.g_steps": 3}])
+def test_g_steps_for_is_the_first_g_step_that_has_had_the_compute(tiny, changes):
+    cfg = tiny(**changes)
+    for target in (1.0, 3.3e6, 1e9, loop.flops_at(cfg, 57, 40)):
+        n = loop.g_steps_for(cfg, target, 40)
+        assert loop.flops_at(cfg, n, 40) >= target > loop.flops_at(cfg, n - 1, 40)
+    d_flops, g_flops = loop.count_flops(cfg)  # the D steps fall where the order puts them
+    expected_d = {(1, 5): 2, (5, 1): 35}.get((cfg.schedule.d_steps, cfg.schedule.g_steps))
+    if expected_d is not None:
+        assert loop.flops_at(cfg, 7, 40) == 7 * g_flops + expected_d * d_flops

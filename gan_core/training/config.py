@@ -194,6 +194,10 @@ class RunConfig:
     sample_every: int = 0  # generator steps between samples.png refreshes; 0 = at the end only
     checkpoint_every: int = 500  # generator steps between checkpoints; the end always writes one
     eval_every: int = 0  # generator steps between on_eval callbacks; 0 = none
+    # G steps at which on_eval is called too (a study's equal-compute point, its G-step budget when it trains on
+    # past it); an iteration that would pass one ends there, as one ends at the budget, so that the generator
+    # judged there is the one a run of that many steps ends with
+    eval_at: tuple[int, ...] = ()
 
     def __post_init__(self):
         _positive_int("steps", self.steps)
@@ -203,6 +207,11 @@ class RunConfig:
         _positive_int("log_every", self.log_every)
         for name in ("sample_every", "checkpoint_every", "eval_every"):
             _positive_int(name, getattr(self, name), minimum=0)
+        if not isinstance(self.eval_at, list | tuple):
+            raise ConfigError(f"eval_at must be a list of G steps, got {self.eval_at!r}")
+        for step in self.eval_at:
+            _positive_int("each of eval_at", step)
+        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))  # JSON gives a list; frozen = hashable
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -124,6 +124,27 @@ def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
     return float(d_flops), float(counter.get_total_flops())
 
 
+def flops_at(cfg: RunConfig, g_steps: int, n_images: int) -> float:
+    """Model FLOPs of a run's first ``g_steps`` G steps with the D steps its order places among them (training
+    ``n_images`` images: the blog's order depends on it)."""
+    d_flops, g_flops = count_flops(cfg)
+    d_steps = order.schedule(cfg.schedule, n_images).d_done_after_g(0, 0, g_steps - 1) if g_steps else 0
+    return g_steps * g_flops + d_steps * d_flops
+
+
+def g_steps_for(cfg: RunConfig, flops: float, n_images: int) -> int:
+    """The fewest G steps at which a run has spent at least ``flops`` model FLOPs: where an arm of a study has had
+    the compute of another (a run's eval_at step may fall mid-iteration: the iteration ends there)."""
+    hi = 1
+    while flops_at(cfg, hi, n_images) < flops:
+        hi *= 2
+    lo = hi // 2  # flops_at(lo) < flops <= flops_at(hi), or lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if flops_at(cfg, mid, n_images) < flops else (lo, mid)
+    return hi
+
+
 @cache
 def bytes_per_image(m: ModelConfig) -> float:
     """Memory one image of a batch takes in a training step, estimated: the float32 outputs of every layer of G
@@ -534,9 +555,15 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
     t_tick = time.perf_counter()
     t_start = t_tick - progress.wall_s
     intervals = (cfg.log_every, cfg.eval_every if evaluating else 0, cfg.sample_every, cfg.checkpoint_every)
+
+    def at_eval_point(before: int) -> bool:  # an eval_at step passed since ``before`` (the tick lands on it)
+        return evaluating and any(before < step <= progress.g_step for step in cfg.eval_at)
+
     while members and progress.g_step < cfg.steps:
         before = progress.g_step
-        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, cfg.steps - progress.g_step), at=progress.g_step)
+        # an iteration ends early at the budget and at an eval_at step (its G steps so far are a shorter run's)
+        stop = min([cfg.steps, *(step for step in cfg.eval_at if step > progress.g_step)])
+        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
         d_losses += d_new
         g_losses += g_new
         progress.d_step += len(d_new)
@@ -544,7 +571,7 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
         end = progress.g_step == cfg.steps
         # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
         # must be written every 2 steps (and only after the losses since the last tick proved finite)
-        if not (end or any(crossed(every, before, progress.g_step) for every in intervals)):
+        if not (end or at_eval_point(before) or any(crossed(every, before, progress.g_step) for every in intervals)):
             continue
 
         # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
@@ -589,7 +616,8 @@ def _run(members: list[Member], steps: GanSteps, progress: Progress, images: tor
             steps.load_state_dicts(states)
 
         # ---- intervals that fire at this tick: evaluation, samples, checkpoint
-        if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end):
+        if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end
+                           or at_eval_point(at_tick.g_step)):
             evaluate_all()
         if crossed(cfg.sample_every, at_tick.g_step, progress.g_step) and not end:
             for i, member in enumerate(members):

@@ -82,7 +82,7 @@ class DamagedCheckpoint(UserError):
 
 
 # A resumed run must be the same experiment: only the budget and the cadence of its outputs may change.
-RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "eval_every"})
+RESUMABLE_CHANGES = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "eval_every", "eval_at"})
 
 
 def _same_experiment(cfg: RunConfig) -> dict:
