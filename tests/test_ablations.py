@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from ablations import run, trial_queue, workers
 from ablations.studies import REGISTRY
 from gan_core import devices
-from gan_core.training.config import RunConfig, override
 from gan_core.training import data, loop
+from gan_core.training.config import RunConfig, override
 from gan_core.training.loop import channel_lists
 from gan_core.training.run_folder import RunFolder
 
