@@ -227,6 +227,8 @@ ROWS = [
     ("X", ["--out", "{DIR}"], "is a folder; give a file name for the extractor's weights (--out)"),
     ("X", ["--out", "{FILE}/w.pt"], "is a file, not a folder; choose a folder for the extractor's weights (--out)"),
     ("X", ["--out", "{DIR}/" + "b" * 260 + ".pt"], "is 263 bytes long, more than the 255 its file system allows"),
+    ("X", ["--judge", "inception"], "unknown judge 'inception'; choose one of: cnn, lenet"),
+    ("X", ["--judge", "LeNet"], "unknown judge 'LeNet'; choose one of: cnn, lenet"),
     ("A", ["--study", "depth", "--seeds", "1000000000"], "--seeds 1,000,000,000 makes 6,000,000,000 trials (6 arms "
                                                          "x 1,000,000,000 seeds), more than the 10,000 a study may "
                                                          "queue"),
