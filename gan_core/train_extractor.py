@@ -29,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=_positive, default=None,
                    help="use only the first N train images (quick tests; the shipped weights use all)")
     p.add_argument("--out", default=None,
-                   help="weights file; a .json with the same name goes beside it (default: the judge's, in the package)")
+                   help="weights file; a .json with the same name goes beside it (default: the judge's own, in "
+                   "the package)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return p
 

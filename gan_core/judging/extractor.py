@@ -242,8 +242,9 @@ class FidelityMnistCNN(FeatureExtractorBase):
     ``"logits"`` (ISC).
 
     torch-fidelity constructs it as ``cls(name, features_list, **calculate_metrics_kwargs)``; the name
-    picks the weights and the network (see ``register``): one class serves both judges. Input: uint8 [N, 1 or 3, 32, 32], like every torch-fidelity
-    extractor's uint8 RGB convention but also taking grey directly.
+    picks the weights and the network (see ``register``): one class serves both judges.
+    Input: uint8 [N, 1 or 3, 32, 32], like every torch-fidelity extractor's uint8 RGB convention but also taking
+    grey directly.
     """
 
     def __init__(self, name: str, features_list, **kwargs):
