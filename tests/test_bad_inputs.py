@@ -194,6 +194,7 @@ ROWS = [
         ("budget", "its budget is 'quick', this run's 'smoke'; give this run another --study-name"),
         ("redefined", "its budget 'smoke' differs in g_steps (8 there, 4 here); give this run another --study-name"),
         ("objective", "its objective is 'fid1k', this run's 'fid100'; give this run another --study-name"),
+        ("judge2", "its second_judge is 'mnist-lenet-v1-00000000', this run's 'mnist-lenet-v1-"),
         ("multi", "is a study to minimize, minimize (2 objective(s)); python -m ablations.run minimises one, fid100: "
                   "give this run another --study-name"),
         ("max", "is a study to maximize (1 objective(s))"),
@@ -473,6 +474,8 @@ def make_studies(url: str) -> None:
         ("budget", {**ours, "budget": BUDGETS["quick"].to_dict()}, ["minimize"]),
         ("redefined", {**ours, "budget": redefined}, ["minimize"]),
         ("objective", {**ours, "budget": smoke, "objective": "fid1k"}, ["minimize"]),
+        ("judge2", {**ours, "budget": smoke, "objective": "fid100", "second_judge": "mnist-lenet-v1-00000000"},
+         ["minimize"]),
         ("multi", {}, ["minimize", "minimize"]), ("max", {}, ["maximize"]), ("plain", {}, ["minimize"]),
         ("empty", {}, ["minimize"]), ("attr", {**ours, "seeds": "5"}, ["minimize"]), ("trial", ours, ["minimize"]),
     ]:

@@ -127,6 +127,12 @@ class Reference:
     def extractor_name(self) -> str:
         return self.extractors[""].name
 
+    @property
+    def second_judge_name(self) -> str | None:
+        """The second judge's name (``mnist-lenet-v1-<sha8>``), None when this reference has none."""
+        second = self.extractors.get(SECOND_JUDGE_SUFFIX)
+        return second and second.name
+
     def protocol(self, n_generated: int) -> Protocol:
         """The protocol of a score of n_generated images against this reference (see gan_core.judging.protocol)."""
         judge = self.extractors[""]
