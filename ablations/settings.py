@@ -81,7 +81,9 @@ def study_identity(settings: Settings, ctx) -> dict:
 
     return {"study": settings.study, "base": settings.base_name, "budget": BUDGETS[settings.budget].to_dict(),
             "objective": ctx.objective, "data": ctx.base.data.source,
-            "split": [len(ctx.split.train), len(ctx.split.heldout)], "extractor": ctx.reference.extractor_name}
+            "split": [len(ctx.split.train), len(ctx.split.heldout)], "extractor": ctx.reference.extractor_name,
+            # the second judge's weights too: its FIDs from two versions of it would be ranked together
+            "second_judge": ctx.reference.second_judge_name}
 
 
 def check_study(study, identity: dict, settings: Settings) -> None:

@@ -26,7 +26,14 @@ from ablations.budgets import Budget
 from ablations.studies import Study
 from gan_core import devices
 from gan_core.errors import ConfigError, Diverged, UserError, first_line, os_fault
-from gan_core.judging.evaluation import Evaluator, Reference, evaluate_generator, judge_generator, save_judged
+from gan_core.judging.evaluation import (
+    FIRST_JUDGE_ONLY,
+    Evaluator,
+    Reference,
+    evaluate_generator,
+    judge_generator,
+    save_judged,
+)
 from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training import packing
@@ -200,7 +207,7 @@ def on_eval_for(ctx: Context, planned: Planned):
         metrics = ctx.intermediate(point)
         if point.g_step == 0:  # the untrained generator, at the final count too: what "did it learn?" compares with
             full = evaluate_generator(point.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
-                                      reference=ctx.reference)
+                                      reference=ctx.reference, judges=FIRST_JUDGE_ONLY)
             metrics.update({k: full[k] for k in _step0_keys(ctx)})
         elif point.g_step in cfg.eval_at and point.g_step < cfg.steps:  # judged like the end (finish): kept in
             full, _ = judge_generator(point.generator, cfg.model.head, ctx.reference, ctx.budget.eval_n,  # evals.jsonl

@@ -31,7 +31,7 @@ def _samples(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog=PROG, description="FID/KID/precision/recall/classifier score/mode coverage "
-                                                  "against held-out MNIST, with the MNIST feature extractor.")
+                                                  "against held-out MNIST, under both MNIST judges.")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (config.json + checkpoint.pt)")
     p.add_argument("--real-vs-real", action="store_true",
                    help="print the floor: a class-balanced train draw vs the held-out set (no run folder)")
@@ -151,8 +151,9 @@ def _table(result: dict, floor: dict | None = None) -> str:
     """metric, value (and floor) per line; the per-digit shares on one line."""
     head = (f"{result['extractor']}: {result['n_generated']} generated vs {result['n_real']} real "
             f"({result['real_set']})")
-    if "extractor_inception" in result:
-        head += f"; {result['extractor_inception']}"
+    for key, name in result.items():  # every other judge (the second MNIST judge, Inception-v3): its metrics' suffix
+        if key.startswith("extractor_"):
+            head += f"; {name} (*{key.removeprefix('extractor')})"
     lines = [head, f"{'metric':<24}{'value':>12}" + (f"{'floor':>12}" if floor else "")]
     shares = []
     for key, value in result.items():

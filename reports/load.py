@@ -18,6 +18,7 @@ import pandas as pd
 
 from gan_core import storage
 from gan_core.errors import UserError, first_line, mask_passwords
+from gan_core.judging.extractor import SECOND as SECOND_JUDGE
 from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training.run_folder import EVALS, METRICS, NEIGHBOURS, SAMPLES, RunFolder
@@ -47,6 +48,7 @@ BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(
           "joint_trials": int, "note": str}
 STUDY_ATTRS = {
     "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
+    "second_judge": (str, type(None)),
     "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
     "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
     "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,
@@ -171,7 +173,13 @@ class StudyData:
 EQUAL_FLOPS_COLUMNS = ("fid_flops", "kid_flops", "g_steps_flops", "reference_flops", "flops_reference")
 # the memorization check (gan_core.judging.memorization), MetricNames properties; absent from studies run before it
 MEMORIZATION_COLUMNS = ("copy", "copy_p", "copy_pixels", "copy_pixels_p")
-TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall", "modes",
+# the second judge's final metrics (gan_core.judging.extractor.SECOND: fid1k_lenet...) under the first judge's column
+# names with its suffix (fid_lenet, kid_lenet...), and its name; absent (NaN, None) from studies run before it
+SECOND_JUDGE_METRICS = ("fid", "kid", "precision", "recall")
+SECOND_JUDGE_COLUMNS = tuple(f"{m}{SECOND_JUDGE.suffix}" for m in SECOND_JUDGE_METRICS)
+SECOND_JUDGE_NAME = f"extractor{SECOND_JUDGE.suffix}"  # the metrics' key and the column: mnist-lenet-v1-<sha8>
+TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "precision", "recall",
+                 *SECOND_JUDGE_COLUMNS, SECOND_JUDGE_NAME, "modes",
                  "fid_step0", "modes_step0", *EQUAL_FLOPS_COLUMNS, "channels", *MEMORIZATION_COLUMNS,
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
                  "fail_reason", "restarted", "run_dir", "samples", "neighbours", "params", "git_commit", "python",
@@ -303,10 +311,19 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         row[f"share_{d}"] = metric(keys and keys.share(d))
     for column in MEMORIZATION_COLUMNS:
         row[column] = metric(keys and getattr(keys, column))
+    second = second_judge_names(keys)
+    for name, column in zip(SECOND_JUDGE_METRICS, SECOND_JUDGE_COLUMNS, strict=True):
+        row[column] = metric(second and getattr(second, name))
+    row[SECOND_JUDGE_NAME] = metrics.get(SECOND_JUDGE_NAME)
     if t.state.name == "FAIL" and not row["fail_kind"]:
         # failed by Optuna itself (a worker's heartbeat went stale), not by the trial's own handler
         row["fail_kind"], row["fail_reason"] = "worker lost", "its worker stopped sending heartbeats"
     return row
+
+
+def second_judge_names(keys: MetricNames | None) -> MetricNames | None:
+    """The second judge's names at the objective's sample count (``fid1k`` -> ``fid1k_lenet``)."""
+    return keys and MetricNames(keys.tag, SECOND_JUDGE.suffix)
 
 
 def resolve_run_dir(recorded: str | None, runs: Path) -> Path | None:

@@ -17,7 +17,7 @@ import pandas as pd
 from gan_core.errors import first_line
 from gan_core.training.run_folder import NEIGHBOURS, SAMPLES
 from reports import figures, stats
-from reports.load import StudyData, curve_names
+from reports.load import SECOND_JUDGE_COLUMNS, SECOND_JUDGE_NAME, StudyData, curve_names, second_judge_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_STUDY = "python -m ablations.run --study {name}"
@@ -262,6 +262,36 @@ def memorization_section(study: StudyData, order: list[str]) -> dict:
                              "neighbours": best_seed_pictures(study, order, "neighbours", NEIGHBOURS)}}
 
 
+NO_SECOND_JUDGE = "no second judge in this study (it was run before final evaluations were judged twice)"
+JUDGE_WORDS = ("first judge", "second judge")
+
+
+def second_judge(study: StudyData, order: list[str]) -> dict:
+    """The study re-judged by the second judge (gan_core.judging.extractor.SECOND): the same ``stats.verdict`` over
+    its FID per arm x seed, paired by seed; Kendall's tau between the two judges' arm rankings (mean log FID over
+    seeds); and the flip (``stats.agreement``): the best arm differs, or the verdict is significant under one judge
+    only. ``{"second_judge": None}`` without an objective; its ``missing`` line for a study run before the second
+    judge (no values)."""
+    k, k2 = study.keys, second_judge_names(study.keys)
+    if k is None:
+        return {"second_judge": None}
+    done = study.complete
+    column = SECOND_JUDGE_COLUMNS[0]  # its FID
+    if pd.to_numeric(done[column], errors="coerce").notna().sum() == 0:
+        return {"second_judge": {"missing": NO_SECOND_JUDGE}}
+    first_groups, groups = seed_groups(study, order, "fid"), seed_groups(study, order, column)
+    first, second = stats.verdict(first_groups, k.fid), stats.verdict(groups, k2.fid)
+    agree = stats.agreement(first_groups, groups, first, second, JUDGE_WORDS)
+    ranks = [{arm: i + 1 for i, arm in enumerate(sorted(logs, key=logs.get))}
+             for logs in (stats.mean_logs(first_groups), stats.mean_logs(groups))]
+    rows = [{"arm": arm, "first": stats.summarise(done.loc[done["arm"] == arm, "fid"].tolist()),
+             "second": stats.summarise(done.loc[done["arm"] == arm, column].tolist()),
+             "rank_first": ranks[0].get(arm), "rank_second": ranks[1].get(arm)} for arm in order]
+    names = done[SECOND_JUDGE_NAME].dropna()
+    return {"second_judge": {"verdict": second, "agreement": agree, "rows": rows, "metric": k2.fid,
+                             "judge": names.iloc[0] if len(names) else "not recorded"}}
+
+
 def _below(p_values: pd.Series) -> tuple[int, int]:
     """(seeds whose p-value is below ALPHA, seeds with a p-value)."""
     p = pd.to_numeric(p_values, errors="coerce").dropna()
@@ -287,6 +317,7 @@ def grid_section(study: StudyData) -> dict:
     complete = study.complete
     section = base_section(study, "grid")
     section.update(memorization_section(study, order))
+    section.update(second_judge(study, order))
     if k is None:
         section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")

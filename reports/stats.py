@@ -423,6 +423,58 @@ def verdict(groups: Mapping[str, Arm], metric: str, level: float = LEVEL, alpha:
                    best, runner, False, comps, adjusted)
 
 
+# --------------------------------------------------------------------------------------------- two judges
+
+
+def mean_logs(groups: Mapping[str, Arm]) -> dict[str, float]:
+    """Each arm's mean log value over its seeds, a failed seed counted as the worst: the order ``verdict`` ranks by."""
+    arms = _arms(groups)
+    worst = _worst(*arms.values())
+    return {} if worst is None else {k: _mean_log(v, worst) for k, v in arms.items()}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether a second judge agrees with the first on a study.
+
+    tau: Kendall's tau-b (scipy.stats.kendalltau) between the two judges' arm rankings, each arm ranked by its
+    mean log value over seeds (``mean_logs``), over the arms both judged; None when it is undefined (fewer than 2
+    such arms, or one judge ties them all). p: its two-sided p-value (no test of agreement at a handful of arms;
+    shown for scale). flips: why the verdict flips between the judges, one sentence each; empty when it holds.
+    """
+
+    tau: float | None
+    p: float | None
+    arms: int
+    flips: tuple[str, ...]
+
+    @property
+    def flipped(self) -> bool:
+        return bool(self.flips)
+
+
+def agreement(first_groups: Mapping[str, Arm], second_groups: Mapping[str, Arm], first: Verdict, second: Verdict,
+              names: tuple[str, str] = ("first judge", "second judge")) -> Agreement:
+    """Kendall's tau between two judges' rankings of the same arms (``{arm: {seed: value}}`` each, with their
+    ``verdict``s), and the flip: the best arm differs, or the verdict is significant under one judge only."""
+    from scipy.stats import kendalltau
+
+    a, b = mean_logs(first_groups), mean_logs(second_groups)
+    both = [k for k in a if k in b and math.isfinite(a[k]) and math.isfinite(b[k])]
+    tau = p = None
+    if len(both) >= 2:
+        result = kendalltau([a[k] for k in both], [b[k] for k in both])
+        if math.isfinite(result.statistic):
+            tau, p = float(result.statistic), float(result.pvalue)
+    flips = []
+    if first.best and second.best and first.best != second.best:
+        flips.append(f"the best arm differs: {first.best} under the {names[0]}, {second.best} under the {names[1]}")
+    if first.significant != second.significant:
+        yes, no = names if first.significant else names[::-1]
+        flips.append(f"the verdict is significant under the {yes} and not under the {no}")
+    return Agreement(tau, p, len(both), tuple(flips))
+
+
 def _ci_p(c: Comparison, p: float, label: str) -> str:
     return f"{c.level:.0%} CI {_r(c.lo)}–{_r(c.hi)}, {_p(p, label)}"
 

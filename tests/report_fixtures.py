@@ -10,12 +10,15 @@ the metric keys here are the ones gan_core.judging.metrics.compare produces, so 
 The numbers are made up with known answers: in step_ratio "1:1" is clearly best, in blog_quirks
 restoring "reused noise" costs the most, depth has one seed per arm (no verdict possible). The memorization check: in
 step_ratio the best arm "1:1" copies its training digits (copy near 0.9), every other arm is near 0.5; depth was run
-before the check existed (no copy values, no neighbours.png).
+before the check existed (no copy values, no neighbours.png). The second judge: in step_ratio it disagrees (its
+best arm is "2:1", Kendall's tau 0.6 against the first judge's ranking by construction), in blog_quirks it agrees
+(every FID 1.3x the first judge's: the same ranking and the same paired tests), depth was run before it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +33,14 @@ from ablations.budgets import BUDGETS
 from ablations.run import base_arm
 from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
+from gan_core.judging.extractor import SECOND
 from gan_core.judging.metrics import MetricNames, count_tag
 from gan_core.judging.protocol import Protocol
 from gan_core.training.config import override, preset
 from gan_core.training.loop import channel_lists
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
+EXTRACTOR_SECOND = "mnist-lenet-v1-b0385881"
 HELDOUT = "b8b2c6c961a18709"
 SPLIT = [4000, 1000]
 PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "python": "3.11.7", "torch": "2.14.1",
@@ -65,6 +70,14 @@ def metrics(n: int, fid: float, kid: float, rng: np.random.Generator, covered: i
         f"modes{t}": float((shares >= 0.05).sum()), f"mode_kl{t}": float(rng.uniform(0, 0.5)),
         **{f"share{t}_{d}": float(shares[d]) for d in range(10)},
     }
+
+
+def second_judge_metrics(n: int, fid: float, rng: np.random.Generator) -> dict:
+    """The second judge's keys as Reference.score adds them (FID, KID, precision/recall with its suffix; no
+    classifier metrics) and its name."""
+    k = MetricNames(count_tag(n), SECOND.suffix)
+    return {f"extractor{SECOND.suffix}": EXTRACTOR_SECOND, k.fid: fid, k.kid: fid / 20, k.kid_std: fid / 400,
+            k.precision: float(rng.uniform(0.2, 0.9)), k.recall: float(rng.uniform(0.1, 0.8))}
 
 
 def memorization_metrics(n: int, copy: float, rng: np.random.Generator) -> dict:
@@ -158,11 +171,13 @@ def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialStat
 
 def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
                spread: float = 1.0, failures: dict | None = None, memorization: bool = True,
-               flops_of: dict[str, tuple[float, int]] | None = None) -> optuna.Study:
+               flops_of: dict[str, tuple[float, int]] | None = None,
+               second_fid: Callable[[str, float, np.random.Generator], float] | None = None) -> optuna.Study:
     """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures;
     ``memorization``: the trials carry the memorization check (a study run before it existed does not);
     ``flops_of``: arm -> (FID, G steps) at equal compute (ablations.trial.equal_points; a study run before it has
-    none)."""
+    none); ``second_fid(arm, first judge's fid, rng)``: the second judge's FID of a trial (None: a study run before
+    it)."""
     spec = REGISTRY[kind]
     b = BUDGETS[budget_name]
     eval_n = b.eval_n or SPLIT[1]
@@ -170,6 +185,8 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
     fx.studies[kind] = name
     study = _study(fx.storage, name, kind, budget_name, seeds, eval_n)
     rng = np.random.default_rng(len(name))
+    rng_second = np.random.default_rng(len(name) + 1)  # its own stream: the first judge's numbers stay as they were
+    rng_flops = np.random.default_rng(len(name) + 2)  # the same for the numbers at equal compute
     base = preset("blog")
     failures = failures or {}
     for seed in range(seeds):
@@ -191,6 +208,8 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
                 copying = kind == "step_ratio" and arm.label == COPYING_ARM
                 # a generaliser's copy sits a little below 0.5 (0.493-0.498 measured in tests/test_memorization.py)
                 final.update(memorization_metrics(eval_n, 0.9 if copying else 0.49, rng))
+            if second_fid is not None:
+                final.update(second_judge_metrics(eval_n, second_fid(arm.label, fid, rng_second), rng_second))
             wall = float(rng.uniform(20, 40))
             budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": b.g_steps * 100, "wall_s": wall,
                       "flops": 1e12, "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
@@ -200,8 +219,8 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
             at_flops = {}
             if flops_of is not None:
                 flops_fid, flops_steps = flops_of[arm.label]
-                flops_fid = float(flops_fid + rng.normal(0, spread))
-                at_flops = {"metrics_equal_flops": metrics(eval_n, flops_fid, flops_fid / 15, rng),
+                flops_fid = float(flops_fid + rng_flops.normal(0, spread))
+                at_flops = {"metrics_equal_flops": metrics(eval_n, flops_fid, flops_fid / 15, rng_flops),
                             "equal_flops": {"g_steps": flops_steps, "flops": 1.71e12 * flops_steps / b.g_steps,
                                             "reference_flops": 1.71e12, "reference": "the base"}}
             _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
@@ -274,6 +293,21 @@ DEPTH_FID = {str(d): 100.0 - 5 * d for d in range(4, 10)}
 # where 1:1 is at equal G steps: the unit changes the answer
 STEP_RATIO_FLOPS = {"5:1": (95.0, 273), "2:1": (75.0, 571), "1:1": (40.0, 900), "1:2": (30.0, 1265),
                     "1:5": (50.0, 1671)}
+# step_ratio's second judge: another best arm ("2:1" instead of "1:1"), "2:1" also ahead of "1:2"; the other pairs in
+# the first judge's order: 2 of the 10 pairs discordant, Kendall's tau (8 - 2) / 10 = 0.6
+STEP_RATIO_FID_SECOND = {"5:1": 90.0, "2:1": 30.0, "1:1": 45.0, "1:2": 60.0, "1:5": 70.0}
+STEP_RATIO_TAU = 0.6
+
+
+def step_ratio_second(arm: str, fid: float, rng: np.random.Generator) -> float:
+    return float(STEP_RATIO_FID_SECOND[arm] + rng.normal(0, 1.0))
+
+
+def agreeing_second(arm: str, fid: float, rng: np.random.Generator) -> float:
+    """A second judge that agrees: 1.3x the first's FID, trial by trial (the same order, the same paired tests)."""
+    return 1.3 * fid
+
+
 STEP_RATIO_FAILURES = {
     ("5:1", 2): ("diverged", "diverged at G step 37, D step 185: generator loss is not finite"),
     ("2:1", 0): ("interrupted", "stopped by SIGINT; rerun the command to resume it"),
@@ -320,8 +354,9 @@ def build_fixture(tmp: Path) -> Fixture:
     """step_ratio (3 seeds, a diverged and a retried trial), blog_quirks (5 seeds), depth (1 seed), joint."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     fx = Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench-cpu.json", tmp / "results")
-    grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES, flops_of=STEP_RATIO_FLOPS)
-    grid_study(fx, "blog_quirks", "quick", 5, QUIRK_FID, spread=0.5,
+    grid_study(fx, "step_ratio", "quick", 5, STEP_RATIO_FID, failures=STEP_RATIO_FAILURES, flops_of=STEP_RATIO_FLOPS,
+               second_fid=step_ratio_second)
+    grid_study(fx, "blog_quirks", "quick", 5, QUIRK_FID, spread=0.5, second_fid=agreeing_second,
                flops_of={arm: (fid, 900) for arm, fid in QUIRK_FID.items()})  # the same answer in both units
     grid_study(fx, "depth", "smoke", 1, DEPTH_FID, memorization=False)
     joint_study(fx)

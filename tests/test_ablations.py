@@ -81,6 +81,11 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
         cfg = RunConfig.from_dict(trial.user_attrs["config"])
         assert trial.user_attrs["metrics"]["n_train"] == (cfg.data.train_limit or 4000)
         assert 0 <= trial.user_attrs["metrics"]["copy100"] <= 1 and "copy100" not in trial.user_attrs["metrics_step0"]
+    # the final evaluation under both judges; the evaluations during training (anytime curves) the first judge's only
+    assert t.user_attrs["metrics"]["fid100_lenet"] > 0 and t.user_attrs["metrics"]["extractor_lenet"].startswith(
+        "mnist-lenet-")
+    evals = [json.loads(line) for line in open(os.path.join(run_dir, "evals.jsonl"))]
+    assert evals and not [k for r in evals for k in r if k.endswith("_lenet")]
     if name == "step_ratio":
         check_step_ratio_changes_only_the_schedule(complete)
 

@@ -194,6 +194,7 @@ ROWS = [
         ("budget", "its budget is 'quick', this run's 'smoke'; give this run another --study-name"),
         ("redefined", "its budget 'smoke' differs in g_steps (8 there, 4 here); give this run another --study-name"),
         ("objective", "its objective is 'fid1k', this run's 'fid100'; give this run another --study-name"),
+        ("judge2", "its second_judge is 'mnist-lenet-v1-00000000', this run's 'mnist-lenet-v1-"),
         ("multi", "is a study to minimize, minimize (2 objective(s)); python -m ablations.run minimises one, fid100: "
                   "give this run another --study-name"),
         ("max", "is a study to maximize (1 objective(s))"),
@@ -227,6 +228,8 @@ ROWS = [
     ("X", ["--out", "{DIR}"], "is a folder; give a file name for the extractor's weights (--out)"),
     ("X", ["--out", "{FILE}/w.pt"], "is a file, not a folder; choose a folder for the extractor's weights (--out)"),
     ("X", ["--out", "{DIR}/" + "b" * 260 + ".pt"], "is 263 bytes long, more than the 255 its file system allows"),
+    ("X", ["--judge", "inception"], "unknown judge 'inception'; choose one of: cnn, lenet"),
+    ("X", ["--judge", "LeNet"], "unknown judge 'LeNet'; choose one of: cnn, lenet"),
     ("A", ["--study", "depth", "--seeds", "1000000000"], "--seeds 1,000,000,000 makes 6,000,000,000 trials (6 arms "
                                                          "x 1,000,000,000 seeds), more than the 10,000 a study may "
                                                          "queue"),
@@ -471,6 +474,8 @@ def make_studies(url: str) -> None:
         ("budget", {**ours, "budget": BUDGETS["quick"].to_dict()}, ["minimize"]),
         ("redefined", {**ours, "budget": redefined}, ["minimize"]),
         ("objective", {**ours, "budget": smoke, "objective": "fid1k"}, ["minimize"]),
+        ("judge2", {**ours, "budget": smoke, "objective": "fid100", "second_judge": "mnist-lenet-v1-00000000"},
+         ["minimize"]),
         ("multi", {}, ["minimize", "minimize"]), ("max", {}, ["maximize"]), ("plain", {}, ["minimize"]),
         ("empty", {}, ["minimize"]), ("attr", {**ours, "seeds": "5"}, ["minimize"]), ("trial", ours, ["minimize"]),
     ]:

@@ -58,6 +58,9 @@ def test_run_dir_writes_metrics_json(run_dir, cache_dir, capsys):
     assert saved["n_generated"] == 100 and "fid100" in saved and "fid100" in saved["floor"]
     assert Protocol.of(saved) == Protocol.of(saved["floor"]) and Protocol.of(saved).n_generated == 100
     assert "fid100" in out and "metrics.json" in out
+    # the second judge too, in the file (run and floor) and on the screen, its name in the header
+    assert "fid100_lenet" in saved and "fid100_lenet" in saved["floor"] and "fid100_lenet" in out
+    assert f"{saved['extractor_lenet']} (*_lenet)" in out.splitlines()[0]
     # the memorization check, against the digits the run trained on (all 4,000 of the train split here)
     assert 0 <= saved["copy100"] <= 1 and 0 <= saved["copy100_pixels_p"] <= 1 and saved["n_train"] == 4000
     assert "copy100" not in saved["floor"] and "copy100" in out and "neighbours.png" in out

@@ -132,9 +132,10 @@ def test_identical_sets_score_zero(heldout):
     assert metrics.precision_recall(heldout.features, heldout.features) == (1.0, 1.0)
 
 
-def test_torch_fidelity_calculate_metrics_agrees_through_the_registered_extractor(floor_draw, embedded, ref):
-    """The same numbers through torch-fidelity's own pipeline: proves the registration, and that our
-    batching and feature handling add nothing."""
+@pytest.mark.parametrize("judge", list(extractor.JUDGES.values()), ids=list(extractor.JUDGES))
+def test_torch_fidelity_calculate_metrics_agrees_through_the_registered_extractor(floor_draw, embedded, ref, judge):
+    """The same numbers through torch-fidelity's own pipeline: proves the registration (of both judges), and that
+    our batching and feature handling add nothing."""
 
     class Images(torch.utils.data.Dataset):  # torch-fidelity wants bare tensors, not TensorDataset tuples
         def __init__(self, x):
@@ -148,16 +149,19 @@ def test_torch_fidelity_calculate_metrics_agrees_through_the_registered_extracto
 
     gen = floor_draw[:200]
     theirs = torch_fidelity.calculate_metrics(
-        input1=Images(gen), input2=Images(embedded.heldout), feature_extractor=extractor.register(),
+        input1=Images(gen), input2=Images(embedded.heldout), feature_extractor=extractor.register(judge=judge),
         fid=True, kid=True, prc=True, isc=True, kid_subset_size=200, cuda=False, cache=False, save_cpu_ram=True,
         verbose=False, batch_size=250)
     ours = ref.score(gen)
-    assert ours["fid200"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
-    assert ours["kid200_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3)
-    assert ours["kid200_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-2)
-    assert ours["precision200"] == pytest.approx(theirs["precision"], abs=2e-3)
-    assert ours["recall200"] == pytest.approx(theirs["recall"], abs=2e-3)
-    assert ours["cscore200_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
+    k = metrics.MetricNames.for_count(200, judge.suffix)
+    assert ours[f"extractor{judge.suffix}"] == extractor.extractor_name(judge=judge)
+    assert ours[k.fid] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+    assert ours[k.kid] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3)
+    assert ours[k.kid_std] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-2)
+    assert ours[k.precision] == pytest.approx(theirs["precision"], abs=2e-3)
+    assert ours[k.recall] == pytest.approx(theirs["recall"], abs=2e-3)
+    if judge.classifier:
+        assert ours["cscore200_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
 
 
 # --- behaviour on real data -------------------------------------------------------------------------
@@ -285,7 +289,8 @@ def test_flipped_bytes_in_the_feature_cache_give_the_numbers_of_an_undisturbed_r
     monkeypatch.setattr(data, "load", lambda cfg: embedded)
     undisturbed = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")
     entries = sorted((tmp_path / "cache" / "features").glob("*.pt"))
-    assert len(entries) == 3  # the held-out set's features, the floor draw's and the training digits' (memorization)
+    # the held-out set's features and the floor draw's under each judge, and the training digits' (memorization)
+    assert len(entries) == 5
     for entry in entries:
         flip_tensor_bytes(entry)
     again = evaluation.evaluate_run(run, n=100, device="cpu", cache_dir=tmp_path / "cache")
@@ -322,6 +327,8 @@ def test_evaluator_as_on_eval_callback_leaves_the_generator_as_it_was(embedded, 
     assert all(torch.equal(v, g.state_dict()[k]) for k, v in state.items())
     assert first["n_generated"] == 200 and first["extractor"] == extractor.extractor_name()
     assert evaluator(point)["fid200"] == first["fid200"]  # the same fixed noise every time
+    # an anytime point is the first judge's only (the second re-judges final evaluations: its cost, per point)
+    assert not [k for k in first if k.endswith(evaluation.SECOND_JUDGE_SUFFIX)]
     json.dumps(first)
 
 
@@ -350,6 +357,32 @@ def test_evaluate_run_writes_metrics_json(embedded, cache_dir, tmp_path, monkeyp
     assert saved["fid200"] > saved["floor"]["fid200"] and saved["floor"]["n_generated"] == 200
     assert saved["extractor"] == saved["floor"]["extractor"] == extractor.extractor_name()
     assert not list(run.glob(".*.tmp"))
+    # judged twice: FID, KID, precision and recall under the second judge too, named with it; the classifier
+    # metrics once (the first judge's)
+    second = metrics.MetricNames.for_count(200, evaluation.SECOND_JUDGE_SUFFIX)
+    assert saved["extractor_lenet"] == saved["floor"]["extractor_lenet"] == \
+        extractor.extractor_name(judge=extractor.SECOND)
+    for key in (second.fid, second.kid, second.kid_std, second.precision, second.recall):
+        assert isinstance(saved[key], float) and key in saved["floor"], key
+    assert second.fid == "fid200_lenet" and saved[second.fid] > saved["floor"][second.fid]
+    assert saved[second.fid] != saved["fid200"]  # another network's features, not a copy of the first's
+    assert not [k for k in saved if k.startswith(("cscore", "modes", "share", "copy")) and k.endswith("_lenet")]
+
+
+def test_one_judges_cached_features_are_never_read_as_the_others(embedded, tmp_path):
+    # One cache folder, the same images and tags: the key holds the judge's name (its architecture and weights
+    # hash), so each judge reads back its own features, never the other's.
+    first = evaluation.Reference(embedded, cache_dir=tmp_path)
+    a, b = first.heldout(), first.heldout(evaluation.SECOND_JUDGE_SUFFIX)
+    ex1, ex2 = first.extractors[""], first.extractors[evaluation.SECOND_JUDGE_SUFFIX]
+    assert features.cache_key(ex1, embedded.heldout, first.tags) != features.cache_key(ex2, embedded.heldout,
+                                                                                        first.tags)
+    again = evaluation.Reference(embedded, cache_dir=tmp_path)
+    assert torch.equal(again.heldout(evaluation.SECOND_JUDGE_SUFFIX).features, b.features)
+    assert torch.equal(again.heldout().features, a.features)
+    assert b.features.shape[1] == extractor.LENET_FEATURE_DIM != a.features.shape[1]
+    assert torch.equal(b.features, ex2(embedded.heldout).features)
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 2
 
 
 def test_bad_sample_counts_are_user_errors(ref):

@@ -137,6 +137,19 @@ def test_fixture_memorization_names_are_the_ones_gan_core_computes():
     assert set(rf.memorization_metrics(40, 0.5, np.random.default_rng(0))) == set(mem.memorization(gen, train, held))
 
 
+def test_fixture_second_judge_names_are_the_ones_gan_core_computes():
+    import torch
+
+    from gan_core.judging.evaluation import SECOND_JUDGE_SUFFIX
+    from gan_core.judging.features import FeatureSet
+    from gan_core.judging.metrics import compare
+
+    g = torch.Generator().manual_seed(0)
+    gen, real = FeatureSet(torch.randn(40, 8, generator=g)), FeatureSet(torch.randn(60, 8, generator=g))
+    names = set(rf.second_judge_metrics(40, 1.0, np.random.default_rng(0)))
+    assert names == set(compare(gen, real, SECOND_JUDGE_SUFFIX)) | {f"extractor{SECOND_JUDGE_SUFFIX}"}
+
+
 # ---- content ----------------------------------------------------------------------------------------------
 
 def test_page_has_every_section(fx, page):
@@ -259,6 +272,72 @@ def test_the_memorization_table_equals_the_storage_and_flags_only_the_copier(fx,
     depth = dom.find("section", id=sections.study_anchor(fx.studies["depth"]))  # run before the check existed
     assert not depth.find_all("table", class_="memorization") and not depth.find_all("figure", data_role="neighbours")
     assert "Memorization" not in depth.text()
+
+
+def judges_tau(trials: list, tag: str) -> float:
+    """Kendall's tau between the two judges' arm rankings, from the storage: each arm's mean log FID over its
+    complete trials under each judge (step_ratio's one diverged trial is 5:1's, last under both judges either way)."""
+    arms = sorted({t.user_attrs["arm"] for t in trials})
+    means = [[np.mean([np.log(t.user_attrs["metrics"][key]) for t in trials
+                       if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"]) for arm in arms]
+             for key in (f"fid{tag}", f"fid{tag}_lenet")]
+    return float(scipy.stats.kendalltau(*means).statistic)
+
+
+def test_the_second_judge_flips_a_verdict_with_a_visible_flag_and_the_right_tau(fx, page):
+    _, _, dom = page
+    study, trials = storage_trials(fx, "step_ratio")
+    tag = study.user_attrs["objective"].removeprefix("fid")
+    section = dom.find("section", id=sections.study_anchor(fx.studies["step_ratio"]))
+    box = section.find("div", data_role="second-judge")
+    assert rf.EXTRACTOR_SECOND in box.text()
+    assert box.find("div", data_role="second-verdict").text().startswith(f"2:1 is best on fid{tag}_lenet")
+    flip = box.find("div", data_role="judge-flip").text()
+    assert "flips" in flip and "the best arm differs: 1:1 under the first judge, 2:1 under the second judge" in flip
+    assert not box.find_all(data_role="judge-agrees")
+    tau = float(box.find("p", data_role="kendall-tau").find("b").attrs["data-value"])
+    assert tau == pytest.approx(judges_tau(trials, tag), abs=1e-12) == pytest.approx(rf.STEP_RATIO_TAU, abs=1e-12)
+    rows = {r.attrs["data-arm"]: r for r in box.find("table", class_="second-judge").find_all("tr", data_arm=True)}
+    assert list(rows) == [a.label for a in REGISTRY["step_ratio"].arms]
+    for arm, row in rows.items():
+        values = [t.user_attrs["metrics"][f"fid{tag}_lenet"] for t in trials
+                  if t.user_attrs["arm"] == arm and t.state.name == "COMPLETE"]
+        assert float(row.find("td", data_col="fid_second").attrs["data-value"]) == pytest.approx(np.mean(values))
+    assert rows["2:1"].find("td", data_col="rank_fid_second").text() == "1"
+    assert rows["1:1"].find("td", data_col="rank_fid").text() == "1"
+
+
+def test_a_second_judge_that_agrees_shows_no_flag_and_a_study_without_one_says_so_in_one_line(fx, page):
+    _, _, dom = page
+    study, trials = storage_trials(fx, "blog_quirks")
+    section = dom.find("section", id=sections.study_anchor(fx.studies["blog_quirks"]))
+    box = section.find("div", data_role="second-judge")
+    assert not box.find_all(data_role="judge-flip") and box.find("p", data_role="judge-agrees")
+    tau = float(box.find("p", data_role="kendall-tau").find("b").attrs["data-value"])
+    assert tau == pytest.approx(judges_tau(trials, study.user_attrs["objective"].removeprefix("fid"))) == 1.0
+    depth = dom.find("section", id=sections.study_anchor(fx.studies["depth"]))  # run before the second judge
+    assert not depth.find_all(data_role="second-judge") and not depth.find_all(data_role="judge-flip")
+    (line,) = depth.find_all("p", data_role="second-judge-missing")
+    assert line.text().startswith("no second judge in this study")
+
+
+def test_agreement_flags_a_verdict_significant_under_one_judge_only():
+    # the same best arm under both judges, clearly ahead under the first, within noise under the second
+    seeds = range(5)
+    clear = {"a": {s: 10.0 + 0.1 * s for s in seeds}, "b": {s: 20.0 + 0.1 * s for s in seeds}}
+    noisy = {"a": dict(zip(seeds, (15.0, 7.0, 12.0, 8.0, 10.0), strict=True)),
+             "b": dict(zip(seeds, (8.4, 14.7, 9.45, 13.65, 10.5), strict=True))}
+    first, second = stats.verdict(clear, "fid"), stats.verdict(noisy, "fid_lenet")
+    assert first.best == second.best == "a" and first.significant and not second.significant
+    agree = stats.agreement(clear, noisy, first, second)
+    assert agree.flipped and agree.flips == ("the verdict is significant under the first judge and not under the "
+                                             "second judge",)
+    assert agree.tau == 1.0 and agree.arms == 2
+    reversed_ = {"a": clear["b"], "b": clear["a"]}
+    assert stats.agreement(clear, reversed_, first, stats.verdict(reversed_, "fid_lenet")).tau == -1.0
+    held = stats.agreement(clear, clear, first, first)
+    assert not held.flipped and held.tau == 1.0
+    assert stats.agreement({"a": clear["a"]}, {"a": clear["a"]}, first, first).tau is None  # one arm: no ranking
 
 
 def test_floor_joint_and_benchmark_numbers_equal_their_sources(fx, page):

@@ -113,6 +113,10 @@ def test_results_are_compared_only_under_one_protocol(floor, reference):
     same_count = scoring.score(real[:1000], reference=reference, with_floor=False)
     diff = scoring.compare(floor, same_count)
     assert diff["fid1k"] == same_count["fid1k"] - floor["fid1k"] and diff["fid1k"] < 0  # held-out vs itself
+    assert diff["fid1k_lenet"] == same_count["fid1k_lenet"] - floor["fid1k_lenet"]  # a user's samples: both judges
+    # the second judge with other weights: its numbers are left out, the first judge's still compared
+    retrained = {**same_count, "extractor_lenet": "mnist-lenet-v1-00000000"}
+    assert "fid1k_lenet" not in scoring.compare(floor, retrained) and "fid1k" in scoring.compare(floor, retrained)
     fewer = scoring.score(real[:20], reference=reference, with_floor=False)
     with pytest.raises(ProtocolMismatch, match="n_generated 1000 vs 20"):
         scoring.compare(floor, fewer)

@@ -87,14 +87,17 @@ def fidelity_module(name: str, layers: list[str], **kwargs) -> torch.nn.Module:
     return create_feature_extractor(name, layers, cuda=False, verbose=False, **kwargs)
 
 
-def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLike = extractor.WEIGHTS,
-                    batch_size: int = 500) -> Extractor:
-    """The shipped MNIST CNN, through its torch-fidelity registration."""
-    name = extractor.register(weights)
+def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLike | None = None,
+                    batch_size: int = 500, judge: extractor.Judge = extractor.FIRST) -> Extractor:
+    """A shipped MNIST judge (default the first, MnistCNN), through its torch-fidelity registration; its logits
+    only for the judge whose classifier metrics are reported (``Judge.classifier``)."""
+    weights = weights or judge.weights
+    name = extractor.register(weights, judge)
     module = fidelity_module(name, [extractor.FEATURES, extractor.LOGITS])
+    # the name (in the key) carries the architecture and weights hash: one judge's cache is never the other's
     key = {"weights_sha256": extractor.weights_sha256(weights), "preprocess": extractor.PREPROCESS}
-    return Extractor(name, module, extractor.FEATURES, extractor.LOGITS, key, rgb=False, device=device,
-                     batch_size=batch_size)
+    return Extractor(name, module, extractor.FEATURES, extractor.LOGITS if judge.classifier else None, key,
+                     rgb=False, device=device, batch_size=batch_size)
 
 
 # --- the disk cache --------------------------------------------------------------------------------

@@ -5,12 +5,13 @@
 >>> theirs = score(my_module.sample, latent_dim=64)         # a callable: latent batch [B, 64] -> images [B, ...]
 >>> compare(mine, theirs)                                   # metric differences, only under the same protocol
 
-The result is the dict a trial records (``Reference.score``: every metric named with its sample count, the
-judge, the counts, ``protocol``), plus ``input`` (what was read and how its pixels were converted, see
-gan_core.judging.samples) and ``floor``: the same metrics for a class-balanced draw of real train digits, at
-the same count. Samples beyond ``n`` are not scored (default n: the held-out size, 1,000 on the embedded set,
-the count trials use); a callable is called on ``n`` fixed N(0, 1) latent vectors (the trials' evaluation
-noise, ``EVAL_NOISE_SEED``), batch by batch under ``torch.no_grad()``, in whatever mode the caller left it.
+The result is the dict a trial records (``Reference.score``: every metric named with its sample count, under both
+judges (the second's with its suffix, ``fid1k_lenet``), the judges' names, the counts, ``protocol``),
+plus ``input`` (what was read and how its pixels were converted, see gan_core.judging.samples) and ``floor``:
+the same metrics for a class-balanced draw of real train digits, at the same count. Samples beyond ``n`` are not
+scored (default n: the held-out size, 1,000 on the embedded set, the count trials use); a callable is called on
+``n`` fixed N(0, 1) latent vectors (the trials' evaluation noise, ``EVAL_NOISE_SEED``), batch by batch under
+``torch.no_grad()``, in whatever mode the caller left it.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def score(samples, *, n: int | None = None, latent_dim: int | None = None, data_
 
 def compare(a: dict, b: dict) -> dict[str, float]:
     """b's metric minus a's, for every metric both have, only when their protocols match (else ProtocolMismatch,
-    a UserError naming each part that differs)."""
+    a UserError naming each part that differs). The protocol names the first judge; a metric of another judge
+    (``fid1k_lenet``, ``fid1k_inception``) is left out unless both results name the same ``extractor<suffix>``."""
     check_comparable(a, b)
+    differ = tuple(k.removeprefix("extractor") for k in {*a, *b} if k.startswith("extractor_") and a.get(k) != b.get(k))
     return {k: b[k] - a[k] for k, v in a.items()
-            if isinstance(v, float) and isinstance(b.get(k), float) and k != "seconds"}
+            if isinstance(v, float) and isinstance(b.get(k), float) and k != "seconds" and not k.endswith(differ)}
