@@ -212,7 +212,8 @@ def on_eval_for(ctx: Context, planned: Planned):
         elif point.g_step in cfg.eval_at and point.g_step < cfg.steps:  # judged like the end (finish): kept in
             full, _ = judge_generator(point.generator, cfg.model.head, ctx.reference, ctx.budget.eval_n,  # evals.jsonl
                                       trained_on=training_images(ctx.split, cfg.data))
-            metrics.update({k: v for k, v in full.items() if k != PROTOCOL_KEY})
+            # its numbers: the judges' names are the final judgement's protocol's (an evals.jsonl line holds no others)
+            metrics.update({k: v for k, v in full.items() if k != PROTOCOL_KEY and not isinstance(v, str)})
         if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
             trial.report(metrics[kid_key], point.g_step)
             if trial.should_prune():
@@ -240,7 +241,9 @@ def finish(ctx: Context, planned: Planned, result) -> float:
         if ctx.objective not in evals.get(g_step, {}):  # its folder was trained to there by a version before eval_at
             raise UserError(f"{run_dir} holds no final-count evaluation at G step {g_step:,} (trained by an older "
                             "version); delete the folder to train it again")
-        return {**{k: evals[g_step][k] for k in metrics if k in evals[g_step]}, PROTOCOL_KEY: metrics[PROTOCOL_KEY]}
+        # the numbers as they were there; the protocol and the judges' names (text) are the final judgement's own
+        return {k: evals[g_step][k] if k in evals[g_step] and not isinstance(v, str | dict) else v
+                for k, v in metrics.items()}
 
     at_budget = judged_at(ctx.budget.g_steps)
     trial.set_user_attr("metrics", at_budget)
