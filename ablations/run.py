@@ -17,7 +17,7 @@ import sys
 
 from ablations.progress import StudyProgress
 from ablations.settings import PROG, Settings, make_context, open_study, study_identity
-from ablations.trial_queue import enqueue_missing, trial_key
+from ablations.trial_queue import TUNED, enqueue_missing, trial_key
 from ablations.workers import default_workers, run_workers
 from gan_core import cli
 from gan_core.errors import UnknownName, UserError
@@ -73,6 +73,9 @@ def listing() -> str:
     for s in REGISTRY.values():
         arms = ", ".join(a.label for a in s.arms) if s.is_grid else "searched by TPE with pruning"
         lines.append(f"  {s.name:<12} {s.knob}: {arms}")
+        if s.tuning:
+            lines.append(f"  {'':<12} {tuning_text(s)}: " + ", ".join(c.label for f in s.tuning.families
+                                                                      for c in f.candidates))
         bases = ", ".join(f"{b} {base.preset}" + (f" x{base.shrink:g}" if base.shrink != 1 else "")
                           + (f" batch {base.batch_size}" if base.batch_size else "")
                           for b, base in s.bases.items())
@@ -165,7 +168,7 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
     from gan_core.training import plugin_arch
     from gan_core.training.config import override
 
-    keys = [k for arm in study.arms for k in arm.changes]
+    keys = [k for arm in study.trained_arms for k in arm.changes]
     if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
@@ -187,10 +190,26 @@ WORKER_BYTES = 500e6  # memory of one worker process, at least (torch, the data,
 
 def check_trials(spec, seeds: int) -> None:
     """Refuse a grid that cannot finish: its arm x seed trials are queued before the first trains."""
-    if spec.is_grid and len(spec.arms) * seeds > MAX_TRIALS:
+    if spec.is_grid and len(spec.arms) * seeds + tuning_trials(spec) > MAX_TRIALS:
         raise UserError(f"--seeds {seeds:,} makes {len(spec.arms) * seeds:,} trials ({len(spec.arms)} arms x {seeds:,} "
                         f"seeds), more than the {MAX_TRIALS:,} a study may queue; use --seeds "
-                        f"{MAX_TRIALS // len(spec.arms):,} or less")
+                        f"{(MAX_TRIALS - tuning_trials(spec)) // len(spec.arms):,} or less")
+    if spec.tuning and seeds > min(spec.tuning.seeds):  # the verdict must never see a tuning seed
+        raise UserError(f"--seeds {seeds:,} would reach the tuning seeds ({min(spec.tuning.seeds):,} on); use --seeds "
+                        f"{min(spec.tuning.seeds):,} or less")
+
+
+def tuning_trials(spec) -> int:
+    """The trials of a study's tuning phase (0 without one): every candidate on every tuning seed."""
+    t = spec.tuning
+    return sum(len(f.candidates) for f in t.families) * len(t.seeds) if t else 0
+
+
+def tuning_text(spec) -> str:
+    t = spec.tuning
+    seeds = ", ".join(map(str, t.seeds))
+    return (f"tuned first: {len(t.families)} families x {len(t.families[0].candidates)} values of the {t.knob} on "
+            f"tuning seed(s) {seeds}, each family's best one then judged on the verdict seeds")
 
 
 def check_workers(asked: int | None, url: str, device, gpus: int) -> int:
@@ -219,7 +238,7 @@ def summary_table(study, ctx, floor: dict | None) -> str:
 
     kid_key = MetricNames.from_fid(ctx.objective).kid
     rows: dict[str, dict] = {}
-    order = [a.label for a in ctx.study.arms]
+    order = list(dict.fromkeys(a.label for a in (*ctx.study.arms, *ctx.study.trained_arms)))  # tuning rows last
     trials = [t for t in study.get_trials(deepcopy=False)
               if not (t.user_attrs.get("spare") or t.user_attrs.get("duplicate")) and "arm" in t.user_attrs]
     finished = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
@@ -286,7 +305,7 @@ def _main(argv: list[str] | None) -> int:
     if note := share_artifacts(study, settings):
         print(note, flush=True)
     workers = settings.workers
-    planned = len(spec.arms) * settings.seeds if spec.is_grid else budget.joint_trials
+    planned = len(spec.arms) * settings.seeds + tuning_trials(spec) if spec.is_grid else budget.joint_trials
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         with StudyProgress(study, planned, budget.g_steps, show):
@@ -299,6 +318,9 @@ def _main(argv: list[str] | None) -> int:
         print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
     print(summary_table(study, ctx, study.user_attrs.get("floor")))
+    if tuned := study.user_attrs.get(TUNED):
+        print("tuned on seed(s) " + ", ".join(map(str, spec.tuning.seeds)) + ": "
+              + ", ".join(f"{arm} = {candidate}" for arm, candidate in tuned.items()))
     if shrink != 1:
         print(f"note: the budget shrank every model's channels by {shrink:g}, never below 8 channels")
     if not args.no_report:
@@ -316,6 +338,7 @@ def plan_text(settings: Settings, spec, budget) -> str:
             + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
             + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
             + f", budget {budget.name} ({budget.note})"
+            + (f"\n{tuning_text(spec)} ({tuning_trials(spec)} trials, before the verdict's)" if spec.tuning else "")
             + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
 
 
@@ -344,7 +367,7 @@ def base_arm(spec, base) -> str | None:
     to answer anything. None when every arm changes the base (optimizer on dcgan-cpu: no arm has its lr)."""
     from gan_core.training.config import override
 
-    return next((a.label for a in spec.arms if override(base, a.changes) == base), None)
+    return next((a.label for a in spec.fixed_arms if override(base, a.changes) == base), None)
 
 
 def share_artifacts(study, settings: Settings) -> str | None:

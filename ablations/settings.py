@@ -79,11 +79,14 @@ def study_identity(settings: Settings, ctx) -> dict:
     """The study user attrs that make results comparable: a study that holds other values is another experiment."""
     from ablations.budgets import BUDGETS
 
+    # its arms too: Optuna refuses a trial whose "arm" choices differ from the study's earlier trials', so a study
+    # run with other arms (the optimizer study's before its tuning phase) would fail every trial instead
     return {"study": settings.study, "base": settings.base_name, "budget": BUDGETS[settings.budget].to_dict(),
             "objective": ctx.objective, "data": ctx.base.data.source,
             "split": [len(ctx.split.train), len(ctx.split.heldout)], "extractor": ctx.reference.extractor_name,
             # the second judge's weights too: its FIDs from two versions of it would be ranked together
-            "second_judge": ctx.reference.second_judge_name}
+            "second_judge": ctx.reference.second_judge_name,
+            "arms": [a.label for a in ctx.study.arms]}
 
 
 def check_study(study, identity: dict, settings: Settings) -> None:
@@ -142,7 +145,8 @@ def make_context(settings: Settings):
     budget = BUDGETS[settings.budget]
     spec = REGISTRY[settings.study]
     split = data.load(base.data)
-    for changes in [{}, *(a.changes for a in spec.arms)]:  # a train limit past the data fails now, not every trial
+    # a train limit past the data fails now, not every trial
+    for changes in [{}, *(a.changes for a in spec.trained_arms)]:
         data.training_images(split, override(base, changes).data)
     reference = Reference(split, device=devices.resolve(base.device.device))
     n = budget.eval_n or default_n(split)

@@ -62,6 +62,44 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class Family:
+    """One family tuned over one knob (an optimizer over its learning rate): a candidate arm per swept value. Its
+    verdict arm (``label``) trains the candidate that did best on the tuning seeds."""
+
+    label: str  # the verdict arm, e.g. "Adam tuned"
+    values: tuple[float, ...]  # the swept values, in order (the page's x axis)
+    candidates: tuple[Arm, ...]  # one per value, same order
+    usual: float  # the family's usual value: a tie (every candidate failed) goes to the candidate nearest it
+
+
+# Tuning seeds are numbered past any verdict seed: ablations.run refuses more seeds than MAX_TRIALS (10,000) trials,
+# so the verdict seeds 0..n-1 of a study with at least one arm never reach 10,000.
+TUNING_SEED = 10_000
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A study's tuning phase: every family's candidates train on the tuning seeds first; then each family's verdict
+    arm is queued on the verdict seeds with its best candidate's changes (ablations.trial_queue). The choice is made
+    on seeds the verdict never sees, so that picking the best of several values does not flatter the winner."""
+
+    knob: str  # what is swept, e.g. "learning rate"
+    families: tuple[Family, ...]
+    seeds: tuple[int, ...] = (TUNING_SEED,)
+
+    def family(self, label: str) -> Family | None:
+        return next((f for f in self.families if f.label == label), None)
+
+    def candidate(self, label: str) -> Arm | None:
+        return next((c for f in self.families for c in f.candidates if c.label == label), None)
+
+    def description(self) -> dict:
+        return {"knob": self.knob, "seeds": list(self.seeds),
+                "families": [{"arm": f.label, "candidates": [c.label for c in f.candidates], "values": list(f.values)}
+                             for f in self.families]}
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     knob: str  # what varies: the x axis of the report
@@ -73,10 +111,35 @@ class Study:
     # What is special about the study, stored in its record for the report (which holds no study name): its kind
     # of verdict ("leave_one_out"), the arm that verdict is measured against, the page's heading, and so on.
     special: Mapping = field(default_factory=dict)
+    tuning: Tuning | None = None  # a tuning phase before the verdict: its families' arms are in ``arms``
 
     @property
     def is_grid(self) -> bool:
         return bool(self.arms)
+
+    @property
+    def fixed_arms(self) -> tuple[Arm, ...]:
+        """The arms whose changes are known before anything trains (every arm but the tuned ones)."""
+        return tuple(a for a in self.arms if self.tuning is None or self.tuning.family(a.label) is None)
+
+    @property
+    def trained_arms(self) -> tuple[Arm, ...]:
+        """Every set of changes a trial of the study may train: the fixed arms and every tuning candidate (a tuned
+        arm's changes are its winning candidate's)."""
+        candidates = tuple(c for f in self.tuning.families for c in f.candidates) if self.tuning else ()
+        return self.fixed_arms + candidates
+
+    @property
+    def labels(self) -> list[str]:
+        """Every value of a trial's "arm" parameter: the verdict arms, then the tuning candidates."""
+        arms = [a.label for a in self.arms]
+        return arms + [a.label for a in self.trained_arms if a.label not in arms]
+
+    def changes(self, label: str, candidate: str | None = None) -> dict:
+        """The config changes of arm ``label``; a tuned arm's are those of ``candidate``, the one it was queued with."""
+        tuned = self.tuning is not None and self.tuning.family(label) is not None
+        return self.tuning.candidate(candidate).changes if tuned else \
+            next(a for a in self.trained_arms if a.label == label).changes
 
     @property
     def restores(self) -> bool:
@@ -92,8 +155,9 @@ class Study:
     def description(self) -> dict:
         """What the report shows of this study; the runner stores it in the Optuna study's user attrs, so that
         the report reads it from the storage and never imports this registry."""
+        tuning = {"tuning": self.tuning.description()} if self.tuning else {}
         return {"question": self.question, "knob": self.knob, "arms": [a.label for a in self.arms],
-                "baseline": self.baseline, **self.special}
+                "baseline": self.baseline, **self.special, **tuning}
 
 
 REGISTRY: dict[str, Study] = {}
@@ -108,13 +172,15 @@ def register(study: Study) -> Study:
 
 
 def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str,
-         bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None) -> Study:
-    labels = [a.label for a in arms]
+         bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None, tuning: Tuning | None = None) -> Study:
+    """A grid study; with ``tuning``, one verdict arm per tuned family follows the fixed ``arms``."""
+    arms = list(arms) + [Arm(f.label, {}) for f in (tuning.families if tuning else ())]
 
     def space(trial: optuna.Trial) -> dict:
-        return next(a for a in arms if a.label == trial.suggest_categorical("arm", labels)).changes
+        return study.changes(trial.suggest_categorical("arm", study.labels), trial.user_attrs.get("candidate"))
 
-    return register(Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}))
+    study = Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}, tuning)
+    return register(study)
 
 
 def _ratio(d: int, g: int) -> Arm:
@@ -128,6 +194,7 @@ def _optim(name: str, lr: float, kwargs: dict | None = None, d_lr: float | None 
 
 
 ADAM = {"betas": [0.5, 0.999]}
+# The joint study's optimizer choices, each at one learning rate (its stored trials hold these labels).
 OPTIMIZER_ARMS = [
     Arm("Adadelta lr=1e-3", _optim("Adadelta", 1e-3)),  # the blog
     Arm("Adadelta lr=1.0", _optim("Adadelta", 1.0)),  # Adadelta's usual learning rate
@@ -141,8 +208,36 @@ grid("step_ratio", "D:G steps per iteration",
      "Does training the generator five times per discriminator step help?",
      [_ratio(5, 1), _ratio(2, 1), _ratio(1, 1), _ratio(1, 2), _ratio(1, 5)], baseline="1:5",
      bases=learning_bases())
-grid("optimizer", "optimizer", "Adadelta at lr 1e-3, or something else?", OPTIMIZER_ARMS,
-     baseline="Adadelta lr=1e-3", bases=learning_bases())
+
+
+def _lr(x: float) -> str:
+    """A learning rate as arm labels write it: 0.33, 1, 0.01, 2e-4, 6.7e-5."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{x:.2g}" if -2 <= int(exponent) <= 1 else f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _family(name: str, usual: float, changes: Callable[[float], dict], label: Callable[[float], str],
+            values: int = 3, factor: float = 3.0) -> Family:
+    """``values`` learning rates log-spaced ``factor`` apart around the family's usual one (the middle value)."""
+    # rounded to 6 digits: 6e-4, not 6.000...1e-4
+    lrs = tuple(float(f"{usual * factor ** (i - (values - 1) / 2):.6g}") for i in range(values))
+    return Family(f"{name} tuned", lrs, tuple(Arm(f"{name} lr={label(lr)}", changes(lr)) for lr in lrs), usual)
+
+
+# Every optimizer family gets the same tuning budget: 3 learning rates a factor of 3 apart around its usual one
+# (Lucic et al. 2018 gave every model the same number of tuning trials before comparing). Adadelta is swept around
+# its usual 1.0; the blog's 1e-3 stays the baseline, untuned, as the blog ran it.
+OPTIMIZER_TUNING = Tuning("learning rate", (
+    _family("Adadelta", 1.0, lambda lr: _optim("Adadelta", lr), _lr),
+    _family("Adam", 2e-4, lambda lr: _optim("Adam", lr, ADAM), _lr),  # DCGAN's betas
+    # two time-scale update rule: D learns 4x faster than G at every swept rate
+    _family("Adam TTUR", 1e-4, lambda lr: _optim("Adam", lr, ADAM, d_lr=4 * lr), lambda lr: f"{_lr(lr)}/{_lr(4 * lr)}"),
+    _family("RMSprop", 2e-4, lambda lr: _optim("RMSprop", lr), _lr),
+    _family("SGD m=0.9", 0.01, lambda lr: _optim("SGD", lr, {"momentum": 0.9}), _lr),
+))
+grid("optimizer", "optimizer", "Adadelta at lr 1e-3, or something else?",
+     [Arm("Adadelta lr=1e-3", _optim("Adadelta", 1e-3))],  # the blog's
+     baseline="Adadelta lr=1e-3", bases=learning_bases(), tuning=OPTIMIZER_TUNING)
 # each extra block is a 3x3 convolution at 16x16 in G and in D: at full dcgan-cpu width depth 9 costs 3.6x depth 4
 # per G step (146 against 40 ms on one core), and the six arms would take 29 minutes at quick (22 at 3/4 of the
 # channels, measured); half the channels (the extra blocks' cost goes with their square) brings it under 20

@@ -4,6 +4,7 @@ pass (work_pass). A trial is known by its (arm, seed) key (trial_key)."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -23,7 +24,81 @@ def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
     """Queue every arm x seed that is neither done, running, queued nor finally failed. Returns how many.
 
     Seed by seed, so that every arm has a result early; arm by arm (``by_arm``) when the seeds of an arm train
-    in one pass, so that a worker's next asks are one arm's seeds."""
+    in one pass, so that a worker's next asks are one arm's seeds. A study with a tuning phase (Study.tuning) queues
+    its tuning trials first, and its verdict arms only once their choice is made (enqueue_verdict)."""
+    queued = 0
+    if spec.tuning is not None and TUNED not in study.user_attrs:  # the tuning phase is still open
+        tuning = spec.tuning
+        queued = _enqueue(study, [(c.label, seed, {"phase": "tuning", "family": f.label})
+                                  for seed in tuning.seeds for f in tuning.families for c in f.candidates], by_arm)
+    return queued + enqueue_verdict(study, spec, seeds, by_arm)
+
+
+TUNED = "tuned"  # the study attr that records each tuned arm's winning candidate: {tuned arm: candidate label}
+
+
+def enqueue_verdict(study, spec, seeds: int, by_arm: bool = False) -> int:
+    """Queue the verdict's arm x seed pairs still missing (seeds 0..seeds-1). With a tuning phase, only once every
+    tuning trial is settled: the choice (tuning_choice) is then recorded in the study (TUNED), and each tuned arm's
+    trials carry their candidate ("candidate"), whose changes they train. Returns how many were queued."""
+    chosen = {}
+    if spec.tuning is not None:
+        chosen = study.user_attrs.get(TUNED) or tuning_choice(study, spec)
+        if chosen is None:
+            return 0
+        if TUNED not in study.user_attrs:
+            study.set_user_attr(TUNED, chosen)
+    return _enqueue(study, [(arm.label, seed, {"candidate": chosen[arm.label]} if arm.label in chosen else {})
+                            for seed in range(seeds) for arm in spec.arms], by_arm)
+
+
+def queue_next_phase(study, spec, seeds: int, by_arm: bool = False) -> int:
+    """For a worker with nothing left to run: the verdict phase, if the tuning phase has just settled, else nothing.
+    It never queues a failed trial again (a rerun of the command does), so a trial that fails every time cannot keep
+    the workers busy for ever."""
+    if spec.tuning is None or TUNED in study.user_attrs:
+        return 0
+    return enqueue_verdict(study, spec, seeds, by_arm)
+
+
+def tuning_choice(study, spec) -> dict[str, str] | None:
+    """{tuned arm: its family's candidate with the lowest objective on the tuning seeds} (reports.stats.best_of: a
+    failed or diverged tuning trial counts as worst), from the stored trials alone, so that every worker and every
+    rerun makes the same choice; None while a tuning trial is queued, running, or not yet tried."""
+    from optuna.trial import TrialState
+
+    from reports import stats
+
+    values, failed, pending = {}, set(), set()
+    for t in study.get_trials(deepcopy=False):
+        key = trial_key(t)
+        if key is None or t.user_attrs.get("phase") != "tuning" or _bookkeeping(t):
+            continue
+        if t.state == TrialState.COMPLETE:
+            values[key] = t.value
+        elif t.state == TrialState.FAIL:
+            failed.add(key)
+        else:
+            pending.add(key)
+    chosen = {}
+    for family in spec.tuning.families:
+        keys = [(c.label, seed) for c in family.candidates for seed in spec.tuning.seeds]
+        if any(k not in values and (k in pending or k not in failed) for k in keys):
+            return None
+        # ties (every candidate failed) go to the candidate nearest the family's usual value
+        ranked = sorted(zip(family.candidates, family.values, strict=True),
+                        key=lambda cv: abs(math.log(cv[1] / family.usual)))
+        chosen[family.label] = stats.best_of({c.label: {seed: values.get((c.label, seed)) for seed in spec.tuning.seeds}
+                                              for c, _ in ranked})
+    return chosen
+
+
+def _bookkeeping(t) -> bool:
+    return bool(t.user_attrs.get("spare") or t.user_attrs.get("duplicate"))
+
+
+def _enqueue(study, pairs: list[tuple[str, int, dict]], by_arm: bool) -> int:
+    """Queue the (arm, seed, extra user attrs) pairs that are neither done, running, queued nor finally failed."""
     from optuna.trial import TrialState
 
     from ablations.trial import FINAL_FAILURES
@@ -31,17 +106,17 @@ def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
     taken = set()
     for t in study.get_trials(deepcopy=False):
         key = trial_key(t)
-        if key is None or t.user_attrs.get("spare") or t.user_attrs.get("duplicate"):
+        if key is None or _bookkeeping(t):
             continue
         if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
             taken.add(key)
-    queued = 0
-    pairs = [(arm, seed) for seed in range(seeds) for arm in spec.arms]
     if by_arm:
-        pairs.sort(key=lambda pair: spec.arms.index(pair[0]))  # stable: each arm's seeds stay in order
-    for arm, seed in pairs:
-        if (arm.label, seed) not in taken:
-            study.enqueue_trial({"arm": arm.label, "seed": seed}, user_attrs={"arm": arm.label, "seed": seed})
+        arms = list(dict.fromkeys(arm for arm, _, _ in pairs))
+        pairs = sorted(pairs, key=lambda pair: arms.index(pair[0]))  # stable: each arm's seeds stay in order
+    queued = 0
+    for arm, seed, extra in pairs:
+        if (arm, seed) not in taken:
+            study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs={"arm": arm, "seed": seed, **extra})
             queued += 1
     return queued
 
@@ -69,6 +144,10 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then queued again
         trials = study.get_trials(deepcopy=False)
         if ctx.study.is_grid:
+            if not any(t.state == TrialState.WAITING for t in trials) and ctx.study.tuning is not None:
+                with asking(asks):  # one local worker queues the verdict phase, the others then find it queued
+                    queue_next_phase(study, ctx.study, settings.seeds, settings.pack > 1)
+                trials = study.get_trials(deepcopy=False)  # with what this worker or another has just queued
             if not any(t.state == TrialState.WAITING for t in trials):
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 idle_since = idle_since or time.monotonic()

@@ -91,6 +91,7 @@ def render(studies: list[load.StudyData], bench: pd.DataFrame, bench_files: list
     }
     html = downloads.add_csv_links(environment().get_template(TEMPLATE).render(**context))
     figs = [f for s in study_sections for f in s["figures"].values()] + list(bench_section.get("figures", []))
+    figs += [s["tuning"]["figure"] for s in study_sections if (s.get("tuning") or {}).get("figure")]
     return html, figs
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from reports import stats
 
@@ -208,3 +208,34 @@ def throughput_figure(name: str, rows: pd.DataFrame, value: str, label: str) -> 
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="loop / variant")
         fig.tight_layout()
         return Image(name, _png(fig), f"{label} per model and variant")
+
+
+def tuning_figure(name: str, points: pd.DataFrame, knob: str, metric: str) -> Image | None:
+    """A tuning phase's sweep: each family's tuning FIDs against the swept value (both axes logarithmic: the values
+    are log-spaced and the FIDs span orders of magnitude), a line through each value's geometric mean over tuning
+    seeds, the value each family won with ringed. ``points``: one row per finished tuning trial (family, value, fid,
+    chosen)."""
+    if points.empty:
+        return None
+    data = points.assign(fid=points["fid"].astype(float), value=points["value"].astype(float))
+    with _style():
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
+        means = data.groupby(["family", "value"], sort=False).agg(
+            fid=("fid", lambda x: float(np.exp(np.log(x).mean()))), chosen=("chosen", "first")).reset_index()
+        sns.lineplot(data=means, x="value", y="fid", hue="family", marker="o", ax=ax, sort=True)
+        sns.scatterplot(data=data, x="value", y="fid", hue="family", ax=ax, legend=False, alpha=0.5, s=18)
+        won = means[means["chosen"]]
+        ax.scatter(won["value"], won["fid"], s=220, facecolors="none", edgecolors="black", lw=1.5, zorder=5,
+                   label="chosen")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # FIDs as plain numbers: 20, 50, 100
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{knob} (log scale)")
+        ax.set_ylabel(f"{metric} on the tuning seeds (lower is better)")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="tuned arm (ringed: chosen)")
+        fig.tight_layout()
+        return Image(name, _png(fig), f"{metric} against {knob} per family on the tuning seeds, "
+                                      "the chosen value ringed")

@@ -52,6 +52,10 @@ STUDY_ATTRS = {
     "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
     "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
     "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,
+    # a study with a tuning phase (ablations.studies.Tuning): what it sweeps, and each tuned arm's winning candidate
+    "tuning": {"knob": str, "seeds": [int], "families": [{"arm": Required(str), "candidates": Required([str]),
+                                                           "values": Required([NUMBER])}]},
+    "tuned": {str: str},
 }
 TRIAL_ATTRS = {
     "arm": str, "seed": int, "origin": int, "spare": bool, "duplicate": bool, "run_dir": str,
@@ -59,6 +63,7 @@ TRIAL_ATTRS = {
     "metrics_step0": METRICS_ATTR, "metrics_equal_flops": METRICS_ATTR,
     "equal_flops": {"g_steps": int, "flops": NUMBER, "reference_flops": NUMBER, "reference": str},
     "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
+    "phase": str, "family": str, "candidate": str,  # a tuning trial's phase and family; a tuned arm's candidate
     artifact_store.SNAPSHOT: {"g_step": int, "files": {str: str}},
     "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
                "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
@@ -141,6 +146,9 @@ class StudyData:
     trials: pd.DataFrame  # one row per trial that is a result (bookkeeping trials dropped)
     curves: pd.DataFrame  # evals.jsonl rows of complete trials: trial, arm, seed, g_step, wall_s, metrics
     study: optuna.Study = field(repr=False)
+    # a tuning phase's trials (same columns as ``trials``), kept apart: they choose the tuned arms, they are no arm's
+    # seeds (ablations.studies.Tuning); empty for a study without one
+    tuning: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRIAL_COLUMNS))
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -183,7 +191,7 @@ TRIAL_COLUMNS = ["number", "state", "arm", "seed", "value", "fid", "kid", "preci
                  "fid_step0", "modes_step0", *EQUAL_FLOPS_COLUMNS, "channels", *MEMORIZATION_COLUMNS,
                  *[f"share_{d}" for d in DIGITS], "g_images_per_s", "wall_s", "g_steps", "device", "fail_kind",
                  "fail_reason", "restarted", "run_dir", "samples", "neighbours", "params", "git_commit", "python",
-                 "torch", "optuna", "torch_fidelity", "host", "batch_size", "protocol"]
+                 "torch", "optuna", "torch_fidelity", "host", "batch_size", "protocol", "phase", "family"]
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | None:
@@ -258,9 +266,11 @@ def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> Stu
     rows = [trial_row(t, keys, runs, study.study_name, store) for t in trials
             if not any(t.user_attrs.get(a) for a in BOOKKEEPING_ATTRS)]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
+    tuning = frame["phase"] == "tuning"
+    frame, tuning = frame[~tuning].reset_index(drop=True), frame[tuning].reset_index(drop=True)
     curves = anytime_curves(frame)
     return StudyData(study.study_name, attrs.get("study"), attrs, [d.name.lower() for d in study.directions],
-                     keys, frame, curves, study)
+                     keys, frame, curves, study, tuning)
 
 
 def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str,
@@ -305,6 +315,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "run_dir": run_dir, "samples": samples, "neighbours": neighbours, "params": dict(t.params),
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
         "protocol": metrics.get(PROTOCOL_KEY),  # how its metrics were measured (gan_core.judging.protocol)
+        "phase": a.get("phase"), "family": a.get("family"),  # a tuning trial's (None for the verdict's)
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},
     }
     for d in DIGITS:

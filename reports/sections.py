@@ -6,6 +6,7 @@ template only lays it out. Numbers are computed once, here, and the figures use 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -334,6 +335,7 @@ def grid_section(study: StudyData) -> dict:
         section["kid_note"] = f"KID agrees: {kid_verdict.text}"
     if study.attrs.get("verdict") == "leave_one_out":
         section["choices"] = choices_answer(study, fid_groups, learned)
+    section["tuning"] = tuning_section(study) if study.attrs.get("tuning") else None
     section["compute"] = equal_compute(study, order, section["verdict"], learned, section["choices"])
     section["answer"] = answer(study, section["verdict"], learned, section["choices"], section["compute"])
     knob = study.knob or "arm"
@@ -350,6 +352,36 @@ def grid_section(study: StudyData) -> dict:
     section["curves_note"] = None if "anytime" in section["figures"] else \
         "no evals.jsonl found for this study's trials (run folders missing, or no intermediate evaluations)"
     return section
+
+
+def tuning_section(study: StudyData) -> dict:
+    """A study's tuning phase (its record's "tuning"): each family's swept values with their tuning results (a seed
+    whose trial failed as a result: None), the one its tuned arm won with (the record's "tuned", the runner's
+    choice: not made again here), one sentence, and the figure of the sweep."""
+    tuning, chosen = study.attrs["tuning"], study.attrs.get("tuned") or {}
+    metric = study.keys.fid
+    candidates = [c for f in tuning["families"] for c in f["candidates"]]
+    fids = seed_groups(dataclasses.replace(study, trials=study.tuning), candidates, "fid")  # failed seeds: None
+    rows = []
+    for family in tuning["families"]:
+        for label, value in zip(family["candidates"], family["values"], strict=True):
+            seeds = fids[label]
+            rows.append({"family": family["arm"], "candidate": label, "value": value,
+                         "chosen": chosen.get(family["arm"]) == label, "fid": stats.summarise(seeds),
+                         "failed": sum(v is None for v in seeds.values()), "seeds": len(seeds)})
+    seeds = ", ".join(map(str, tuning.get("seeds") or []))
+    how = (f"Each family trained at {len(tuning['families'][0]['candidates'])} values of the {tuning['knob']} on "
+           f"tuning seed(s) {seeds}, which the verdict above never uses; each tuned arm trains the value with the "
+           f"lowest {metric} there (a failed tuning trial counts as worst)")
+    if chosen:
+        sentence = f"{how}: " + "; ".join(f"{arm} won with {candidate}" for arm, candidate in chosen.items()) + "."
+    else:
+        sentence = f"{how}. The tuning phase has not finished: no value is chosen yet, and no tuned arm has trained."
+    points = pd.DataFrame([{"family": r["family"], "value": r["value"], "fid": v, "chosen": r["chosen"]}
+                           for r in rows for v in fids[r["candidate"]].values() if v is not None],
+                          columns=["family", "value", "fid", "chosen"])
+    figure = figures.tuning_figure(f"{anchor(study.name)}-tuning", points, tuning["knob"], metric)
+    return {"rows": rows, "sentence": sentence, "knob": tuning["knob"], "figure": figure, "chosen": chosen}
 
 
 def _budget_words(study: StudyData) -> str:

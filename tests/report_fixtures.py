@@ -162,7 +162,7 @@ def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: d
 
 def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialState, attrs: dict,
                 value: float | None = None) -> None:
-    labels = [a.label for a in spec.arms]
+    labels = spec.labels
     study.add_trial(create_trial(
         state=state, value=value, params={"arm": arm, "seed": seed},
         distributions={"arm": CategoricalDistribution(labels), "seed": IntDistribution(0, 1_000_000)},
@@ -172,12 +172,13 @@ def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialStat
 def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
                spread: float = 1.0, failures: dict | None = None, memorization: bool = True,
                flops_of: dict[str, tuple[float, int]] | None = None,
-               second_fid: Callable[[str, float, np.random.Generator], float] | None = None) -> optuna.Study:
+               second_fid: Callable[[str, float, np.random.Generator], float] | None = None,
+               arm_attrs: dict[str, dict] | None = None) -> optuna.Study:
     """Every arm x seed complete (FID around fid_of[arm]), except the (arm, seed) -> (kind, reason) failures;
     ``memorization``: the trials carry the memorization check (a study run before it existed does not);
     ``flops_of``: arm -> (FID, G steps) at equal compute (ablations.trial.equal_points; a study run before it has
     none); ``second_fid(arm, first judge's fid, rng)``: the second judge's FID of a trial (None: a study run before
-    it)."""
+    it); ``arm_attrs``: more user attrs for an arm's trials."""
     spec = REGISTRY[kind]
     b = BUDGETS[budget_name]
     eval_n = b.eval_n or SPLIT[1]
@@ -191,10 +192,12 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
     failures = failures or {}
     for seed in range(seeds):
         for arm in spec.arms:
-            cfg_obj = override(override(base, spec.arm(arm.label).changes), {
+            changes = spec.changes(arm.label, (arm_attrs or {}).get(arm.label, {}).get("candidate"))
+            cfg_obj = override(override(base, changes), {
                 "model.shrink": spec.base(budget_name).shrink, "seed": seed, "steps": b.g_steps})
             cfg = cfg_obj.to_dict()
-            common = {"config": cfg, "provenance": PROVENANCE, "channels": channel_lists(cfg_obj)}
+            common = {"config": cfg, "provenance": PROVENANCE, "channels": channel_lists(cfg_obj),
+                      **(arm_attrs or {}).get(arm.label, {})}
             if (arm.label, seed) in failures:
                 fail_kind, reason = failures[(arm.label, seed)]
                 run_dir = f"{RECORDED_RUNS}/{name}/{slug(arm.label)}/seed{seed}"
@@ -229,6 +232,32 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
     # bookkeeping trials of parallel workers: never results
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"spare": True})
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"duplicate": True})
+    return study
+
+
+def tuned_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
+                tuning_fid: dict[str, float | None]) -> optuna.Study:
+    """A grid study with a tuning phase (``grid_study``'s verdict trials) and one tuning trial per candidate on each
+    tuning seed: its FID from ``tuning_fid``, diverged where that is None. The choice is what the runner records: each
+    family's candidate with the lowest tuning FID; its verdict trials carry it."""
+    spec = REGISTRY[kind]
+    chosen = {f.label: min((c.label for c in f.candidates if tuning_fid[c.label] is not None), key=tuning_fid.get)
+              for f in spec.tuning.families}
+    study = grid_study(fx, kind, budget_name, seeds, fid_of, arm_attrs={a: {"candidate": c} for a, c in chosen.items()})
+    eval_n = BUDGETS[budget_name].eval_n or SPLIT[1]
+    rng = np.random.default_rng(3)
+    for family in spec.tuning.families:
+        for c in family.candidates:
+            for seed in spec.tuning.seeds:
+                attrs = {"phase": "tuning", "family": family.label, "provenance": PROVENANCE}
+                fid = tuning_fid[c.label]
+                if fid is None:
+                    _grid_trial(study, spec, c.label, seed, TrialState.FAIL, {**attrs, "fail_kind": "diverged",
+                                                                              "fail_reason": "loss is not finite"})
+                    continue
+                final = metrics(eval_n, fid, fid / 15, rng)
+                _grid_trial(study, spec, c.label, seed, TrialState.COMPLETE, {**attrs, "metrics": final}, value=fid)
+    study.set_user_attr("tuned", chosen)
     return study
 
 

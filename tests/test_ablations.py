@@ -52,7 +52,9 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
     study = load(tmp_path, f"{name}-{base}-smoke")
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if spec.is_grid:
-        assert sorted(grid_keys(study)) == sorted((a.label, 0) for a in spec.arms)
+        tuning = [(c.label, s) for f in spec.tuning.families for c in f.candidates for s in spec.tuning.seeds] \
+            if spec.tuning else []
+        assert sorted(grid_keys(study)) == sorted([(a.label, 0) for a in spec.arms] + tuning)
         for arm in spec.arms:
             assert arm.label in out  # the terminal table has a row per arm
     else:
@@ -89,6 +91,105 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
     assert evals and not [k for r in evals if r["g_step"] not in judged_on_the_way for k in r if k.endswith("_lenet")]
     if name == "step_ratio":
         check_step_ratio_changes_only_the_schedule(complete)
+    if spec.tuning:
+        check_tuning_came_first_and_its_winners_were_judged(study, spec)
+        before = {t.number: (t.state, t.datetime_complete) for t in study.trials}
+        assert run.main(["--study", name, *in_process(tmp_path)]) == 0
+        assert "0 trial(s) queued now" in capsys.readouterr().out
+        rerun = load(tmp_path, f"{name}-{base}-smoke")
+        assert {t.number: (t.state, t.datetime_complete) for t in rerun.trials} == before  # a rerun changes nothing
+        assert rerun.user_attrs["tuned"] == study.user_attrs["tuned"]
+
+
+def check_tuning_came_first_and_its_winners_were_judged(study, spec):
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    tuning = [t for t in trials if t.user_attrs.get("phase") == "tuning"]
+    verdict = [t for t in trials if t not in tuning]
+    assert len(tuning) == sum(len(f.candidates) for f in spec.tuning.families) * len(spec.tuning.seeds)
+    assert {t.params["seed"] for t in tuning} == set(spec.tuning.seeds) and {t.params["seed"] for t in verdict} == {0}
+    assert max(t.number for t in tuning) < min(t.number for t in verdict)  # queued only once the tuning was over
+    assert max(t.datetime_complete for t in tuning) <= min(t.datetime_start for t in verdict)
+    fid = {t.user_attrs["arm"]: t.value for t in tuning}
+    by_arm = {t.user_attrs["arm"]: t for t in verdict}
+    assert sorted(by_arm) == sorted(a.label for a in spec.arms)
+    for family in spec.tuning.families:
+        best = min(family.candidates, key=lambda c: fid[c.label])  # one tuning seed: its FID decides
+        assert study.user_attrs["tuned"][family.label] == best.label
+        judged = by_arm[family.label]
+        assert judged.user_attrs["candidate"] == best.label
+        cfg = judged.user_attrs["config"]
+        assert (cfg["g_optim"]["lr"], cfg["d_optim"]["lr"]) == (best.changes["g_optim.lr"], best.changes["d_optim.lr"])
+        assert cfg["g_optim"]["name"] == best.changes["g_optim.name"]
+
+
+def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys):
+    # the optimizer study as it was before its tuning phase: every new trial's arm choices would differ from its own
+    old = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
+    old.set_user_attr("study", "optimizer")
+    old.set_user_attr("arms", ["Adadelta lr=1e-3", "Adadelta lr=1.0", "Adam 2e-4"])
+    assert run.main(["--study", "optimizer", *in_process(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds another experiment: its arms is ['Adadelta lr=1e-3', 'Adadelta lr=1.0'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
+
+
+def tuning_study(fids: dict, states: dict | None = None):
+    """An in-memory optimizer study holding one tuning trial per candidate: its FID, or a state from ``states``."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    spec = REGISTRY["optimizer"]
+    study = optuna.create_study()
+    labels = [a.label for a in spec.trained_arms]
+    for f in spec.tuning.families:
+        for c in f.candidates:
+            state = (states or {}).get(c.label, TrialState.COMPLETE)
+            attrs = {"arm": c.label, "seed": spec.tuning.seeds[0], "phase": "tuning", "family": f.label}
+            if state == TrialState.FAIL:
+                attrs["fail_kind"] = "diverged"
+            study.add_trial(create_trial(
+                state=state, value=fids[c.label] if state == TrialState.COMPLETE else None,
+                params={"arm": c.label, "seed": spec.tuning.seeds[0]}, user_attrs=attrs,
+                distributions={"arm": CategoricalDistribution(labels), "seed": IntDistribution(0, 1_000_000)}))
+    return spec, study
+
+
+def test_each_family_wins_with_its_own_lowest_tuning_fid_and_a_diverged_one_counts_as_worst():
+    spec = REGISTRY["optimizer"]
+    # each family's best is at another position of its sweep, and every other family has a lower FID than it
+    # somewhere: a choice of the highest FID, of the wrong family's candidate or of a fixed position fails here
+    fids, want = {}, {}
+    for i, f in enumerate(spec.tuning.families):
+        best = i % len(f.candidates)
+        for j, c in enumerate(f.candidates):
+            fids[c.label] = 10.0 * (i + 1) + (0.0 if j == best else 5.0 + j)
+        want[f.label] = f.candidates[best].label
+    spec, study = tuning_study(fids)
+    assert trial_queue.tuning_choice(study, spec) == want
+    # a diverged candidate, had it finished with this FID, would have been best: it counts as worst instead
+    adam = spec.tuning.family("Adam tuned")
+    fids[adam.candidates[2].label] = 1.0
+    spec, study = tuning_study(fids, {adam.candidates[2].label: TrialState.FAIL})
+    assert trial_queue.tuning_choice(study, spec)["Adam tuned"] == want["Adam tuned"]
+    # a family whose every candidate diverged keeps its usual value (the middle one)
+    failed = {c.label: TrialState.FAIL for c in adam.candidates}
+    spec, study = tuning_study(fids, failed)
+    assert trial_queue.tuning_choice(study, spec)["Adam tuned"] == adam.candidates[1].label == "Adam lr=2e-4"
+
+
+def test_no_choice_and_no_verdict_trial_while_a_tuning_trial_is_unfinished():
+    spec = REGISTRY["optimizer"]
+    fids = {c.label: 50.0 for f in spec.tuning.families for c in f.candidates}
+    spec, study = tuning_study(fids, {"RMSprop lr=2e-4": TrialState.RUNNING})
+    assert trial_queue.tuning_choice(study, spec) is None
+    assert trial_queue.queue_next_phase(study, spec, 5) == 0 and "tuned" not in study.user_attrs
+    spec, study = tuning_study(fids)
+    assert trial_queue.queue_next_phase(study, spec, 5) == len(spec.arms) * 5
+    assert trial_queue.queue_next_phase(study, spec, 5) == 0  # once queued, never again
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert {t.user_attrs["candidate"] for t in waiting if "candidate" in t.user_attrs} == {
+        f.candidates[1].label for f in spec.tuning.families}  # every FID equal: a tie goes to the usual value
 
 
 def check_step_ratio_changes_only_the_schedule(trials):

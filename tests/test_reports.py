@@ -765,3 +765,66 @@ def test_a_leave_one_out_answer_names_the_choices_whose_cost_changes_with_the_un
     assert sections._unit_change(no, no, _costs("a"), _costs("b", "c")) == (
         "The unit changes the answer: at equal FLOPs \u201cb\u201d, \u201cc\u201d clearly cost too; \u201ca\u201d no "
         "longer clearly cost.")
+
+
+# ---- a study with a tuning phase (the optimizer study) ------------------------------------------------------
+
+OPTIMIZER_FID = {"Adadelta lr=1e-3": 300.0, "Adadelta tuned": 20.0, "Adam tuned": 30.0, "Adam TTUR tuned": 40.0,
+                 "RMSprop tuned": 25.0, "SGD m=0.9 tuned": 60.0}
+# each family's best at another point of its sweep; SGD's highest rate diverged on the tuning seed
+TUNING_FID = {"Adadelta lr=0.33": 40.0, "Adadelta lr=1": 22.0, "Adadelta lr=3": 90.0,
+              "Adam lr=6.7e-5": 50.0, "Adam lr=2e-4": 35.0, "Adam lr=6e-4": 31.0,
+              "Adam TTUR lr=3.3e-5/1.3e-4": 45.0, "Adam TTUR lr=1e-4/4e-4": 60.0, "Adam TTUR lr=3e-4/1.2e-3": 70.0,
+              "RMSprop lr=6.7e-5": 27.0, "RMSprop lr=2e-4": 29.0, "RMSprop lr=6e-4": 80.0,
+              "SGD m=0.9 lr=3.3e-3": 200.0, "SGD m=0.9 lr=0.01": 65.0, "SGD m=0.9 lr=0.03": None}
+TUNED = {"Adadelta tuned": "Adadelta lr=1", "Adam tuned": "Adam lr=6e-4",
+         "Adam TTUR tuned": "Adam TTUR lr=3.3e-5/1.3e-4", "RMSprop tuned": "RMSprop lr=6.7e-5",
+         "SGD m=0.9 tuned": "SGD m=0.9 lr=0.01"}
+
+
+@pytest.fixture(scope="module")
+def tuned_page(tmp_path_factory) -> tuple[rf.Fixture, Path, Node]:
+    tmp = tmp_path_factory.mktemp("tuned")
+    fx = rf.Fixture(f"sqlite:///{tmp}/studies.db", tmp / "runs", tmp / "bench.json", tmp / "results")
+    rf.tuned_study(fx, "optimizer", "quick", 3, OPTIMIZER_FID, TUNING_FID)
+    out = build.build(storage=fx.storage, runs=str(fx.runs), benchmarks=[], out=str(tmp / "s.html"),
+                      png_dir=str(tmp / "figures"))
+    return fx, tmp, parse(out.read_text())
+
+
+def test_the_page_says_which_learning_rate_each_family_won_with_and_shows_the_sweep(tuned_page):
+    fx, tmp, dom = tuned_page
+    section = dom.find("section", id=sections.study_anchor(fx.studies["optimizer"]))
+    said = section.find("p", data_role="tuning").text()
+    assert "3 values of the learning rate on tuning seed(s) 10000" in said
+    for arm, candidate in TUNED.items():
+        assert f"{arm} won with {candidate}" in said
+    rows = section.find("table", class_="tuning").find_all("tr", data_arm=True)
+    assert [r.attrs["data-arm"] for r in rows] == list(TUNING_FID)
+    _, trials = storage_trials(fx, "optimizer")
+    tuning = {t.user_attrs["arm"]: t for t in trials if t.user_attrs.get("phase") == "tuning"}
+    for row in rows:
+        arm = row.attrs["data-arm"]
+        assert (row.find("td", data_col="chosen").text() == "yes") == (arm in TUNED.values())
+        fid = row.find("td", data_col="fid")
+        if TUNING_FID[arm] is None:
+            assert fid.text() == "–" and row.find("td", data_col="failed").text() == "1 of 1"
+        else:
+            assert float(fid.attrs["data-value"]) == tuning[arm].value == TUNING_FID[arm]
+    figure = section.find("figure", data_role="tuning")
+    assert figure.find("img").attrs["src"].startswith("data:image/png;base64,")
+    assert (tmp / "figures" / f"{sections.anchor(fx.studies['optimizer'])}-tuning.png").is_file()
+
+
+def test_tuning_trials_are_no_arm_of_the_verdict(tuned_page):
+    fx, _, dom = tuned_page
+    section = dom.find("section", id=sections.study_anchor(fx.studies["optimizer"]))
+    arms = section.find("table", class_="arms").find_all("tr", data_arm=True)
+    assert [r.attrs["data-arm"] for r in arms] == [a.label for a in REGISTRY["optimizer"].arms]
+    assert all(r.find("td", data_col="seeds").attrs["data-value"] == "3" for r in arms)  # not the tuning seed
+    assert section.find("div", data_role="verdict").text().startswith("Adadelta tuned is best on fid1k")
+
+
+def test_a_study_without_a_tuning_phase_has_no_tuning_block(fx, page):
+    _, _, dom = page
+    assert not dom.find_all("table", class_="tuning") and not dom.find_all(data_role="tuning")

@@ -174,6 +174,77 @@ def test_a_clearly_costliest_choice_is_found():
     assert found > 0.9
 
 
+# ------------------------------------------------------------------------------------------- tuned families
+# The optimizer study's design (ablations.studies.OPTIMIZER_TUNING): each family's learning rate is chosen on one
+# tuning seed (stats.best_of, what ablations.trial_queue uses), and the verdict (stats.verdict, what the page uses)
+# is drawn on 5 other seeds between the blog's untuned arm and one arm per family at its chosen rate. The families
+# are equal at their best: each one's log FID against the 3 swept rates has the same minimum, only its shape
+# differs (flat, a shallow or a deep optimum in the middle, an optimum at either end). Noise per arm and seed sd 0.2-
+# 0.4 on log FID, the spread of the README's paired intervals.
+TUNED_NOISE_SD = 0.3
+FAMILY_CURVES = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [1.0, 0.0, 1.0], [0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+BLOG_RATIO = 60.0  # the blog's Adadelta at lr 1e-3 does not learn: far above every family
+
+
+def tuned_study(rng: np.random.Generator, curves: np.ndarray, noise_sd: float, tuning_seeds: int = 1,
+                seeds: int = 5, naive: bool = False) -> dict:
+    """One simulated study's verdict groups: each family's rate chosen on ``tuning_seeds`` seeds of their own (or,
+    ``naive``, on the verdict seeds themselves), then its verdict arm's values on the verdict seeds."""
+    families, rates = curves.shape
+
+    def draw(n: int) -> np.ndarray:  # (families, rates, n) FIDs, the seed effect shared by every arm of a seed
+        return np.exp(np.log(50.0) + rng.normal(0, SEED_SD, (1, 1, n)) + curves[:, :, None]
+                      + rng.normal(0, noise_sd, (families, rates, n)))
+
+    verdict = draw(seeds)
+    tuning = verdict if naive else draw(tuning_seeds)
+    out = {}
+    for f in range(families):
+        chosen = stats.best_of({r: dict(enumerate(tuning[f, r].tolist())) for r in range(rates)})
+        out[f"family {f}"] = dict(enumerate(verdict[f, chosen].tolist()))
+    blog = np.log(50.0 * BLOG_RATIO) + rng.normal(0, SEED_SD, seeds) + rng.normal(0, noise_sd, seeds)
+    return {"blog": dict(enumerate(np.exp(blog).tolist())), **out}
+
+
+def false_winner_rate(seed: int, reps: int, curves: np.ndarray, noise_sd: float, **kw) -> float:
+    rng = np.random.default_rng(seed)
+    return float(np.mean([stats.verdict(tuned_study(rng, curves, noise_sd, **kw), "fid1k").significant
+                          for _ in range(reps)]))
+
+
+@pytest.mark.parametrize("noise_sd", [0.2, TUNED_NOISE_SD, 0.4])
+def test_families_equal_at_their_best_rarely_give_a_winner_when_tuned_on_other_seeds(noise_sd):
+    reps = 2000  # MC sd 0.005 at a rate of 0.05
+    rate = false_winner_rate(int(noise_sd * 100), reps, FAMILY_CURVES, noise_sd)
+    print(f"false-winner rate, 5 families equal at their best, tuned on 1 seed, noise sd {noise_sd}: {rate:.4f}")
+    # measured 0.0000, 0.0003 and 0.0008 (4,000 studies each): the winner must beat four other families at their
+    # best. Selecting on the verdict seeds themselves gave the same (0.0003, 0.0003, 0.0008): with five families
+    # that each pick the best of 3, the selection flatters every family alike, so this design shows no inflation.
+    assert rate <= 0.06
+
+
+def test_with_two_families_one_tuning_seed_can_mistune_a_family_and_name_a_false_winner():
+    # The limit of one tuning seed, measured: a family whose optimum is shallow (0.5 in log FID, 1.65x, a factor of 3
+    # from its best rate) is often tuned to a wrong rate on one noisy seed, and then rightly loses at the verdict to
+    # a flat family that is no better at its best. With two families (and the blog), nothing else stands between
+    # them: 0.15 of 4,000 studies named a false winner at noise sd 0.3 (0.14 of the 2,000 here; 0.086 with 2 tuning
+    # seeds, 0.065 with 3).
+    # Selecting on the verdict seeds named one in 0.059, the seeds' own noise: the risk of this design is the
+    # tuning seed's noise, not the selection's bias. With the study's five families it stays below 0.004 (above).
+    curves = FAMILY_CURVES[:2]
+    rate = false_winner_rate(5, 2000, curves, TUNED_NOISE_SD)
+    naive = false_winner_rate(6, 2000, curves, TUNED_NOISE_SD, naive=True)
+    print(f"two families (flat, shallow optimum), one tuning seed: {rate:.4f}; "
+          f"selected on the verdict seeds: {naive:.4f}")
+    assert rate > 0.1 and naive <= 0.08  # MC sd 0.008 and 0.005
+
+
+def test_best_of_takes_the_lowest_mean_log_and_counts_a_failure_as_worst():
+    assert stats.best_of({"a": {0: 30.0, 1: 10.0}, "b": {0: 18.0, 1: 18.0}}) == "a"  # geometric mean 17.3 < 18
+    assert stats.best_of({"a": {0: None}, "b": {0: 900.0}}) == "b"  # a diverged candidate never wins
+    assert stats.best_of({"a": {0: None}, "b": {0: float("nan")}}) == "a"  # all failed: the first, in order
+
+
 # ------------------------------------------------------------------------------------------- compare
 
 
