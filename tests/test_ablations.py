@@ -309,7 +309,7 @@ def test_ctrl_c_marks_the_trial_and_a_rerun_finishes_the_study(tmp_path, capsys)
         time.sleep(0.05)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130
+    assert p.returncode == 130, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
     study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     interrupted = study.get_trials(states=(TrialState.FAIL,))
