@@ -43,10 +43,11 @@ class StudyProgress:
         from optuna.trial import TrialState
 
         from gan_core.training.run_folder import STATS, RunFolder
+        from reports.load import is_bookkeeping
 
         done, running = set(), []
         for t in self.study.get_trials(deepcopy=False):
-            if t.user_attrs.get("spare") or t.user_attrs.get("duplicate"):
+            if is_bookkeeping(t.user_attrs):
                 continue
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
                     t.state == TrialState.FAIL and t.user_attrs.get("fail_kind")):

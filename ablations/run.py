@@ -235,12 +235,13 @@ def summary_table(study, ctx, floor: dict | None) -> str:
     from optuna.trial import TrialState
 
     from gan_core.judging.metrics import MetricNames
+    from reports.load import is_bookkeeping
 
     kid_key = MetricNames.from_fid(ctx.objective).kid
     rows: dict[str, dict] = {}
     order = list(dict.fromkeys(a.label for a in (*ctx.study.arms, *ctx.study.trained_arms)))  # tuning rows last
     trials = [t for t in study.get_trials(deepcopy=False)
-              if not (t.user_attrs.get("spare") or t.user_attrs.get("duplicate")) and "arm" in t.user_attrs]
+              if not is_bookkeeping(t.user_attrs) and "arm" in t.user_attrs]
     finished = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
     for t in trials:
         row = rows.setdefault(t.user_attrs["arm"], {"fid": [], "kid": [], "failed": []})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -68,11 +69,12 @@ def tuning_choice(study, spec) -> dict[str, str] | None:
     from optuna.trial import TrialState
 
     from reports import stats
+    from reports.load import is_bookkeeping
 
     values, failed, pending = {}, set(), set()
     for t in study.get_trials(deepcopy=False):
         key = trial_key(t)
-        if key is None or t.user_attrs.get("phase") != "tuning" or _bookkeeping(t):
+        if key is None or t.user_attrs.get("phase") != "tuning" or is_bookkeeping(t.user_attrs):
             continue
         if t.state == TrialState.COMPLETE:
             values[key] = t.value
@@ -93,20 +95,17 @@ def tuning_choice(study, spec) -> dict[str, str] | None:
     return chosen
 
 
-def _bookkeeping(t) -> bool:
-    return bool(t.user_attrs.get("spare") or t.user_attrs.get("duplicate"))
-
-
 def _enqueue(study, pairs: list[tuple[str, int, dict]], by_arm: bool) -> int:
     """Queue the (arm, seed, extra user attrs) pairs that are neither done, running, queued nor finally failed."""
     from optuna.trial import TrialState
 
     from ablations.trial import FINAL_FAILURES
+    from reports.load import is_bookkeeping
 
     taken = set()
     for t in study.get_trials(deepcopy=False):
         key = trial_key(t)
-        if key is None or _bookkeeping(t):
+        if key is None or is_bookkeeping(t.user_attrs):
             continue
         if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
             taken.add(key)
@@ -163,7 +162,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
         try:
             if settings.pack > 1:
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
-                work_pass(study, ctx, min(settings.pack, waiting), asks)
+                work_pass(study, ctx, min(settings.pack, waiting), asks, settings)
             else:
                 study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[print_trial])
         except ValueError as e:
@@ -189,16 +188,20 @@ def _set_up_worker(settings: Settings, threads: int | None) -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def work_pass(study, ctx, n: int, asks=None) -> None:
+def work_pass(study, ctx, n: int, asks=None, settings: Settings | None = None) -> None:
     """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
     told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
-    at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does."""
+    at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does.
+    ``settings``: where the heartbeats go (none without it)."""
     import optuna
     from optuna.trial import TrialState
 
+    from ablations.storage import open_storage
     from ablations.trial import run_pass
 
     trials, beats, told = [], {}, set()
+    # The heartbeats' own handle on the study's storage: optuna.Study has no public one
+    storage = open_storage(settings.storage, settings.heartbeat) if settings else None
 
     def tell(trial, outcome) -> None:
         beats.pop(trial.number).join()  # as optimize: the heartbeat stops before the trial is told
@@ -220,7 +223,7 @@ def work_pass(study, ctx, n: int, asks=None) -> None:
             for _ in range(n):  # one at a time: no trial of ours is ever RUNNING without a heartbeat
                 trial = study.ask()
                 trials.append(trial)
-                beats[trial.number] = heartbeat_thread(study, trial)
+                beats[trial.number] = Heartbeat(storage, study.study_name, trial.number)
                 beats[trial.number].start()
         by_arm: dict = {}
         for trial in trials:
@@ -239,17 +242,38 @@ def work_pass(study, ctx, n: int, asks=None) -> None:
             raise errors[0]
 
 
-def heartbeat_thread(study, trial):
-    """The trial's heartbeat thread, to .start() and .join(): Optuna's own, the one study.optimize keeps for its
-    trial, so that a worker killed mid-pass leaves trials that go stale and are retried.
+class Heartbeat:
+    """A trial's heartbeat while a pass trains it, to .start() and .join(): what study.optimize keeps for its trial,
+    so that a worker killed mid-pass leaves trials that go stale and are retried. Optuna 5 has no public way to
+    keep one for a trial asked outside study.optimize (study.ask warns "Heartbeat of storage is supposed to be
+    used with Study.optimize"), and study.optimize cannot run a pass: it trains its trials one at a time, or in
+    threads of their own, where a stop signal (Python runs handlers in the main thread) would not interrupt the
+    training. So the heartbeat is recorded here, through the storage's public methods, as Optuna's own thread
+    does: at once, then every heartbeat interval. A storage without heartbeats (journal, or None) records none."""
 
-    Optuna's private API, on purpose and only here: Optuna 5.0 has no public way to keep a heartbeat for a trial
-    asked outside study.optimize (study.ask warns "Heartbeat of storage is supposed to be used with
-    Study.optimize"), and study.optimize cannot run a pass: it trains its trials one at a time, or in threads of
-    their own, where a stop signal (Python runs handlers in the main thread) would not interrupt the training."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
+    def __init__(self, storage, study_name: str, number: int):
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._beat = None
+        if interval:
+            study_id = storage.get_study_id_from_name(study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            self._beat = partial(storage.record_heartbeat, trial_id)
+        self._interval, self._stop, self._thread = interval, threading.Event(), None
 
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    def _run(self) -> None:
+        self._beat()
+        while not self._stop.wait(self._interval):
+            self._beat()
+
+    def start(self) -> None:
+        if self._beat is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def join(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 ASK_LOCK_S = 30.0
@@ -271,8 +295,10 @@ def asking(lock):
 
 
 def print_trial(study, trial) -> None:
+    from reports.load import is_bookkeeping
+
     attrs = trial.user_attrs
-    if attrs.get("spare") or attrs.get("duplicate"):
+    if is_bookkeeping(attrs):
         return
     what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {attrs.get('seed', '?')}"
     if trial.state.name == "COMPLETE":

@@ -133,6 +133,11 @@ def number(value, what: str) -> float | None:
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
+
+
+def is_bookkeeping(attrs) -> bool:
+    """Whether a trial with these user attrs is bookkeeping, not a result: every count, table and queue skips it."""
+    return any(attrs.get(a) for a in BOOKKEEPING_ATTRS)
 DIGITS = range(10)
 
 
@@ -264,7 +269,7 @@ def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> Stu
     if store is None and recorded and Path(recorded).is_dir():
         store = artifact_store.open_store(recorded, create=False)
     rows = [trial_row(t, keys, runs, study.study_name, store) for t in trials
-            if not any(t.user_attrs.get(a) for a in BOOKKEEPING_ATTRS)]
+            if not is_bookkeeping(t.user_attrs)]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
     tuning = frame["phase"] == "tuning"
     frame, tuning = frame[~tuning].reset_index(drop=True), frame[tuning].reset_index(drop=True)

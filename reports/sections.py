@@ -238,8 +238,18 @@ def best_seed_pictures(study: StudyData, order: list[str], column: str, file: st
             out.append({"arm": arm, "missing": why, "seed": best["seed"]})
             continue
         out.append({"arm": arm, "seed": best["seed"], "trial": int(best["number"]), "fid": best["fid"],
+                    **_picture_point(best, (study.attrs.get("budget") or {}).get("g_steps")),
                     "image": figures.Image(f"{column}-{anchor(arm)}", data, f"{column} of {arm}, seed {best['seed']}")})
     return out
+
+
+def _picture_point(trial: pd.Series, budget: int | None) -> dict:
+    """Where a run folder's pictures were drawn: at the end of its training, which for an arm that trained on to
+    equal FLOPs is past the G-step budget (``budget``); with the FID at that point, not at the budget (``fid``)."""
+    end, flops_at = trial["g_steps"], trial["g_steps_flops"]
+    past = not (pd.isna(end) or pd.isna(flops_at) or pd.isna(trial["fid_flops"]) or budget is None) \
+        and int(flops_at) == int(end) > budget
+    return {"drawn_at": None if pd.isna(end) else int(end), "fid_drawn": trial["fid_flops"] if past else trial["fid"]}
 
 
 COPY_FLAG = "closer to training digits than held-out digits are: possible copying"
@@ -375,6 +385,11 @@ def tuning_section(study: StudyData) -> dict:
            f"lowest {metric} there (a failed tuning trial counts as worst)")
     if chosen:
         sentence = f"{how}: " + "; ".join(f"{arm} won with {candidate}" for arm, candidate in chosen.items()) + "."
+        if edges := sweep_edges(tuning["families"], chosen):
+            sentence += (" At the edge of its sweep: " + "; ".join(f"{arm} (the {side} value tried)"
+                                                                   for arm, side in edges.items())
+                         + ". Its best value may lie beyond the sweep, so such a family may do better than its tuned"
+                           " arm: a wider sweep would tell.")
     else:
         sentence = f"{how}. The tuning phase has not finished: no value is chosen yet, and no tuned arm has trained."
     points = pd.DataFrame([{"family": r["family"], "value": r["value"], "fid": v, "chosen": r["chosen"]}
@@ -382,6 +397,17 @@ def tuning_section(study: StudyData) -> dict:
                           columns=["family", "value", "fid", "chosen"])
     figure = figures.tuning_figure(f"{anchor(study.name)}-tuning", points, tuning["knob"], metric)
     return {"rows": rows, "sentence": sentence, "knob": tuning["knob"], "figure": figure, "chosen": chosen}
+
+
+def sweep_edges(families: list[dict], chosen: dict[str, str]) -> dict[str, str]:
+    """The tuned arms whose winning value is the lowest or the highest of their family's sweep ("lowest"/"highest"):
+    tuning did not bracket their best value."""
+    edges = {}
+    for family in families:
+        pick, values = chosen.get(family["arm"]), dict(zip(family["candidates"], family["values"], strict=True))
+        if pick in values and len(values) > 1 and values[pick] in (min(values.values()), max(values.values())):
+            edges[family["arm"]] = "lowest" if values[pick] == min(values.values()) else "highest"
+    return edges
 
 
 def _budget_words(study: StudyData) -> str:
@@ -463,8 +489,16 @@ def equal_compute(study: StudyData, order: list[str], at_steps: stats.Verdict, l
             f"{_budget_words(study)}" if tflops is not None else "every arm judged at the same model FLOPs")
     if trained_on:
         unit += ": " + ", ".join(f"{arm} at {n:,} G steps" for arm, n in trained_on.items())
+    # a reference that has not learned in the budget (the width study's narrowest arm) spends so little that no arm
+    # has learned at its compute: the verdict there ranks untrained generators, and the page must say so
+    there = learning(study, order, groups)
+    unlearned = (f"No arm had learned by then (each arm's {study.keys.fid} there is above half its step-0 value, "
+                 f"paired over seeds): {reference} spends too little compute in {_budget_words(study)} for equal "
+                 f"compute to rank the arms, so the verdict below compares untrained generators") \
+        if there and not any(x.learned for x in there.values()) else None
     return {"verdict": verdict, "choices": at_flops, "steps": steps, "unit": unit, "reference": reference,
-            "changes": _unit_change(at_steps, verdict, choices, at_flops)}
+            "unlearned": unlearned, "changes": None if unlearned else _unit_change(at_steps, verdict, choices,
+                                                                                  at_flops)}
 
 
 def _unit_change(at_steps: stats.Verdict, at_flops: stats.Verdict, choices: dict | None,
@@ -502,7 +536,8 @@ def answer(study: StudyData, verdict: stats.Verdict, learned: dict[str, stats.Le
     text = _answer_at(study, verdict, learned, choices)
     if compute is None or verdict.best is None or not learned or not any(x.learned for x in learned.values()):
         return text
-    at_flops = _answer_at(study, compute["verdict"], learned, compute["choices"], with_notes=False)
+    at_flops = compute["unlearned"] + "." if compute["unlearned"] else \
+        _answer_at(study, compute["verdict"], learned, compute["choices"], with_notes=False)
     return (f"At equal G steps: {text} At equal compute ({compute['unit']}): {at_flops}"
             + (f" {compute['changes']}" if compute["changes"] else ""))
 

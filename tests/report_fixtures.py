@@ -226,6 +226,7 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
                 at_flops = {"metrics_equal_flops": metrics(eval_n, flops_fid, flops_fid / 15, rng_flops),
                             "equal_flops": {"g_steps": flops_steps, "flops": 1.71e12 * flops_steps / b.g_steps,
                                             "reference_flops": 1.71e12, "reference": "the base"}}
+                budget["g_steps"] = max(b.g_steps, flops_steps)  # as the runner: a cheap arm trains on to its point
             _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
                         {**common, "run_dir": run_dir, "metrics": final, "budget": budget, "metrics_step0": step0,
                          **at_flops}, value=fid)

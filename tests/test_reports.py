@@ -746,6 +746,14 @@ def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_chang
         row = arms.find("tr", data_arm=arm)
         assert abs(float(row.find("td", data_col="fid_flops").attrs["data-value"]) - fid) < 3  # seeds' noise: sd 1
         assert row.find("td", data_col="g_steps_flops").attrs["data-value"] == str(g_steps)
+    # the pictures are drawn at the end of training: past the budget for an arm that trained on to equal FLOPs
+    for arm, (fid, g_steps) in rf.STEP_RATIO_FLOPS.items():
+        caption = step.find("figure", data_arm=arm).find("figcaption").text()
+        if g_steps > 900:
+            assert f"after {g_steps:,} G steps, fid1k " in caption and " at the budget)" in caption, caption
+            assert abs(float(caption.split("fid1k ")[1].split(" ")[0]) - fid) < 3, caption
+        else:
+            assert "after 900 G steps" in caption and "at the budget" not in caption, caption
     quirks = dom.find("section", id="study-" + fx.studies["blog_quirks"].replace("_", "-"))
     assert quirks.find("p", data_role="unit-change").text() == "The answer is the same in both units."
     assert "reused noise" in quirks.find("div", data_role="compute-verdict").text()
@@ -753,6 +761,27 @@ def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_chang
     assert not depth.find_all("div", data_role="compute-verdict")
     assert "equal compute" not in depth.find("div", data_role="study-answer").text()
     assert not depth.find_all("td", data_col="fid_flops")
+
+
+def test_equal_compute_where_no_arm_has_learned_says_it_cannot_rank_the_arms(fx):
+    import dataclasses
+
+    from reports import load
+
+    (data,) = [d for d in load.load_studies(fx.storage) if d.name == fx.studies["step_ratio"]]
+    order = sections.arm_order(data)
+    at_steps = stats.verdict(sections.seed_groups(data, order, "fid"), data.keys.fid)
+    learned = sections.learning(data, order, sections.seed_groups(data, order, "fid"))
+    compute = sections.equal_compute(data, order, at_steps, learned, None)
+    assert compute["unlearned"] is None and compute["changes"]  # the fixture's arms learned at equal FLOPs
+    # a reference that spends too little: every arm judged at 0.9x its step-0 FID, none learned there
+    trials = data.trials.assign(fid_flops=data.trials["fid_step0"] * 0.9)
+    untrained = dataclasses.replace(data, trials=trials)
+    compute = sections.equal_compute(untrained, order, at_steps, learned, None)
+    assert compute["unlearned"].startswith("No arm had learned by then (each arm's fid1k there is above half")
+    assert compute["changes"] is None  # no "the unit changes the answer" drawn from untrained generators
+    answer = sections.answer(untrained, at_steps, learned, None, compute)
+    assert answer.endswith(compute["unlearned"] + ".") and answer.startswith("At equal G steps: ")
 
 
 def _costs(*labels: str) -> dict:
@@ -799,6 +828,10 @@ def test_the_page_says_which_learning_rate_each_family_won_with_and_shows_the_sw
     assert "3 values of the learning rate on tuning seed(s) 10000" in said
     for arm, candidate in TUNED.items():
         assert f"{arm} won with {candidate}" in said
+    # Adadelta won with its middle value; the others at an edge of their sweeps, which the page says
+    edges = said.split("At the edge of its sweep: ")[1].split(". Its best value may lie beyond")[0]
+    assert edges == ("Adam tuned (the highest value tried); Adam TTUR tuned (the lowest value tried); "
+                     "RMSprop tuned (the lowest value tried)")
     rows = section.find("table", class_="tuning").find_all("tr", data_arm=True)
     assert [r.attrs["data-arm"] for r in rows] == list(TUNING_FID)
     _, trials = storage_trials(fx, "optimizer")
