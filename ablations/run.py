@@ -74,8 +74,7 @@ def listing() -> str:
         arms = ", ".join(a.label for a in s.arms) if s.is_grid else "searched by TPE with pruning"
         lines.append(f"  {s.name:<12} {s.knob}: {arms}")
         if s.tuning:
-            lines.append(f"  {'':<12} {tuning_text(s)}: " + ", ".join(c.label for f in s.tuning.families
-                                                                      for c in f.candidates))
+            lines.append(f"  {'':<12} {tuning_text(s)}: " + ", ".join(c.label for c in s.tuning.candidates))
         bases = ", ".join(f"{b} {base.preset}" + (f" x{base.shrink:g}" if base.shrink != 1 else "")
                           + (f" batch {base.batch_size}" if base.batch_size else "")
                           for b, base in s.bases.items())
@@ -202,7 +201,7 @@ def check_trials(spec, seeds: int) -> None:
 def tuning_trials(spec) -> int:
     """The trials of a study's tuning phase (0 without one): every candidate on every tuning seed."""
     t = spec.tuning
-    return sum(len(f.candidates) for f in t.families) * len(t.seeds) if t else 0
+    return len(t.candidates) * len(t.seeds) if t else 0
 
 
 def tuning_text(spec) -> str:
@@ -239,7 +238,7 @@ def summary_table(study, ctx, floor: dict | None) -> str:
 
     kid_key = MetricNames.from_fid(ctx.objective).kid
     rows: dict[str, dict] = {}
-    order = list(dict.fromkeys(a.label for a in (*ctx.study.arms, *ctx.study.trained_arms)))  # tuning rows last
+    order = ctx.study.labels  # the verdict's arms, then the tuning candidates
     trials = [t for t in study.get_trials(deepcopy=False)
               if not is_bookkeeping(t.user_attrs) and "arm" in t.user_attrs]
     finished = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}

@@ -87,11 +87,16 @@ class Tuning:
     families: tuple[Family, ...]
     seeds: tuple[int, ...] = (TUNING_SEED,)
 
+    @property
+    def candidates(self) -> tuple[Arm, ...]:
+        """Every family's candidates, family by family: what the tuning phase trains on each tuning seed."""
+        return tuple(c for f in self.families for c in f.candidates)
+
     def family(self, label: str) -> Family | None:
         return next((f for f in self.families if f.label == label), None)
 
     def candidate(self, label: str) -> Arm | None:
-        return next((c for f in self.families for c in f.candidates if c.label == label), None)
+        return next((c for c in self.candidates if c.label == label), None)
 
     def description(self) -> dict:
         return {"knob": self.knob, "seeds": list(self.seeds),
@@ -126,8 +131,7 @@ class Study:
     def trained_arms(self) -> tuple[Arm, ...]:
         """Every set of changes a trial of the study may train: the fixed arms and every tuning candidate (a tuned
         arm's changes are its winning candidate's)."""
-        candidates = tuple(c for f in self.tuning.families for c in f.candidates) if self.tuning else ()
-        return self.fixed_arms + candidates
+        return self.fixed_arms + (self.tuning.candidates if self.tuning else ())
 
     @property
     def labels(self) -> list[str]:

@@ -129,11 +129,15 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
     import optuna
     from optuna.trial import TrialState
 
+    from ablations.storage import open_storage
     from ablations.trial import objective
 
     _set_up_worker(settings, threads)
     study = study or open_study(settings)
     ctx = ctx or make_context(settings)
+    # a packed pass keeps its trials' heartbeats itself, through its own handle on the storage (optuna.Study has no
+    # public one): opened once per worker, not once per pass
+    beats_to = open_storage(settings.storage, settings.heartbeat) if settings.pack > 1 else None
     poll = max(0.5, settings.heartbeat / 2)
     # How long an idle worker waits for running trials: long enough for a dead worker's trial to go
     # stale (3 heartbeats) and be queued again. Live trials of other workers are theirs to finish.
@@ -162,7 +166,7 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
         try:
             if settings.pack > 1:
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
-                work_pass(study, ctx, min(settings.pack, waiting), asks, settings)
+                work_pass(study, ctx, min(settings.pack, waiting), asks, beats_to)
             else:
                 study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[print_trial])
         except ValueError as e:
@@ -188,20 +192,17 @@ def _set_up_worker(settings: Settings, threads: int | None) -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def work_pass(study, ctx, n: int, asks=None, settings: Settings | None = None) -> None:
+def work_pass(study, ctx, n: int, asks=None, storage=None) -> None:
     """Ask for n queued trials and train each arm's among them in one pass (ablations.trial.run_pass), each trial
     told as soon as its outcome is known: what study.optimize does for one trial, heartbeats included, for several
     at once. A trial that ends without an outcome (an interrupt, a fault) is told failed, as optimize does.
-    ``settings``: where the heartbeats go (none without it)."""
+    ``storage``: where the heartbeats go, the study's storage opened for them (none without it)."""
     import optuna
     from optuna.trial import TrialState
 
-    from ablations.storage import open_storage
     from ablations.trial import run_pass
 
     trials, beats, told = [], {}, set()
-    # The heartbeats' own handle on the study's storage: optuna.Study has no public one
-    storage = open_storage(settings.storage, settings.heartbeat) if settings else None
 
     def tell(trial, outcome) -> None:
         beats.pop(trial.number).join()  # as optimize: the heartbeat stops before the trial is told

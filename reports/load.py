@@ -133,12 +133,12 @@ def number(value, what: str) -> float | None:
 
 # Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
 BOOKKEEPING_ATTRS = ("spare", "duplicate")
+DIGITS = range(10)
 
 
 def is_bookkeeping(attrs) -> bool:
     """Whether a trial with these user attrs is bookkeeping, not a result: every count, table and queue skips it."""
     return any(attrs.get(a) for a in BOOKKEEPING_ATTRS)
-DIGITS = range(10)
 
 
 @dataclass

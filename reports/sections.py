@@ -249,7 +249,8 @@ def _picture_point(trial: pd.Series, budget: int | None) -> dict:
     end, flops_at = trial["g_steps"], trial["g_steps_flops"]
     past = not (pd.isna(end) or pd.isna(flops_at) or pd.isna(trial["fid_flops"]) or budget is None) \
         and int(flops_at) == int(end) > budget
-    return {"drawn_at": None if pd.isna(end) else int(end), "fid_drawn": trial["fid_flops"] if past else trial["fid"]}
+    return {"drawn_at": None if pd.isna(end) else int(end), "past_budget": past,
+            "fid_drawn": trial["fid_flops"] if past else trial["fid"]}
 
 
 COPY_FLAG = "closer to training digits than held-out digits are: possible copying"
@@ -405,8 +406,12 @@ def sweep_edges(families: list[dict], chosen: dict[str, str]) -> dict[str, str]:
     edges = {}
     for family in families:
         pick, values = chosen.get(family["arm"]), dict(zip(family["candidates"], family["values"], strict=True))
-        if pick in values and len(values) > 1 and values[pick] in (min(values.values()), max(values.values())):
-            edges[family["arm"]] = "lowest" if values[pick] == min(values.values()) else "highest"
+        if pick not in values or len(values) < 2:
+            continue
+        if values[pick] == min(values.values()):
+            edges[family["arm"]] = "lowest"
+        elif values[pick] == max(values.values()):
+            edges[family["arm"]] = "highest"
     return edges
 
 
