@@ -17,7 +17,7 @@ from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import Protocol
 from reports import figures
 from reports.load import Score, StudyData
-from reports.sections import _read_png, anchor
+from reports.sections import _read_png, anchor, best_seed, picture_point
 
 COLUMNS = ("fid", "kid", "precision", "recall", "modes")  # MetricNames properties, in the table's order
 SCORE_COMMAND = "python -m gan_core.evaluate --samples PATH --out results/NAME"
@@ -45,11 +45,15 @@ def _entry(name: str, source: str, metrics: dict, protocol, samples, keys: Metri
 def _arm_entries(study: StudyData) -> list[dict]:
     out = []
     for arm, done in study.complete.groupby("arm", sort=False):
-        best = done.sort_values(["fid", "value"], na_position="last").iloc[0]
+        best = best_seed(done)
         metrics = {getattr(study.keys, c): best[c] for c in COLUMNS} if study.keys else {}
         seed = int(best["seed"]) if _number(best["seed"]) is not None else "?"
-        out.append(_entry(f"{study.name}: {arm}", f"study, best of {len(done)} seed(s): seed {seed}",
-                          metrics, best["protocol"], best["samples"], study.keys))
+        source = f"study, best of {len(done)} seed(s): seed {seed}"
+        drawn = picture_point(best, study)
+        if drawn["past_budget"]:  # it trained on to equal compute: its samples are from there, its numbers are not
+            source += (f"; samples after {drawn['drawn_at']:,} G steps, where its training ended, past the budget "
+                       "these numbers are at")
+        out.append(_entry(f"{study.name}: {arm}", source, metrics, best["protocol"], best["samples"], study.keys))
     return out
 
 

@@ -230,7 +230,7 @@ def best_seed_pictures(study: StudyData, order: list[str], column: str, file: st
         if done.empty:
             out.append({"arm": arm, "missing": "no finished trial"})
             continue
-        best = done.sort_values(["fid", "value"], na_position="last").iloc[0]
+        best = best_seed(done)
         data = _read_png(best[column])
         if data is None:
             why = ("run folder not found (pass --runs, or --artifacts for another host's)" if best["run_dir"] is None
@@ -238,14 +238,20 @@ def best_seed_pictures(study: StudyData, order: list[str], column: str, file: st
             out.append({"arm": arm, "missing": why, "seed": best["seed"]})
             continue
         out.append({"arm": arm, "seed": best["seed"], "trial": int(best["number"]), "fid": best["fid"],
-                    **_picture_point(best, (study.attrs.get("budget") or {}).get("g_steps")),
+                    **picture_point(best, study),
                     "image": figures.Image(f"{column}-{anchor(arm)}", data, f"{column} of {arm}, seed {best['seed']}")})
     return out
 
 
-def _picture_point(trial: pd.Series, budget: int | None) -> dict:
+def best_seed(done: pd.DataFrame) -> pd.Series:
+    """An arm's best finished trial (lowest FID, then objective): whose pictures the page and the scoreboard show."""
+    return done.sort_values(["fid", "value"], na_position="last").iloc[0]
+
+
+def picture_point(trial: pd.Series, study: StudyData) -> dict:
     """Where a run folder's pictures were drawn: at the end of its training, which for an arm that trained on to
-    equal FLOPs is past the G-step budget (``budget``); with the FID at that point, not at the budget (``fid``)."""
+    equal FLOPs is past the study's G-step budget; with the FID at that point, not at the budget (``fid``)."""
+    budget = (study.attrs.get("budget") or {}).get("g_steps")
     end, flops_at = trial["g_steps"], trial["g_steps_flops"]
     past = not (pd.isna(end) or pd.isna(flops_at) or pd.isna(trial["fid_flops"]) or budget is None) \
         and int(flops_at) == int(end) > budget

@@ -754,6 +754,11 @@ def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_chang
             assert abs(float(caption.split("fid1k ")[1].split(" ")[0]) - fid) < 3, caption
         else:
             assert "after 900 G steps" in caption and "at the budget" not in caption, caption
+        # so are the neighbours grids and the scoreboard's thumbnails, whose numbers are at the budget
+        neighbours = step.find("figure", data_arm=arm, data_role="neighbours").find("figcaption").text()
+        source = dom.find("tr", data_row=f"{fx.studies['step_ratio']}: {arm}").find_all("td")[1].text()
+        for text in (neighbours, source):
+            assert (f"after {g_steps:,} G steps, where its training ended" in text) == (g_steps > 900), text
     quirks = dom.find("section", id="study-" + fx.studies["blog_quirks"].replace("_", "-"))
     assert quirks.find("p", data_role="unit-change").text() == "The answer is the same in both units."
     assert "reused noise" in quirks.find("div", data_role="compute-verdict").text()
