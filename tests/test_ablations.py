@@ -713,11 +713,12 @@ def test_a_stop_signal_waits_until_the_worker_is_out_of_the_storages_code():
 
 
 def pair_study():
-    """A 2-arm grid (the width study's two cheapest arms): what a test of several hosts needs, at half the cost."""
+    """A 2-arm grid (the width study's two cheapest arms): what a test of several hosts needs, at half the cost. Its
+    compute reference is its base, so that no arm trains on past the budget: each trains its 4 G steps."""
     import dataclasses
 
     width = REGISTRY["width"]
-    return dataclasses.replace(width, name="pair", arms=width.arms[:2], baseline=width.arms[0].label)
+    return dataclasses.replace(width, name="pair", arms=width.arms[:2], baseline=width.arms[0].label, special={})
 
 
 def host_that_dies_mid_trial() -> None:
@@ -730,7 +731,8 @@ def host_that_dies_mid_trial() -> None:
 
     def snapshot(self, g_step):
         upload(self, g_step)
-        if g_step == 2:
+        if g_step == 2:  # said once the snapshot is whole: the test's poll of the storage would see its user attr
+            Path(os.environ["SNAPSHOT_DONE"]).touch()  # before the replaced checkpoint is removed from the store
             time.sleep(600)
 
     artifacts.Uploads.snapshot = snapshot
@@ -758,9 +760,12 @@ def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_co
     root = Path(__file__).resolve().parents[1]
     entry = (f"import sys; sys.path.insert(0, {str(root)!r}); "
              "from tests.test_ablations import host_that_dies_mid_trial; host_that_dies_mid_trial()")
+    done = tmp_path / "snapshot-done"
     a = subprocess.Popen([sys.executable, "-c", entry, *host, "--runs", str(tmp_path / "a")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    kill_when(a, lambda _states: 2 in snapshot_steps(db), db, "a snapshot at G step 2")
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={**os.environ, "SNAPSHOT_DONE": str(done)})
+    kill_when(a, lambda _states: done.exists(), db, "a whole snapshot at G step 2")
+    assert 2 in snapshot_steps(db)
     capsys.readouterr()
     assert run.main([*host, "--runs", str(tmp_path / "b")]) == 0  # host B: its own, empty run folders
     study = load(tmp_path, "pair-dcgan-cpu-smoke")
