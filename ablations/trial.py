@@ -37,9 +37,10 @@ from gan_core.judging.evaluation import (
 from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training import packing
+from gan_core.training.accounting import channel_lists, flops_at, g_steps_for
 from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split, training_images
-from gan_core.training.loop import channel_lists, flops_at, g_steps_for, seed_folder, train_seeds
+from gan_core.training.loop import seed_folder, train_seeds
 from gan_core.training.run_folder import CHECKPOINT, EVALS, DamagedCheckpoint, FolderInUse, RunFolder
 from reports import artifacts
 

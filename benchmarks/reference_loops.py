@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gan_core.training import models, sampling
+from gan_core.training.accounting import build_models
 from gan_core.training.config import RunConfig
-from gan_core.training.loop import GanSteps, build_models, make_optimizer
+from gan_core.training.loop import GanSteps, make_optimizer
 
 PLOT_CLEAR_EVERY = 500  # scatter calls between plt.clf(): the blog's figure only grows, a benchmark's must not
 

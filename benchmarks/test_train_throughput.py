@@ -24,8 +24,8 @@ import torch
 from benchmarks import harness
 from benchmarks.reference_loops import make_loop
 from gan_core.training import data
+from gan_core.training.accounting import count_flops
 from gan_core.training.config import RunConfig, override, preset
-from gan_core.training.loop import count_flops
 
 # name -> (preset, overrides). "blog" is preset("blog"): the blog's model, 3 channels, batch 100, 1:5.
 MODELS: dict[str, tuple[str, dict]] = {

@@ -36,8 +36,8 @@ from ablations.trial import slug
 from gan_core.judging.extractor import SECOND
 from gan_core.judging.metrics import MetricNames, count_tag
 from gan_core.judging.protocol import Protocol
+from gan_core.training.accounting import channel_lists
 from gan_core.training.config import override, preset
-from gan_core.training.loop import channel_lists
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
 EXTRACTOR_SECOND = "mnist-lenet-v1-b0385881"

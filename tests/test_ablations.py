@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 from ablations import run, trial_queue, workers
 from ablations.studies import REGISTRY
 from gan_core import devices
-from gan_core.training import data, loop
+from gan_core.training import accounting, data
+from gan_core.training.accounting import channel_lists
 from gan_core.training.config import RunConfig, override
-from gan_core.training.loop import channel_lists
 from gan_core.training.run_folder import RunFolder
 
 
@@ -802,7 +802,7 @@ def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute
         cfg, eq = RunConfig.from_dict(t.user_attrs["config"]), t.user_attrs["equal_flops"]
         n = len(data.training_images(data.load(cfg.data), cfg.data))
         assert eq["reference_flops"] == pytest.approx(reference) and eq["flops"] >= reference
-        assert loop.flops_at(cfg, eq["g_steps"] - 1, n) < reference  # the first G step that has had it
+        assert accounting.flops_at(cfg, eq["g_steps"] - 1, n) < reference  # the first G step that has had it
         evals = {r["g_step"]: r for r in RunFolder(t.user_attrs["run_dir"]).read_jsonl("evals.jsonl")}
         for g_step, attr in ((4, "metrics"), (eq["g_steps"], "metrics_equal_flops")):
             final = evals[g_step] if g_step < cfg.steps else RunFolder(t.user_attrs["run_dir"]).read_json(

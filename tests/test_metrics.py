@@ -312,12 +312,12 @@ def test_torch_fidelity_cache_is_never_written(embedded, tmp_path, monkeypatch, 
 
 
 def test_evaluator_as_on_eval_callback_leaves_the_generator_as_it_was(embedded, cache_dir):
-    from gan_core.training import loop
+    from gan_core.training.accounting import build_models
     from gan_core.training.loop import EvalPoint
     from tests.conftest import tiny_config
 
     cfg = tiny_config()
-    g, _ = loop.build_models(cfg)
+    g, _ = build_models(cfg)
     g.train()
     state = {k: v.clone() for k, v in g.state_dict().items()}
     evaluator = evaluation.Evaluator(n=200, split=embedded, cache_dir=cache_dir)

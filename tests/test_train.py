@@ -6,8 +6,9 @@ from PIL import Image
 
 from gan_core import files
 from gan_core.errors import Diverged, UserError
-from gan_core.training import loop, order
+from gan_core.training import accounting, loop, order
 from gan_core.training.config import RunConfig
+from gan_core.training.losses import blog_bce
 from gan_core.training.run_folder import RunFolder
 from tests.conftest import trained_steps
 
@@ -63,10 +64,10 @@ def test_run_folder_holds_config_stats_samples_checkpoint_summary(split, tiny, t
 
 
 def test_flops_scale_with_batch_and_width(tiny):
-    d8, g8 = loop.count_flops(tiny(**{"schedule.batch_size": 8}))
-    d16, g16 = loop.count_flops(tiny(**{"schedule.batch_size": 16}))
+    d8, g8 = accounting.count_flops(tiny(**{"schedule.batch_size": 8}))
+    d16, g16 = accounting.count_flops(tiny(**{"schedule.batch_size": 16}))
     assert d16 == pytest.approx(2 * d8) and g16 == pytest.approx(2 * g8)
-    _, g_wide = loop.count_flops(tiny(**{"model.width": 1 / 8}))
+    _, g_wide = accounting.count_flops(tiny(**{"model.width": 1 / 8}))
     assert g_wide > 3 * g8  # convolutions grow with the square of the width
 
 
@@ -238,13 +239,13 @@ def test_cuda_request_without_cuda_is_a_user_error(tiny, split):
 def test_blog_bce_matches_torch_bce_on_sigmoid():
     logits = torch.cat([torch.randn(60) * 8, torch.tensor([-30.0, 30.0, -30.0, 30.0])]).requires_grad_()
     target = torch.cat([(torch.rand(60) > 0.5).float(), torch.tensor([0.0, 0.0, 1.0, 1.0])])  # saturated too
-    ours = loop.blog_bce(logits, target)
+    ours = blog_bce(logits, target)
     (g_ours,) = torch.autograd.grad(ours, logits)
     ref = torch.nn.BCELoss()(torch.sigmoid(logits), target)
     (g_ref,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(g_ours, g_ref)
-    assert torch.isnan(loop.blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
+    assert torch.isnan(blog_bce(torch.tensor([float("nan")]), torch.ones(1)))  # no exception: NaN flows on
 
 
 def test_intervals_that_are_not_multiples_of_log_every_fire_at_their_own_steps(split, tiny):
@@ -346,10 +347,10 @@ def test_eval_at_steps_are_evaluated_and_end_their_iteration_there(split, tiny, 
                                      {"schedule.order": "blog_epochs", "schedule.g_steps": 3}])
 def test_g_steps_for_is_the_first_g_step_that_has_had_the_compute(tiny, changes):
     cfg = tiny(**changes)
-    for target in (1.0, 3.3e6, 1e9, loop.flops_at(cfg, 57, 40)):
-        n = loop.g_steps_for(cfg, target, 40)
-        assert loop.flops_at(cfg, n, 40) >= target > loop.flops_at(cfg, n - 1, 40)
-    d_flops, g_flops = loop.count_flops(cfg)  # the D steps fall where the order puts them
+    for target in (1.0, 3.3e6, 1e9, accounting.flops_at(cfg, 57, 40)):
+        n = accounting.g_steps_for(cfg, target, 40)
+        assert accounting.flops_at(cfg, n, 40) >= target > accounting.flops_at(cfg, n - 1, 40)
+    d_flops, g_flops = accounting.count_flops(cfg)  # the D steps fall where the order puts them
     expected_d = {(1, 5): 2, (5, 1): 35}.get((cfg.schedule.d_steps, cfg.schedule.g_steps))
     if expected_d is not None:
-        assert loop.flops_at(cfg, 7, 40) == 7 * g_flops + expected_d * d_flops
+        assert accounting.flops_at(cfg, 7, 40) == 7 * g_flops + expected_d * d_flops

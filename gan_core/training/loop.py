@@ -17,17 +17,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gan_core import devices
 from gan_core.errors import ConfigError, Diverged, first_line
-from gan_core.training import data, models, order, packing, plugin_arch, sampling
-from gan_core.training.config import ModelConfig, OptimizerConfig, RunConfig
+from gan_core.training import data, order, packing, plugin_arch, sampling
+from gan_core.training.accounting import build_models, bytes_per_image, count_flops, solo_generator
+from gan_core.training.config import OptimizerConfig, RunConfig
+from gan_core.training.losses import gan_loss
 from gan_core.training.run_folder import EVALS, STATS, SUMMARY, RunFolder
 
 N_SAMPLES_PNG = 64
@@ -65,104 +65,6 @@ def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     return getattr(torch.optim, cfg.name)(params, lr=cfg.lr, **cfg.kwargs)
 
 
-def build_models(cfg: RunConfig):
-    return _build(cfg.model)
-
-
-def _build(m: ModelConfig):
-    return plugin_arch.build_models(m)
-
-
-def blog_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The blog's BCELoss(Sigmoid(x)), computed by the built-in (log clamped at -100, its gradient eps).
-
-    The built-in raises on a NaN input on the CPU and trips a device-side assert on CUDA (which ends
-    the process). A diverged run must become a Diverged error instead, so NaNs are kept out of the
-    built-in and added back afterwards: the loss is NaN exactly when an input is.
-    """
-    p = torch.sigmoid(logits)
-    safe = torch.nan_to_num(p, nan=0.5)
-    if reduction == "none":
-        return F.binary_cross_entropy(safe, target, reduction="none") + (p - safe) * 0
-    return F.binary_cross_entropy(safe, target) + (p - safe).sum() * 0
-
-
-def gan_loss(name: str, reduction: str = "mean") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Losses are computed in fp32, outside autocast. ``reduction="none"``: one loss per logit."""
-    if name == "bce":
-        return lambda logits, target: blog_bce(logits.float(), target, reduction)
-    return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target, reduction=reduction)
-
-
-def channel_lists(cfg: RunConfig) -> dict[str, list[int]]:
-    """Every conv layer's output channels of G and D, built on the meta device (no memory, no time)."""
-    with torch.device("meta"):
-        return models.channel_lists(*build_models(cfg))
-
-
-def count_flops(cfg: RunConfig) -> tuple[float, float]:
-    """Model FLOPs (forward + backward) of one D step and one G step, counted once on the meta device."""
-    return _count_flops(cfg.model, cfg.schedule.batch_size)
-
-
-@cache  # a study counts the same model many times
-def _count_flops(m: ModelConfig, b: int) -> tuple[float, float]:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        g, d = _build(m)
-        z = torch.randn(b, m.latent_dim)
-        real = torch.randn(b, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
-    with FlopCounterMode(display=False) as counter:  # a D step: G forward, D on real and fake, D backward
-        with torch.no_grad():
-            fake = g(z)
-        (d(real).sum() + d(fake).sum()).backward()
-    d_flops = counter.get_total_flops()
-    d.requires_grad_(False)  # as in the loop: a G step needs no D weight gradients
-    with FlopCounterMode(display=False) as counter:
-        d(g(z)).sum().backward()
-    return float(d_flops), float(counter.get_total_flops())
-
-
-def flops_at(cfg: RunConfig, g_steps: int, n_images: int) -> float:
-    """Model FLOPs of a run's first ``g_steps`` G steps with the D steps its order places among them (training
-    ``n_images`` images: the blog's order depends on it)."""
-    d_flops, g_flops = count_flops(cfg)
-    d_steps = order.schedule(cfg.schedule, n_images).d_done_after_g(0, 0, g_steps - 1) if g_steps else 0
-    return g_steps * g_flops + d_steps * d_flops
-
-
-def g_steps_for(cfg: RunConfig, flops: float, n_images: int) -> int:
-    """The fewest G steps at which a run has spent at least ``flops`` model FLOPs: where an arm of a study has had
-    the compute of another (a run's eval_at step may fall mid-iteration: the iteration ends there)."""
-    hi = 1
-    while flops_at(cfg, hi, n_images) < flops:
-        hi *= 2
-    lo = hi // 2  # flops_at(lo) < flops <= flops_at(hi), or lo = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if flops_at(cfg, mid, n_images) < flops else (lo, mid)
-    return hi
-
-
-@cache
-def bytes_per_image(m: ModelConfig) -> float:
-    """Memory one image of a batch takes in a training step, estimated: the float32 outputs of every layer of G
-    and of D (run on real and fake images), each kept for the backward pass and matched by its gradient."""
-    with torch.device("meta"):
-        g, d = _build(m)
-        # a batch of 2, since BatchNorm on [1, C] fails in training mode; out[0] counts one image's share
-        z, image = torch.empty(2, m.latent_dim), torch.empty(2, m.channels, models.IMAGE_SIZE, models.IMAGE_SIZE)
-        elements = []
-        for net, x in ((g, z), (d, image), (d, image)):
-            hooks = [layer.register_forward_hook(lambda _m, _i, out: elements.append(out[0].numel()))
-                     for layer in net.modules() if not list(layer.children())]
-            net(x)
-            for h in hooks:
-                h.remove()
-    return 2 * 4 * sum(elements)
-
-
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs on CUDA
 
 
@@ -173,15 +75,6 @@ def graph_fallback(cfg: RunConfig, device: torch.device) -> str | None:
         return (f"--compile {cfg.device.compile} captures CUDA graphs, which need a CUDA device: "
                 f"running eager on {device}")
     return None
-
-
-def solo_generator(m: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A generator holding ``state``'s tensors (a checkpoint's "g", a member's part of a pack), in training mode:
-    built on the meta device, so no initialisation is computed only to be overwritten."""
-    with torch.device("meta"):
-        g, _ = _build(m)
-    g.load_state_dict(state, assign=True)
-    return g.train()
 
 
 class GanSteps:
@@ -497,7 +390,7 @@ def check_startable(cfg: RunConfig, k: int, device: torch.device) -> None:
     """Refuse, before anything is allocated or written, models that cannot fit the device (a latent size of 10^11)
     and optimizer arguments that build but cannot step there (``capturable``, ``fused`` off CUDA)."""
     with torch.device("meta"):
-        g, d = _build(cfg.model)
+        g, d = plugin_arch.build_models(cfg.model)
     params = k * sum(p.numel() for net in (g, d) for p in net.parameters())
     devices.check_fits("model parameters", params, PARAMETER_BYTES, device, "",
                        "use a smaller --latent-dim, --width or --depth (or fewer --seeds)")
@@ -525,123 +418,148 @@ def _train_pass(members: list[Member], images: torch.Tensor, device: torch.devic
         for member in members:  # each folder locked until the end
             member.folder.start(member.cfg, progress.g_step if first is not None else None)
             started.append(member)
-        _run(members, steps, progress, images, device, on_log, on_eval, on_checkpoint)
+        _Pass(members, steps, progress, images, device, on_log, on_eval, on_checkpoint).run()
     finally:
         for member in started:
             member.folder.unlock()
 
 
-def _run(members: list[Member], steps: GanSteps, progress: Progress, images: torch.Tensor, device: torch.device,
-         on_log, on_eval, on_checkpoint) -> None:
-    """A pass once its folders are locked: step 0, the loop, the end. ``members[m]`` is the pack's member m."""
-    cfg = members[0].cfg
-    for member in members:
-        member.fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, member.cfg.seed + 2, device)
-    evaluating = on_eval is not None and cfg.eval_every > 0
+class _Pass:
+    """A pass once its folders are locked: step 0, the loop, the end (``members[m]`` is the pack's member m).
+    Iterations stay queued on the device between ticks; a tick (the loop's one host sync) logs, checks that the
+    losses since the last tick are finite, drops diverged members from the pack, and fires the intervals due
+    (evaluation, samples, checkpoint). Training time excludes what the ticks do."""
 
-    def evaluate_all() -> None:
-        for i, member in enumerate(members):
-            point = EvalPoint(progress.g_step, progress.d_step, progress.wall_s, steps.generator(i), member.cfg,
-                              device, member.folder.path)
-            evaluate_at(on_eval, point, member.folder, member.result)
+    def __init__(self, members: list[Member], steps: GanSteps, progress: Progress, images: torch.Tensor,
+                 device: torch.device, on_log, on_eval, on_checkpoint):
+        self.members, self.steps, self.progress, self.images, self.device = members, steps, progress, images, device
+        self.on_log, self.on_eval, self.on_checkpoint = on_log, on_eval, on_checkpoint
+        self.cfg = cfg = members[0].cfg
+        self.evaluating = on_eval is not None and cfg.eval_every > 0
+        self.intervals = (cfg.log_every, cfg.eval_every if self.evaluating else 0, cfg.sample_every,
+                          cfg.checkpoint_every)
+        self.d_losses: list[torch.Tensor] = []
+        self.g_losses: list[torch.Tensor] = []
+        for member in members:
+            member.fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, member.cfg.seed + 2, device)
 
-    if evaluating and members[0].ckpt is None:  # step 0: the untrained generator, what "did it learn?" compares with
-        evaluate_all()
+    def run(self) -> None:
+        cfg, progress = self.cfg, self.progress
+        if self.evaluating and self.members[0].ckpt is None:  # step 0: the untrained generator, what "did it
+            self._evaluate_all()  # learn?" compares with
+        self.at_tick = dataclasses.replace(progress)
+        self.t_tick = time.perf_counter()
+        self.t_start = self.t_tick - progress.wall_s
+        while self.members and progress.g_step < cfg.steps:
+            before = progress.g_step
+            # an iteration ends early at the budget and at an eval_at step (its G steps so far are a shorter run's)
+            stop = min([cfg.steps, *(step for step in cfg.eval_at if step > progress.g_step)])
+            d_new, g_new = self.steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
+            self.d_losses += d_new
+            self.g_losses += g_new
+            progress.d_step += len(d_new)
+            progress.g_step += len(g_new)
+            end = progress.g_step == cfg.steps
+            # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
+            # must be written every 2 steps (and only after the losses since the last tick proved finite)
+            if end or self._at_eval_point(before) or any(crossed(every, before, progress.g_step)
+                                                         for every in self.intervals):
+                self._tick(end)
+        self._end()
 
-    # ---- the loop: iterations stay queued on the device between logging ticks
-    g_losses: list[torch.Tensor] = []
-    d_losses: list[torch.Tensor] = []
-    at_tick = dataclasses.replace(progress)
-    t_tick = time.perf_counter()
-    t_start = t_tick - progress.wall_s
-    intervals = (cfg.log_every, cfg.eval_every if evaluating else 0, cfg.sample_every, cfg.checkpoint_every)
+    def _at_eval_point(self, before: int) -> bool:
+        """Whether an eval_at step passed since G step ``before`` (the tick lands on it)."""
+        return self.evaluating and any(before < step <= self.progress.g_step for step in self.cfg.eval_at)
 
-    def at_eval_point(before: int) -> bool:  # an eval_at step passed since ``before`` (the tick lands on it)
-        return evaluating and any(before < step <= progress.g_step for step in cfg.eval_at)
-
-    while members and progress.g_step < cfg.steps:
-        before = progress.g_step
-        # an iteration ends early at the budget and at an eval_at step (its G steps so far are a shorter run's)
-        stop = min([cfg.steps, *(step for step in cfg.eval_at if step > progress.g_step)])
-        d_new, g_new = steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
-        d_losses += d_new
-        g_losses += g_new
-        progress.d_step += len(d_new)
-        progress.g_step += len(g_new)
-        end = progress.g_step == cfg.steps
-        # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
-        # must be written every 2 steps (and only after the losses since the last tick proved finite)
-        if not (end or at_eval_point(before) or any(crossed(every, before, progress.g_step) for every in intervals)):
-            continue
-
-        # ---- logging tick. note: the loop's host sync point; everything above stays queued on the device.
+    def _tick(self, end: bool) -> None:
+        # note: the loop's host sync point; everything between ticks stays queued on the device.
         # [steps since the tick, K]; the blog's order may have made no D step since the tick
-        d_vals = torch.stack(d_losses).cpu() if d_losses else torch.empty(0, steps.k)
-        g_vals = torch.stack(g_losses).cpu()
-        finite = steps.finite_members()
+        d_vals = torch.stack(self.d_losses).cpu() if self.d_losses else torch.empty(0, self.steps.k)
+        g_vals = torch.stack(self.g_losses).cpu()
+        finite = self.steps.finite_members()
         now = time.perf_counter()
-        progress.wall_s = now - t_start
-        dt = max(now - t_tick, 1e-9)
-        b = cfg.schedule.batch_size
-        for i, member in enumerate(members):
-            try:
-                check_finite(d_vals[:, i], g_vals[:, i], at_tick, steps.order)
-                if not finite[i]:
-                    raise Diverged(progress.g_step, progress.d_step, "a weight")
-            except Diverged as e:
-                member.folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at "
-                                                                                  f"{e.where}"))
-                member.outcome = e
-                continue
-            record = {
-                "g_step": progress.g_step, "d_step": progress.d_step, "real_images": progress.real_images,
-                "wall_s": round(progress.wall_s, 4), "flops": progress.flops,
-                "loss_d": float(d_vals[:, i].mean()) if len(d_vals) else None, "loss_g": float(g_vals[:, i].mean()),
-                "g_images_per_s": (progress.g_step - at_tick.g_step) * b / dt,
-                "real_images_per_s": (progress.d_step - at_tick.d_step) * b / dt,
-            }
-            member.folder.append(STATS, record)
-            member.result.last = record
-            if on_log is not None:
-                on_log(record)
-        g_losses.clear()
-        d_losses.clear()
-        if any(member.outcome is not None for member in members):  # drop the diverged members from the pack
-            kept = [i for i, member in enumerate(members) if member.outcome is None]
-            states = [steps.state_dict(i) for i in kept]
-            members = [members[i] for i in kept]
-            if not members:
-                break
-            steps = GanSteps(cfg, images, device, [member.cfg.seed for member in members])
-            steps.load_state_dicts(states)
+        self.progress.wall_s = now - self.t_start
+        dt = max(now - self.t_tick, 1e-9)
+        for i, member in enumerate(self.members):
+            self._log(member, d_vals[:, i], g_vals[:, i], bool(finite[i]), dt)
+        self.g_losses.clear()
+        self.d_losses.clear()
+        if self._drop_diverged():
+            self._fire(end)
+        self.at_tick = dataclasses.replace(self.progress)
+        self.t_tick = time.perf_counter()
+        self.t_start += self.t_tick - now  # evaluation, sampling and checkpoint writes are not training time
 
-        # ---- intervals that fire at this tick: evaluation, samples, checkpoint
-        if evaluating and (crossed(cfg.eval_every, at_tick.g_step, progress.g_step) or end
-                           or at_eval_point(at_tick.g_step)):
-            evaluate_all()
-        if crossed(cfg.sample_every, at_tick.g_step, progress.g_step) and not end:
-            for i, member in enumerate(members):
-                save_samples(member.folder, steps.generator(i), member.fixed_noise, cfg.model.head)
-        if crossed(cfg.checkpoint_every, at_tick.g_step, progress.g_step) and not end:
-            for i, member in enumerate(members):
-                member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
-                on_checkpoint(member.cfg, progress.g_step)
-        at_tick = dataclasses.replace(progress)
-        t_tick = time.perf_counter()
-        t_start += t_tick - now  # evaluation, sampling and checkpoint writes are not training time
+    def _log(self, member: Member, d_vals: torch.Tensor, g_vals: torch.Tensor, finite: bool, dt: float) -> None:
+        """A member's stats.jsonl line for the steps since the last tick, or its end if they were not finite."""
+        progress, at_tick, b = self.progress, self.at_tick, self.cfg.schedule.batch_size
+        try:
+            check_finite(d_vals, g_vals, at_tick, self.steps.order)
+            if not finite:
+                raise Diverged(progress.g_step, progress.d_step, "a weight")
+        except Diverged as e:
+            member.folder.write_json(SUMMARY, progress.summary("diverged", reason=f"{e.what} not finite at {e.where}"))
+            member.outcome = e
+            return
+        record = {
+            "g_step": progress.g_step, "d_step": progress.d_step, "real_images": progress.real_images,
+            "wall_s": round(progress.wall_s, 4), "flops": progress.flops,
+            "loss_d": float(d_vals.mean()) if len(d_vals) else None, "loss_g": float(g_vals.mean()),
+            "g_images_per_s": (progress.g_step - at_tick.g_step) * b / dt,
+            "real_images_per_s": (progress.d_step - at_tick.d_step) * b / dt,
+        }
+        member.folder.append(STATS, record)
+        member.result.last = record
+        if self.on_log is not None:
+            self.on_log(record)
 
-    # ---- the end: samples, the final checkpoint, the summary
-    packed = {"seeds_in_pass": steps.seeds} if steps.k > 1 else {}
-    for i, member in enumerate(members):
-        r = member.result
-        r.generator = steps.generator(i)
-        save_samples(member.folder, r.generator, member.fixed_noise, cfg.model.head)
-        member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
-        member.folder.write_json(SUMMARY, progress.summary("finished", **packed))
-        on_checkpoint(member.cfg, progress.g_step)
-        r.g_steps, r.d_steps, r.real_images = progress.g_step, progress.d_step, progress.real_images
-        r.wall_s, r.flops, r.seeds_in_pass = progress.wall_s, progress.flops, steps.seeds
-        member.outcome = r
+    def _drop_diverged(self) -> bool:
+        """Rebuild the pack without the members that diverged at this tick; False when none is left."""
+        if all(member.outcome is None for member in self.members):
+            return True
+        kept = [i for i, member in enumerate(self.members) if member.outcome is None]
+        states = [self.steps.state_dict(i) for i in kept]
+        self.members = [self.members[i] for i in kept]
+        if not self.members:
+            return False
+        self.steps = GanSteps(self.cfg, self.images, self.device, [member.cfg.seed for member in self.members])
+        self.steps.load_state_dicts(states)
+        return True
+
+    def _fire(self, end: bool) -> None:
+        """The intervals due at this tick: evaluation, samples, checkpoint (the end writes its own)."""
+        cfg, before, now = self.cfg, self.at_tick.g_step, self.progress.g_step
+        if self.evaluating and (crossed(cfg.eval_every, before, now) or end or self._at_eval_point(before)):
+            self._evaluate_all()
+        if crossed(cfg.sample_every, before, now) and not end:
+            for i, member in enumerate(self.members):
+                save_samples(member.folder, self.steps.generator(i), member.fixed_noise, cfg.model.head)
+        if crossed(cfg.checkpoint_every, before, now) and not end:
+            for i, member in enumerate(self.members):
+                member.folder.save_checkpoint(self.progress.checkpoint(member.cfg, self.steps.state_dict(i)))
+                self.on_checkpoint(member.cfg, now)
+
+    def _evaluate_all(self) -> None:
+        progress = self.progress
+        for i, member in enumerate(self.members):
+            point = EvalPoint(progress.g_step, progress.d_step, progress.wall_s, self.steps.generator(i), member.cfg,
+                              self.device, member.folder.path)
+            evaluate_at(self.on_eval, point, member.folder, member.result)
+
+    def _end(self) -> None:
+        """Every member still in the pack: samples, the final checkpoint, the summary, its result."""
+        progress, steps = self.progress, self.steps
+        packed = {"seeds_in_pass": steps.seeds} if steps.k > 1 else {}
+        for i, member in enumerate(self.members):
+            r = member.result
+            r.generator = steps.generator(i)
+            save_samples(member.folder, r.generator, member.fixed_noise, self.cfg.model.head)
+            member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
+            member.folder.write_json(SUMMARY, progress.summary("finished", **packed))
+            self.on_checkpoint(member.cfg, progress.g_step)
+            r.g_steps, r.d_steps, r.real_images = progress.g_step, progress.d_step, progress.real_images
+            r.wall_s, r.flops, r.seeds_in_pass = progress.wall_s, progress.flops, steps.seeds
+            member.outcome = r
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunConfig, nn.Module]:
