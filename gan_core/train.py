@@ -141,17 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     from gan_core import devices
-    from gan_core.training import data, loop, packing
+    from gan_core.training import data, loop
 
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
-    seeds = None
-    if args.seeds is not None:
-        if args.seed is not None:
-            raise ConfigError("give --seed or --seeds, not both")
-        seeds = parse_seeds(args.seeds)
-        if len(seeds) > 1:
-            packing.check_packable(cfg)
+    seeds = _seeds(args, cfg)
     if args.dry_run:
         print(cfg.to_json())
         return 0
@@ -167,26 +161,50 @@ def _main(argv: list[str] | None) -> int:
     note = loop.graph_fallback(cfg, device)
     if note:
         print(note, file=sys.stderr)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, unit="G step", file=sys.stderr)
-
-    def on_log(record: dict) -> None:
-        if bar is not None:
-            bar.n = record["g_step"]
-            loss_d = "-" if record["loss_d"] is None else f"{record['loss_d']:.3f}"  # None: no D step since the tick
-            bar.set_postfix(img_s=f"{record['g_images_per_s']:.0f}", loss_d=loss_d, loss_g=f"{record['loss_g']:.3f}")
-            bar.refresh()
-
+    bar, on_log = _progress_bar(args, cfg)
     try:
         outcomes = loop.train_seeds(cfg, seeds or [cfg.seed], folders, on_log=on_log, resume=args.resume,
                                     split=split)
     finally:
         if bar is not None:
             bar.close()
+    return _report(cfg, folders, outcomes, several=seeds is not None)
+
+
+def _seeds(args, cfg) -> list[int] | None:
+    """--seeds as a list (None without it), refused with --seed or for a config that cannot train packed."""
+    from gan_core.training import packing
+
+    if args.seeds is None:
+        return None
+    if args.seed is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    seeds = parse_seeds(args.seeds)
+    if len(seeds) > 1:
+        packing.check_packable(cfg)
+    return seeds
+
+
+def _progress_bar(args, cfg):
+    """(a tqdm bar over the run's G steps, the on_log that updates it), by default when stderr is a terminal;
+    (None, None) without one."""
+    if not (args.progress if args.progress is not None else sys.stderr.isatty()):
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, unit="G step", file=sys.stderr)
+
+    def on_log(record: dict) -> None:
+        bar.n = record["g_step"]
+        loss_d = "-" if record["loss_d"] is None else f"{record['loss_d']:.3f}"  # None: no D step since the tick
+        bar.set_postfix(img_s=f"{record['g_images_per_s']:.0f}", loss_d=loss_d, loss_g=f"{record['loss_g']:.3f}")
+        bar.refresh()
+
+    return bar, on_log
+
+
+def _report(cfg, folders: list[Path], outcomes: list, several: bool) -> int:
+    """A line per run folder; a diverged run is an error (exit 1 for some seeds of several, raised for one)."""
     diverged = []
     for folder, result in zip(folders, outcomes, strict=True):
         if isinstance(result, Diverged):
@@ -195,7 +213,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"{folder}: {result.g_steps} G steps, {result.d_steps} D steps in {result.wall_s:.1f} s "
               f"({result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9):.0f} generated images/s)")
     if diverged:
-        if seeds is None:
+        if not several:
             raise outcomes[0]
         sys.stderr.write("".join(f"{PROG}: error: {line}\n" for line in diverged))
         return 1

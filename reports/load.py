@@ -291,11 +291,7 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
     def metric(name: str | None, of: dict = metrics, attr: str = "metrics"):
         return number(of.get(name), f"study {study_name!r} trial #{t.number}: {attr}[{name!r}]") if name else None
 
-    run_dir = resolve_run_dir(a.get("run_dir"), runs)
-    if run_dir is None and store is not None and a.get(artifact_store.SNAPSHOT):
-        run_dir = artifact_store.page_copy(store, a[artifact_store.SNAPSHOT])
-    samples, neighbours = (run_dir / name if run_dir is not None and (run_dir / name).is_file() else None
-                           for name in (SAMPLES, NEIGHBOURS))
+    run_dir, samples, neighbours = _run_folder(a, runs, store)
     row = {
         "number": t.number, "state": t.state.name,
         "arm": a.get("arm", t.params.get("arm", f"trial {t.number}")),
@@ -323,18 +319,27 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "phase": a.get("phase"), "family": a.get("family"),  # a tuning trial's (None for the verdict's)
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},
     }
-    for d in DIGITS:
-        row[f"share_{d}"] = metric(keys and keys.share(d))
-    for column in MEMORIZATION_COLUMNS:
-        row[column] = metric(keys and getattr(keys, column))
+    row.update({f"share_{d}": metric(keys and keys.share(d)) for d in DIGITS})
+    row.update({column: metric(keys and getattr(keys, column)) for column in MEMORIZATION_COLUMNS})
     second = second_judge_names(keys)
-    for name, column in zip(SECOND_JUDGE_METRICS, SECOND_JUDGE_COLUMNS, strict=True):
-        row[column] = metric(second and getattr(second, name))
+    row.update({column: metric(second and getattr(second, name))
+                for name, column in zip(SECOND_JUDGE_METRICS, SECOND_JUDGE_COLUMNS, strict=True)})
     row[SECOND_JUDGE_NAME] = metrics.get(SECOND_JUDGE_NAME)
     if t.state.name == "FAIL" and not row["fail_kind"]:
         # failed by Optuna itself (a worker's heartbeat went stale), not by the trial's own handler
         row["fail_kind"], row["fail_reason"] = "worker lost", "its worker stopped sending heartbeats"
     return row
+
+
+def _run_folder(a: dict, runs: Path, store) -> tuple[Path | None, Path | None, Path | None]:
+    """(a trial's run folder: here, or the page's copy of its artifacts; its samples.png, its neighbours.png), each
+    None when absent."""
+    run_dir = resolve_run_dir(a.get("run_dir"), runs)
+    if run_dir is None and store is not None and a.get(artifact_store.SNAPSHOT):
+        run_dir = artifact_store.page_copy(store, a[artifact_store.SNAPSHOT])
+    samples, neighbours = (run_dir / name if run_dir is not None and (run_dir / name).is_file() else None
+                           for name in (SAMPLES, NEIGHBOURS))
+    return run_dir, samples, neighbours
 
 
 def second_judge_names(keys: MetricNames | None) -> MetricNames | None:
