@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import sys
 
 from ablations.progress import StudyProgress
 from ablations.settings import PROG, Settings, make_context, open_study, study_identity
-from ablations.trial_queue import TUNED, enqueue_missing, trial_key
+from ablations.trial_queue import TUNED, enqueue_missing
 from ablations.workers import default_workers, run_workers
 from gan_core import cli
 from gan_core.errors import UnknownName, UserError
@@ -74,7 +73,7 @@ def listing() -> str:
         arms = ", ".join(a.label for a in s.arms) if s.is_grid else "searched by TPE with pruning"
         lines.append(f"  {s.name:<12} {s.knob}: {arms}")
         if s.tuning:
-            lines.append(f"  {'':<12} {tuning_text(s)}: " + ", ".join(c.label for c in s.tuning.candidates))
+            lines.append(f"  {'':<12} {s.tuning.text()}: " + ", ".join(c.label for c in s.tuning.candidates))
         bases = ", ".join(f"{b} {base.preset}" + (f" x{base.shrink:g}" if base.shrink != 1 else "")
                           + (f" batch {base.batch_size}" if base.batch_size else "")
                           for b, base in s.bases.items())
@@ -189,26 +188,13 @@ WORKER_BYTES = 500e6  # memory of one worker process, at least (torch, the data,
 
 def check_trials(spec, seeds: int) -> None:
     """Refuse a grid that cannot finish: its arm x seed trials are queued before the first trains."""
-    if spec.is_grid and len(spec.arms) * seeds + tuning_trials(spec) > MAX_TRIALS:
+    if spec.is_grid and len(spec.arms) * seeds + spec.tuning_trials > MAX_TRIALS:
         raise UserError(f"--seeds {seeds:,} makes {len(spec.arms) * seeds:,} trials ({len(spec.arms)} arms x {seeds:,} "
                         f"seeds), more than the {MAX_TRIALS:,} a study may queue; use --seeds "
-                        f"{(MAX_TRIALS - tuning_trials(spec)) // len(spec.arms):,} or less")
+                        f"{(MAX_TRIALS - spec.tuning_trials) // len(spec.arms):,} or less")
     if spec.tuning and seeds > min(spec.tuning.seeds):  # the verdict must never see a tuning seed
         raise UserError(f"--seeds {seeds:,} would reach the tuning seeds ({min(spec.tuning.seeds):,} on); use --seeds "
                         f"{min(spec.tuning.seeds):,} or less")
-
-
-def tuning_trials(spec) -> int:
-    """The trials of a study's tuning phase (0 without one): every candidate on every tuning seed."""
-    t = spec.tuning
-    return len(t.candidates) * len(t.seeds) if t else 0
-
-
-def tuning_text(spec) -> str:
-    t = spec.tuning
-    seeds = ", ".join(map(str, t.seeds))
-    return (f"tuned first: {len(t.families)} families x {len(t.families[0].candidates)} values of the {t.knob} on "
-            f"tuning seed(s) {seeds}, each family's best one then judged on the verdict seeds")
 
 
 def check_workers(asked: int | None, url: str, device, gpus: int) -> int:
@@ -229,49 +215,46 @@ def check_workers(asked: int | None, url: str, device, gpus: int) -> int:
     return workers
 
 
-def summary_table(study, ctx, floor: dict | None) -> str:
-    """Per arm: seeds finished, objective and KID mean +- standard deviation, failures."""
-    from optuna.trial import TrialState
+def summary_table(study, settings, floor: dict | None) -> str:
+    """The report's own arm table (reports.sections.arm_table), as text: per arm its finished seeds, FID and KID
+    (mean and 95% t-interval over seeds) and its failures, by the report's rules (a retried failure is no result).
+    A searched study, which has no arms, gets its best trial."""
+    from pathlib import Path
 
-    from gan_core.judging.metrics import MetricNames
-    from reports.load import is_bookkeeping
+    from reports import load, sections
 
-    kid_key = MetricNames.from_fid(ctx.objective).kid
-    rows: dict[str, dict] = {}
-    order = ctx.study.labels  # the verdict's arms, then the tuning candidates
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if not is_bookkeeping(t.user_attrs) and "arm" in t.user_attrs]
-    finished = {trial_key(t) for t in trials if t.state == TrialState.COMPLETE}
-    for t in trials:
-        row = rows.setdefault(t.user_attrs["arm"], {"fid": [], "kid": [], "failed": []})
-        if t.state == TrialState.COMPLETE:
-            row["fid"].append(t.user_attrs["metrics"][ctx.objective])
-            row["kid"].append(t.user_attrs["metrics"][kid_key])
-        elif t.state == TrialState.FAIL and trial_key(t) not in finished:  # one that finished later was a retry
-            # no fail_kind: Optuna failed it, its worker's heartbeat having gone stale (killed, or its host lost)
-            row["failed"].append(t.user_attrs.get("fail_kind", "worker lost"))
-        elif t.state == TrialState.PRUNED:
-            row["failed"].append("pruned")
-
-    def spread(xs):
-        if not xs:
-            return "-"
-        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-        return f"{statistics.mean(xs):.4g} +- {sd:.2g}"
-
-    w = max([len("real-data floor"), *map(len, rows)])  # the widest arm label sets the first column
-    header = f"{'arm':<{w}} {'seeds':>5}  {ctx.objective + ' (mean +- sd)':<22} {kid_key + ' (mean +- sd)':<26} failed"
-    lines = [header, "-" * len(header)]
-    for arm in sorted(rows, key=lambda a: order.index(a) if a in order else len(order)):
-        r = rows[arm]
-        failed = ", ".join(f"{r['failed'].count(k)} {k}" for k in sorted(set(r["failed"]))) or "-"
-        lines.append(f"{arm:<{w}} {len(r['fid']):>5}  {spread(r['fid']):<22} {spread(r['kid']):<26} {failed}")
-    if floor:
-        lines.append(f"{'real-data floor':<{w}} {'':>5}  {floor[ctx.objective]:<22.4g} {floor[kid_key]:<26.4g}")
-    complete = sum(len(r["fid"]) for r in rows.values())
-    if rows and complete == 0:
-        lines.append("every trial of this study failed: see the reasons above and in the run folders")
+    data = load.study_data(study, study.get_trials(deepcopy=False), Path(settings.runs))
+    k = data.keys
+    if k is None:  # nothing was judged yet
+        return ""
+    lines = []
+    if data.is_grid:
+        rows = sections.arm_table(data, sections.arm_order(data), data.attrs.get("baseline"))
+        w = max([len("real-data floor"), *(len(r["arm"]) for r in rows)])  # the widest arm label sets the column
+        header = f"{'arm':<{w}} {'seeds':>5}  {k.fid + ' mean [95% CI]':<26} {k.kid + ' mean [95% CI]':<30} failed"
+        lines = [header, "-" * len(header)]
+        for r in rows:
+            failed = [f"{f['count']} {f['kind']}" for f in r["failures"]] + \
+                [f"{n} {what}" for n, what in ((r["retried"], "retried"), (r["pruned"], "pruned")) if n]
+            lines.append(f"{r['arm']:<{w}} {r['seeds']:>5}  {_spread(r['fid']):<26} {_spread(r['kid']):<30} "
+                         f"{', '.join(failed) or '-'}")
+        if floor:
+            lines.append(f"{'real-data floor':<{w}} {'':>5}  {floor[k.fid]:<26.4g} {floor[k.kid]:<30.4g}")
+        if rows and not any(r["seeds"] for r in rows):
+            lines.append("every trial of this study failed: see the reasons above and in the run folders")
+    elif not data.complete.empty:
+        best = data.complete.sort_values("value").iloc[0]
+        lines.append(f"best trial #{best['number']}: {k.fid} {best['fid']:.4g} with {best['params']}")
+    if floor and not data.is_grid:
+        lines.append(f"real-data floor: {k.fid} {floor[k.fid]:.4g}")
     return "\n".join(lines)
+
+
+def _spread(s) -> str:
+    """A reports.stats.Summary as the end table prints it: mean [lo, hi], or the mean alone for one seed."""
+    if not s.n:
+        return "-"
+    return f"{s.mean:.4g} [{s.lo:.3g}, {s.hi:.3g}]" if s.has_ci else f"{s.mean:.4g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +288,7 @@ def _main(argv: list[str] | None) -> int:
     if note := share_artifacts(study, settings):
         print(note, flush=True)
     workers = settings.workers
-    planned = len(spec.arms) * settings.seeds + tuning_trials(spec) if spec.is_grid else budget.joint_trials
+    planned = len(spec.arms) * settings.seeds + spec.tuning_trials if spec.is_grid else budget.joint_trials
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         with StudyProgress(study, planned, budget.g_steps, show):
@@ -317,7 +300,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as e:
         print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
-    print(summary_table(study, ctx, study.user_attrs.get("floor")))
+    print(summary_table(study, settings, study.user_attrs.get("floor")))
     if tuned := study.user_attrs.get(TUNED):
         print("tuned on seed(s) " + ", ".join(map(str, spec.tuning.seeds)) + ": "
               + ", ".join(f"{arm} = {candidate}" for arm, candidate in tuned.items()))
@@ -338,7 +321,7 @@ def plan_text(settings: Settings, spec, budget) -> str:
             + (f" with channels x{shrink:g} (never below 8)" if shrink != 1 else "")
             + f", batch {budget.batch_size or settings.base.schedule.batch_size}"
             + f", budget {budget.name} ({budget.note})"
-            + (f"\n{tuning_text(spec)} ({tuning_trials(spec)} trials, before the verdict's)" if spec.tuning else "")
+            + (f"\n{spec.tuning.text()} ({spec.tuning_trials} trials, before the verdict's)" if spec.tuning else "")
             + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
 
 

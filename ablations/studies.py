@@ -92,6 +92,12 @@ class Tuning:
         """Every family's candidates, family by family: what the tuning phase trains on each tuning seed."""
         return tuple(c for f in self.families for c in f.candidates)
 
+    def text(self) -> str:
+        """The tuning phase in words, for --list and the plan a run prints."""
+        seeds = ", ".join(map(str, self.seeds))
+        return (f"tuned first: {len(self.families)} families x {len(self.families[0].candidates)} values of the "
+                f"{self.knob} on tuning seed(s) {seeds}, each family's best one then judged on the verdict seeds")
+
     def family(self, label: str) -> Family | None:
         return next((f for f in self.families if f.label == label), None)
 
@@ -121,6 +127,11 @@ class Study:
     @property
     def is_grid(self) -> bool:
         return bool(self.arms)
+
+    @property
+    def tuning_trials(self) -> int:
+        """The trials of its tuning phase (0 without one): every candidate on every tuning seed."""
+        return len(self.tuning.candidates) * len(self.tuning.seeds) if self.tuning else 0
 
     @property
     def fixed_arms(self) -> tuple[Arm, ...]:
