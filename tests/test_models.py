@@ -157,3 +157,22 @@ def test_shrinking_stops_at_8_channels_or_what_the_member_asked_for(arch, width,
     for net in ("G", "D"):
         for a, s in zip(asked[net][:-1], shrunk[net][:-1], strict=True):  # the last layer is the image / logit
             assert min(a, 8) <= s <= a
+
+
+def test_a_generator_judged_twice_unchanged_is_re_estimated_once_and_again_after_any_change():
+    from gan_core.training import sampling
+    from gan_core.training.accounting import build_models
+    from tests.conftest import tiny_config
+
+    g, _ = build_models(tiny_config())
+    z = sampling.noise(16, g.latent_dim, seed=1)
+    fresh = sampling.with_fresh_batchnorm(g)
+    first = sampling.generate_from(g, z, "tanh")
+    assert sampling.with_fresh_batchnorm(g) is fresh  # the evaluation point's second judgement: the same copy
+    with torch.no_grad():
+        next(g.parameters()).mul_(-1)  # an in-place change, as an optimizer step makes
+    again = sampling.with_fresh_batchnorm(g)
+    assert again is not fresh and not torch.equal(sampling.generate_from(g, z, "tanh"), first)
+    g.load_state_dict(fresh.state_dict())  # a load puts back the copy's weights (and its fresh statistics)
+    assert sampling.with_fresh_batchnorm(g) is not again
+    assert sampling.with_fresh_batchnorm(g.train(False)) is sampling.with_fresh_batchnorm(g)  # a mode is no change

@@ -12,6 +12,7 @@ run's own statistics are untouched.
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
 from torch import nn
@@ -50,14 +51,25 @@ def noise(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu"
     return torch.randn(n, latent_dim, generator=g).to(device)
 
 
+# A generator judged twice unchanged (an evaluation point's anytime and final judgements, the end's samples.png and
+# final judgement) is re-estimated once: its copy is kept, weakly, with the identity, storage and version counter of
+# each of its tensors (an optimizer step, a load or any other in-place change bumps the counter).
+_fresh: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @torch.no_grad()
 def with_fresh_batchnorm(generator: nn.Module, seed: int = BN_NOISE_SEED, n: int = BN_SAMPLES,
                          batch_size: int = BN_BATCH) -> nn.Module:
     """A copy of the generator, in eval mode, whose BatchNorm running statistics are re-estimated from n
-    fixed latent vectors (cumulative average over batches); a generator without BatchNorm is returned as is."""
+    fixed latent vectors (cumulative average over batches); a generator without BatchNorm is returned as is.
+    The copy must not be changed: the same generator, unchanged, gets the same copy again."""
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return generator
+    key = (seed, n, batch_size, *((id(t), t.data_ptr(), t._version) for t in generator.state_dict(keep_vars=True).values()))
+    kept = _fresh.get(generator)
+    if kept is not None and kept[0] == key:
+        return kept[1]
     fresh = copy.deepcopy(generator)
     for m in fresh.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -68,7 +80,8 @@ def with_fresh_batchnorm(generator: nn.Module, seed: int = BN_NOISE_SEED, n: int
     z = noise(n, generator.latent_dim, seed, device)
     for i in range(0, n, batch_size):
         fresh(z[i:i + batch_size])
-    return fresh.eval()
+    _fresh[generator] = key, fresh.eval()
+    return fresh
 
 
 @torch.no_grad()
