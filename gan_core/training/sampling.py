@@ -66,7 +66,8 @@ def with_fresh_batchnorm(generator: nn.Module, seed: int = BN_NOISE_SEED, n: int
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return generator
-    key = (seed, n, batch_size, *((id(t), t.data_ptr(), t._version) for t in generator.state_dict(keep_vars=True).values()))
+    tensors = generator.state_dict(keep_vars=True).values()
+    key = (seed, n, batch_size, *((id(t), t.data_ptr(), t._version) for t in tensors))
     kept = _fresh.get(generator)
     if kept is not None and kept[0] == key:
         return kept[1]
