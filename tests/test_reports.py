@@ -83,6 +83,10 @@ def parse(html: str) -> Node:
 
 # ---- fixtures ---------------------------------------------------------------------------------------------
 
+# One xdist worker runs this module (pyproject's --dist loadgroup): its report fixture, five studies trained at the
+# smoke budget, takes about 20 s to build, and a module fixture is built once per worker that runs a test using it.
+pytestmark = pytest.mark.xdist_group("report_fixture")
+
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory) -> rf.Fixture:
     return rf.build_fixture(tmp_path_factory.mktemp("report-fixture"))
