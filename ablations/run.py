@@ -251,10 +251,11 @@ def summary_table(study, settings, floor: dict | None) -> str:
 
 
 def _spread(s) -> str:
-    """A reports.stats.Summary as the end table prints it: mean [lo, hi], or the mean alone for one seed."""
-    if not s.n:
-        return "-"
-    return f"{s.mean:.4g} [{s.lo:.3g}, {s.hi:.3g}]" if s.has_ci else f"{s.mean:.4g}"
+    """A reports.stats.Summary as the page's arm table writes it (stats.fmt): mean [lo, hi], the mean alone for one
+    seed, a dash for none."""
+    from reports.stats import fmt
+
+    return f"{fmt(s.mean)} [{fmt(s.lo)}, {fmt(s.hi)}]" if s.has_ci else fmt(s.mean)
 
 
 def main(argv: list[str] | None = None) -> int:
