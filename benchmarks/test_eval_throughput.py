@@ -112,3 +112,48 @@ def test_evaluation(benchmark, gan_eval, references, split, device, n):
         return
     info.update(timed=True, s_per_evaluation=seconds, s_per_evaluation_median=harness.median_s(benchmark),
                 samples_per_s=n / seconds, **{f"{p}_s": min(s[warmup_rounds:]) for p, s in parts.items()})
+
+
+def _max_pooling_judge(extractor):
+    """The first judge as it was before MaxPool2x2 (gan_core.judging.extractor): nn.MaxPool2d, batches of 500."""
+    import copy
+
+    from gan_core.judging import extractor as judges
+
+    before = copy.deepcopy(extractor)
+    before.batch_size = 500
+    for module in before.module.modules():
+        for name, child in module.named_children():
+            if isinstance(child, judges.MaxPool2x2):
+                setattr(module, name, torch.nn.MaxPool2d(2))
+    return before
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=harness.requires_cuda)])
+def test_judge_features(benchmark, gan_eval, references, split, device):
+    """The first judge's features of 1,000 digits, the shipped way, against the max pooling it replaced, timed just
+    before each round (pedantic's untimed setup), so that both meet the same load: ``speedup_vs_max_pooling`` =
+    the reference's best / the shipped judge's best. The features are asserted equal bit for bit."""
+    device = torch.device(device)
+    ref, _, _ = references(device)
+    shipped = ref.extractors[""]
+    before = _max_pooling_judge(shipped)
+    images = stand_in_samples(split.train, 1000)
+    assert torch.equal(shipped(images).features, before(images).features)
+    reference_s: list[float] = []
+
+    def time_the_reference() -> None:
+        t0 = time.perf_counter()
+        before(images)
+        reference_s.append(time.perf_counter() - t0)
+
+    benchmark.group = f"judge features {device.type}"
+    benchmark.pedantic(lambda: shipped(images), setup=time_the_reference, rounds=5, warmup_rounds=1)
+    info = benchmark.extra_info
+    info.update(harness.environment(device))
+    seconds = harness.best_s(benchmark)
+    if seconds is None:
+        info["timed"] = False
+        return
+    info.update(timed=True, s_per_1k=seconds, max_pooling_s_per_1k=min(reference_s),
+                speedup_vs_max_pooling=min(reference_s) / seconds)

@@ -64,9 +64,22 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+class MaxPool2x2(nn.Module):
+    """nn.MaxPool2d(2) on even sizes. Judging (no grad) takes the maximum of the four strided views: the same values
+    exactly (a maximum rounds nothing, NaN propagates as in max pooling), without the indices PyTorch's CPU max
+    pooling always computes in NCHW. Measured on the 2-core AMD EPYC, one thread, a batch of 100 at MnistCNN's three
+    sizes: 27.5, 13.5 and 8.0 ms against 10.4, 2.6 and 0.6; the pooling was half of the judge's time. Training keeps
+    max pooling's own gradient (to the first maximum; torch.maximum would split it between ties)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return nn.functional.max_pool2d(x, 2)
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2)]
+    return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), MaxPool2x2()]
 
 
 class MnistCNN(nn.Module):

@@ -87,8 +87,13 @@ def fidelity_module(name: str, layers: list[str], **kwargs) -> torch.nn.Module:
     return create_feature_extractor(name, layers, cuda=False, verbose=False, **kwargs)
 
 
+# The MNIST judges' batch: on the CPU a batch of 100 keeps MnistCNN's 32x32 activations in cache, the same features
+# bit for bit; measured on the 2-core AMD EPYC, one thread, 1,000 digits: 1.33 s at 500, 0.77 s at 100, 0.80 at 50
+MNIST_BATCH = 100
+
+
 def mnist_extractor(device: torch.device | str = "cpu", weights: str | os.PathLike | None = None,
-                    batch_size: int = 500, judge: extractor.Judge = extractor.FIRST) -> Extractor:
+                    batch_size: int = MNIST_BATCH, judge: extractor.Judge = extractor.FIRST) -> Extractor:
     """A shipped MNIST judge (default the first, MnistCNN), through its torch-fidelity registration; its logits
     only for the judge whose classifier metrics are reported (``Judge.classifier``)."""
     weights = weights or judge.weights

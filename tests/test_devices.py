@@ -1,0 +1,30 @@
+"""gan_core.devices: a process's share of the cores."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+POOLS = """
+import json, scipy.linalg
+from threadpoolctl import threadpool_info
+from gan_core import devices
+before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+devices.set_threads(1)
+import torch
+print(json.dumps({"before": before, "after": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"],
+                  "torch": torch.get_num_threads()}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread already")
+def test_set_threads_holds_numpy_and_scipy_openblas_to_the_share_too():
+    # the suite's own process is held to one thread by conftest's environment; a worker's is not
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", POOLS], env=env, capture_output=True, text=True, check=True)
+    pools = json.loads(out.stdout)
+    assert len(pools["before"]) >= 2 and max(pools["before"]) > 1  # numpy's and scipy's, on every core by default
+    assert pools["after"] == [1] * len(pools["before"]) and pools["torch"] == 1
