@@ -37,8 +37,8 @@ BUDGETS = {
                     "4 G steps of tiny models at batch 16: checks that everything runs, measures nothing"),
     "quick": Budget("quick", QUICK_G_STEPS, None, QUICK_G_STEPS // 6, 200, None, 5, 12,
                     f"{QUICK_G_STEPS:,} G steps, 5 seeds, with a base that learns digits in that budget: on a "
-                    "2-core CPU step_ratio takes about 16 minutes, optimizer 20, depth 12, width 19 (measured with "
-                    "equal compute and both judges), blog_quirks about 31 (estimated from a loaded run)"),
+                    "2-core CPU step_ratio takes 16-19 minutes, optimizer 20, depth 12, width 19, blog_quirks 22 "
+                    "(measured with equal compute and both judges; the CPU's speed varies by 1.25x between days)"),
     "standard": Budget("standard", 5000, None, 500, 500, None, 5, 40, "5,000 G steps, 5 seeds (a GPU budget)"),
     "paper": Budget("paper", 20000, None, 1000, 1000, None, 5, 100, "20,000 G steps, 5 seeds"),
 }

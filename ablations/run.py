@@ -19,7 +19,7 @@ from ablations.settings import PROG, Settings, make_context, open_study, study_i
 from ablations.trial_queue import TUNED, enqueue_missing
 from ablations.workers import default_workers, run_workers
 from gan_core import cli
-from gan_core.errors import UnknownName, UserError
+from gan_core.errors import ConfigError, UnknownName, UserError
 from gan_core.training.config import PRESETS, SOURCES, RunConfig
 
 
@@ -167,6 +167,9 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
     from gan_core.training.config import override
 
     keys = [k for arm in study.trained_arms for k in arm.changes]
+    if "model.arch" in keys:
+        raise ConfigError(f"the {study.name} study's arms change the network itself (model.arch), so --arch cannot "
+                          f"replace it; run --arch with another study")
     if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
@@ -224,7 +227,7 @@ def summary_table(study, settings, floor: dict | None) -> str:
     from reports import load, sections
 
     data = load.study_data(study, study.get_trials(deepcopy=False), Path(settings.runs))
-    k = data.keys
+    k = data.names
     if k is None:  # nothing was judged yet
         return ""
     lines = []

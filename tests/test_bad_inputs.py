@@ -164,6 +164,8 @@ ROWS = [
     ("A", ["--study", "seed_quirks"], "study 'seed_quirks' is now 'blog_quirks': run --study blog_quirks"),
     ("A", ["--study", "blog_quirks", "--base", "dcgan"], "blog_quirks restores the blog's own choices into its "
                                                          "preset 'blog'; another base ('dcgan') would restore"),
+    ("A", ["--study", "blog_quirks", "--arch", f"{MLP}:build"], "the blog_quirks study's arms change the network "
+                                                                "itself (model.arch), so --arch cannot replace it"),
     ("A", ["--study", "depth", "--base", "nope"], "unknown preset 'nope'; choose one of: default, blog, dcgan"),
     ("A", ["--study", "depth", "--base", "seed"], "preset 'seed' is now 'blog': use --preset blog (or --base blog)"),
     ("A", ["--study", "depth", "--budget", "huge"], "unknown budget 'huge'; choose one of: auto, smoke, quick"),
