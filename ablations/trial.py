@@ -87,15 +87,14 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
     """(config, arm label) of a trial: the base, the study's changes, the budget, the seed.
 
     Grid trials carry their seed as a queued parameter. A searched trial's seed is not something
-    for TPE to tune: it is the number of the trial it started as (kept in a user attr, which Optuna
+    for TPE to tune: it is the number of the trial it started as (its "seed" user attr, which Optuna
     copies into a retry), so that a retry trains the same run and resumes its run folder.
     """
     changes = ctx.study.space(trial)
     if ctx.study.is_grid:
         seed, arm = trial.suggest_int("seed", 0, 1_000_000), trial.params["arm"]
     else:
-        seed = trial.user_attrs.get("origin", trial.number)
-        trial.set_user_attr("origin", seed)
+        seed = trial.user_attrs.get("seed", trial.number)
         trial.set_user_attr("seed", seed)
         arm = f"trial {seed}"
     cfg = _budgeted(ctx, override(ctx.base, changes), seed)
@@ -258,7 +257,7 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
     trial.set_user_attr("channels", channel_lists(cfg))
     device = next(result.generator.parameters()).device
-    trial.set_user_attr("budget", {
+    trial.set_user_attr("spent", {  # what the trial spent, in every unit (the study's "budget" is its spec)
         "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,
         "wall_s": round(result.wall_s, 3), "flops": result.flops,
         "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
@@ -269,16 +268,16 @@ def finish(ctx: Context, planned: Planned, result) -> float:
     return at_budget[ctx.objective]
 
 
-def run_pass(ctx: Context, trials: list[optuna.Trial], told: Callable[[optuna.Trial, object], None]) -> None:
+def run_pass(ctx: Context, trials: list[optuna.Trial], on_outcome: Callable[[optuna.Trial, object], None]) -> None:
     """Trials of one arm, each its own seed, trained in one pass (gan_core.training.loop.train_seeds) where the
-    arm's optimizers allow it, else one by one. Each trial's outcome goes to ``told`` as soon as it is known: its
+    arm's optimizers allow it, else one by one. Each trial's outcome goes to ``on_outcome`` as soon as it is known: its
     objective value, or the exception that ended it (optuna.TrialPruned for a trial with nothing to do), its reason
     in its user attrs. An interrupt marks only the trials without an outcome yet."""
     pending = list(trials)
 
     def done(trial: optuna.Trial, outcome) -> None:
         pending.remove(trial)
-        told(trial, outcome)
+        on_outcome(trial, outcome)
 
     with _interrupts_recorded(pending):
         planned = []

@@ -179,12 +179,11 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
 def _set_up_worker(settings: Settings, threads: int | None) -> None:
     """This process as a worker: its threads, its GPU, and Optuna's logs and warnings quiet."""
     import optuna
-    import torch
 
     from gan_core import devices
 
     if threads:
-        torch.set_num_threads(threads)
+        devices.set_threads(threads)
     devices.pin(settings.base.device.device)  # a library's bare 'cuda' (torch-fidelity's) is this worker's GPU
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print one line per trial ourselves
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -202,11 +201,11 @@ def work_pass(study, ctx, n: int, asks=None, storage=None) -> None:
 
     from ablations.trial import run_pass
 
-    trials, beats, told = [], {}, set()
+    trials, beats, finished = [], {}, set()
 
-    def tell(trial, outcome) -> None:
+    def finish(trial, outcome) -> None:
         beats.pop(trial.number).join()  # as optimize: the heartbeat stops before the trial is told
-        told.add(trial.number)
+        finished.add(trial.number)
         if isinstance(outcome, optuna.TrialPruned):
             state = {"state": TrialState.PRUNED}
         elif outcome is None or isinstance(outcome, BaseException):
@@ -230,13 +229,13 @@ def work_pass(study, ctx, n: int, asks=None, storage=None) -> None:
         for trial in trials:
             by_arm.setdefault(trial.user_attrs.get("arm"), []).append(trial)
         for group in by_arm.values():
-            run_pass(ctx, group, tell)
+            run_pass(ctx, group, finish)
     finally:
         errors = []
         for trial in trials:
-            if trial.number not in told:
+            if trial.number not in finished:
                 try:
-                    tell(trial, None)
+                    finish(trial, None)
                 except Exception as e:  # the others must still be told; the first error is raised below
                     errors.append(e)
         if errors and sys.exc_info()[0] is None:
@@ -303,7 +302,7 @@ def print_trial(study, trial) -> None:
         return
     what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {attrs.get('seed', '?')}"
     if trial.state.name == "COMPLETE":
-        wall = attrs.get("budget", {}).get("wall_s", 0)
+        wall = attrs.get("spent", {}).get("wall_s", 0)
         print(f"{what}: {trial.value:.2f} ({wall:.0f} s training)", flush=True)
     else:
         print(f"{what}: {trial.state.name.lower()} ({attrs.get('fail_reason', 'see the trial')})", flush=True)

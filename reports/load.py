@@ -58,15 +58,15 @@ STUDY_ATTRS = {
     "tuned": {str: str},
 }
 TRIAL_ATTRS = {
-    "arm": str, "seed": int, "origin": int, "spare": bool, "duplicate": bool, "run_dir": str,
+    "arm": str, "seed": int, "spare": bool, "duplicate": bool, "run_dir": str,
     "config": {"schedule": {"batch_size": int}}, "provenance": {str: SCALAR}, "metrics": METRICS_ATTR,
     "metrics_step0": METRICS_ATTR, "metrics_equal_flops": METRICS_ATTR,
     "equal_flops": {"g_steps": int, "flops": NUMBER, "reference_flops": NUMBER, "reference": str},
     "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
     "phase": str, "family": str, "candidate": str,  # a tuning trial's phase and family; a tuned arm's candidate
     artifact_store.SNAPSHOT: {"g_step": int, "files": {str: str}},
-    "budget": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
-               "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
+    "spent": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
+              "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
 }
 WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
 
@@ -147,7 +147,7 @@ class StudyData:
     kind: str | None  # the ablations registry name (user attr "study"); None for a foreign study
     attrs: dict  # the study's user attrs (budget, objective, floor, split, extractor...)
     directions: list[str]
-    keys: MetricNames | None
+    names: MetricNames | None  # the objective's metric names (fid1k, kid1k_mean, ...); None without one
     trials: pd.DataFrame  # one row per trial that is a result (bookkeeping trials dropped)
     curves: pd.DataFrame  # evals.jsonl rows of complete trials: trial, arm, seed, g_step, wall_s, metrics
     study: optuna.Study = field(repr=False)
@@ -264,26 +264,26 @@ def load_studies(url: str, runs: str | Path = "runs", artifacts: str | None = No
 
 def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> StudyData:
     attrs = checked_attrs(dict(study.user_attrs), STUDY_ATTRS, f"study {study.study_name!r}")
-    keys = MetricNames.from_fid(attrs.get("objective"))
+    names = MetricNames.from_fid(attrs.get("objective"))
     recorded = attrs.get(artifact_store.STORE)
     if store is None and recorded and Path(recorded).is_dir():
         store = artifact_store.open_store(recorded, create=False)
-    rows = [trial_row(t, keys, runs, study.study_name, store) for t in trials
+    rows = [trial_row(t, names, runs, study.study_name, store) for t in trials
             if not is_bookkeeping(t.user_attrs)]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
     tuning = frame["phase"] == "tuning"
     frame, tuning = frame[~tuning].reset_index(drop=True), frame[tuning].reset_index(drop=True)
     curves = anytime_curves(frame)
     return StudyData(study.study_name, attrs.get("study"), attrs, [d.name.lower() for d in study.directions],
-                     keys, frame, curves, study, tuning)
+                     names, frame, curves, study, tuning)
 
 
-def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path, study_name: str,
+def trial_row(t: optuna.trial.FrozenTrial, names: MetricNames | None, runs: Path, study_name: str,
               store=None) -> dict:
     a = checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {study_name!r} trial #{t.number}")
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
-    budget = a.get("budget") or {}
+    spent = a.get("spent") or {}
     at_flops, equal_flops = a.get("metrics_equal_flops") or {}, a.get("equal_flops") or {}
     prov = a.get("provenance") or {}
     config = a.get("config") or {}
@@ -298,18 +298,18 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "seed": a.get("seed", t.params.get("seed")),
         # a multi-objective trial has values, not a value
         "value": t.values[0] if t.values else None,
-        "fid": metric(keys and keys.fid), "kid": metric(keys and keys.kid),
-        "precision": metric(keys and keys.precision), "recall": metric(keys and keys.recall),
-        "modes": metric(keys and keys.modes),
-        "fid_step0": metric(keys and keys.fid, step0, "metrics_step0"),
-        "modes_step0": metric(keys and keys.modes, step0, "metrics_step0"),
-        "fid_flops": metric(keys and keys.fid, at_flops, "metrics_equal_flops"),
-        "kid_flops": metric(keys and keys.kid, at_flops, "metrics_equal_flops"),
+        "fid": metric(names and names.fid), "kid": metric(names and names.kid),
+        "precision": metric(names and names.precision), "recall": metric(names and names.recall),
+        "modes": metric(names and names.modes),
+        "fid_step0": metric(names and names.fid, step0, "metrics_step0"),
+        "modes_step0": metric(names and names.modes, step0, "metrics_step0"),
+        "fid_flops": metric(names and names.fid, at_flops, "metrics_equal_flops"),
+        "kid_flops": metric(names and names.kid, at_flops, "metrics_equal_flops"),
         "g_steps_flops": equal_flops.get("g_steps"), "reference_flops": equal_flops.get("reference_flops"),
         "flops_reference": equal_flops.get("reference"),
         "channels": a.get("channels"),
-        "g_images_per_s": budget.get("g_images_per_s"), "wall_s": budget.get("wall_s"),
-        "g_steps": budget.get("g_steps"), "device": budget.get("device"),
+        "g_images_per_s": spent.get("g_images_per_s"), "wall_s": spent.get("wall_s"),
+        "g_steps": spent.get("g_steps"), "device": spent.get("device"),
         "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
         "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
         "restarted": a.get("restarted"),  # why it trained again from scratch (its checkpoint was damaged)
@@ -319,9 +319,9 @@ def trial_row(t: optuna.trial.FrozenTrial, keys: MetricNames | None, runs: Path,
         "phase": a.get("phase"), "family": a.get("family"),  # a tuning trial's (None for the verdict's)
         **{k: prov.get(k) for k in ("git_commit", "python", "torch", "optuna", "torch_fidelity", "host")},
     }
-    row.update({f"share_{d}": metric(keys and keys.share(d)) for d in DIGITS})
-    row.update({column: metric(keys and getattr(keys, column)) for column in MEMORIZATION_COLUMNS})
-    second = second_judge_names(keys)
+    row.update({f"share_{d}": metric(names and names.share(d)) for d in DIGITS})
+    row.update({column: metric(names and getattr(names, column)) for column in MEMORIZATION_COLUMNS})
+    second = second_judge_names(names)
     row.update({column: metric(second and getattr(second, name))
                 for name, column in zip(SECOND_JUDGE_METRICS, SECOND_JUDGE_COLUMNS, strict=True)})
     row[SECOND_JUDGE_NAME] = metrics.get(SECOND_JUDGE_NAME)
@@ -342,9 +342,9 @@ def _run_folder(a: dict, runs: Path, store) -> tuple[Path | None, Path | None, P
     return run_dir, samples, neighbours
 
 
-def second_judge_names(keys: MetricNames | None) -> MetricNames | None:
+def second_judge_names(names: MetricNames | None) -> MetricNames | None:
     """The second judge's names at the objective's sample count (``fid1k`` -> ``fid1k_lenet``)."""
-    return keys and MetricNames(keys.tag, SECOND_JUDGE.suffix)
+    return names and MetricNames(names.tag, SECOND_JUDGE.suffix)
 
 
 def resolve_run_dir(recorded: str | None, runs: Path) -> Path | None:

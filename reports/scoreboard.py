@@ -35,10 +35,10 @@ def _number(x) -> float | None:
     return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def _entry(name: str, source: str, metrics: dict, protocol, samples, keys: MetricNames | None) -> dict:
+def _entry(name: str, source: str, metrics: dict, protocol, samples, names: MetricNames | None) -> dict:
     data = _read_png(samples)
     return {"name": name, "source": source, "protocol": _protocol(protocol),
-            "values": {c: _number(metrics.get(getattr(keys, c))) if keys else None for c in COLUMNS},
+            "values": {c: _number(metrics.get(getattr(names, c))) if names else None for c in COLUMNS},
             "image": figures.Image(f"score-{anchor(name)}", data, f"samples of {name}") if data else None}
 
 
@@ -46,28 +46,28 @@ def _arm_entries(study: StudyData) -> list[dict]:
     out = []
     for arm, done in study.complete.groupby("arm", sort=False):
         best = best_seed(done)
-        metrics = {getattr(study.keys, c): best[c] for c in COLUMNS} if study.keys else {}
+        metrics = {getattr(study.names, c): best[c] for c in COLUMNS} if study.names else {}
         seed = int(best["seed"]) if _number(best["seed"]) is not None else "?"
         source = f"study, best of {len(done)} seed(s): seed {seed}"
         drawn = picture_point(best, study)
         if drawn["past_budget"]:  # it trained on to equal compute: its samples are from there, its numbers are not
             source += (f"; samples after {drawn['drawn_at']:,} G steps, where its training ended, past the budget "
                        "these numbers are at")
-        out.append(_entry(f"{study.name}: {arm}", source, metrics, best["protocol"], best["samples"], study.keys))
+        out.append(_entry(f"{study.name}: {arm}", source, metrics, best["protocol"], best["samples"], study.names))
     return out
 
 
 def _score_entry(score: Score) -> dict:
     n = score.metrics.get("n_generated")
-    keys = MetricNames.for_count(n) if isinstance(n, int) else None
+    names = MetricNames.for_count(n) if isinstance(n, int) else None
     given = score.metrics.get("input") or {}
     source = f"scored {given.get('kind', 'samples')} {given.get('source', '')}".strip()
-    return _entry(score.name, source, score.metrics, score.metrics.get("protocol"), score.samples, keys)
+    return _entry(score.name, source, score.metrics, score.metrics.get("protocol"), score.samples, names)
 
 
 def scoreboard(studies: list[StudyData], scores: list[Score]) -> dict:
     """{"tables": one per protocol, the largest first, each {"protocol", "names", "rows", "differs"}, "count"}."""
-    entries = [e for s in studies if s.is_grid and s.keys for e in _arm_entries(s)]
+    entries = [e for s in studies if s.is_grid and s.names for e in _arm_entries(s)]
     entries += [_score_entry(s) for s in scores]
     groups: dict[str, list[dict]] = {}
     for e in entries:
@@ -83,8 +83,8 @@ def scoreboard(studies: list[StudyData], scores: list[Score]) -> dict:
             differs = "no protocol recorded (scored by an older version): not comparable with any other table"
         elif i > 0 and first is not None:
             differs = "differs from the first table's protocol in " + "; ".join(first.differences(proto))
-        keys = MetricNames.for_count(proto.n_generated) if proto else None
+        names = MetricNames.for_count(proto.n_generated) if proto else None
         rank = sorted(rows, key=lambda r: (r["values"]["fid"] is None, r["values"]["fid"] or 0.0))
         tables.append({"index": i + 1, "protocol": proto, "differs": differs, "rows": rank,
-                       "names": {c: getattr(keys, c) if keys else c for c in COLUMNS}})
+                       "names": {c: getattr(names, c) if names else c for c in COLUMNS}})
     return {"tables": tables, "count": len(entries), "command": SCORE_COMMAND}

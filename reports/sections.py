@@ -124,8 +124,8 @@ def overview(studies: list[StudyData]) -> dict:
             "extractor": ex_name, "weights": ex_hash, "objective": s.attrs.get("objective", "–"),
         })
         floor = s.attrs.get("floor") or {}
-        if s.keys and floor:
-            k = s.keys
+        if s.names and floor:
+            k = s.names
             floors.append({"name": s.name, "n": floor.get("n_generated"), "n_real": floor.get("n_real"),
                            "fid_label": k.fid, "fid": floor.get(k.fid), "kid_label": k.kid, "kid": floor.get(k.kid),
                            "precision": floor.get(k.precision), "recall": floor.get(k.recall),
@@ -183,7 +183,7 @@ def learning(study: StudyData, order: list[str], final: dict[str, dict]) -> dict
     """Per arm: did it learn? Its final FID (``final``: seed_groups of "fid") against the untrained generator's
     (step 0), paired over seeds."""
     step0 = seed_groups(study, order, "fid_step0")
-    return {arm: stats.learned(step0[arm], final[arm], metric=study.keys.fid) for arm in order
+    return {arm: stats.learned(step0[arm], final[arm], metric=study.names.fid) for arm in order
             if any(v is not None for v in step0[arm].values())}
 
 
@@ -267,7 +267,7 @@ def memorization_section(study: StudyData, order: list[str]) -> dict:
     t-interval, in features and in pixels, flagged when the feature-space interval lies wholly above 0.5; and each
     arm's best-seed neighbours.png. ``{"memorization": None}`` for a study run before the check (no values)."""
     done = study.complete
-    if study.keys is None or pd.to_numeric(done["copy"], errors="coerce").notna().sum() == 0:
+    if study.names is None or pd.to_numeric(done["copy"], errors="coerce").notna().sum() == 0:
         return {"memorization": None}
     rows = []
     for arm in order:
@@ -290,7 +290,7 @@ def second_judge(study: StudyData, order: list[str]) -> dict:
     seeds); and the flip (``stats.agreement``): the best arm differs, or the verdict is significant under one judge
     only. ``{"second_judge": None}`` without an objective; its ``missing`` line for a study run before the second
     judge (no values)."""
-    k, k2 = study.keys, second_judge_names(study.keys)
+    k, k2 = study.names, second_judge_names(study.names)
     if k is None:
         return {"second_judge": None}
     done = study.complete
@@ -327,7 +327,7 @@ def _read_png(path: Path | None) -> bytes | None:
 
 
 def grid_section(study: StudyData) -> dict:
-    k = study.keys
+    k = study.names
     order = arm_order(study)
     baseline = study.baseline
     floor = study.attrs.get("floor") or {}
@@ -376,7 +376,7 @@ def tuning_section(study: StudyData) -> dict:
     whose trial failed as a result: None), the one its tuned arm won with (the record's "tuned", the runner's
     choice: not made again here), one sentence, and the figure of the sweep."""
     tuning, chosen = study.attrs["tuning"], study.attrs.get("tuned") or {}
-    metric = study.keys.fid
+    metric = study.names.fid
     candidates = [c for f in tuning["families"] for c in f["candidates"]]
     fids = seed_groups(dataclasses.replace(study, trials=study.tuning), candidates, "fid")  # failed seeds: None
     rows = []
@@ -435,7 +435,7 @@ def choices_answer(study: StudyData, fid_groups: dict, learned: dict[str, stats.
     restored choice costs most, what each costs, and one sentence per guess the blog made, then the choices it did
     not guess, costliest first."""
     a = study.attrs
-    reference, metric = a["reference"], study.keys.fid
+    reference, metric = a["reference"], study.names.fid
     declared = {c["label"]: c for c in a.get("choices") or []}
     result = stats.costliest_choice(fid_groups, reference, list(declared), metric)
     verdict = result.verdict
@@ -485,10 +485,10 @@ def equal_compute(study: StudyData, order: list[str], at_steps: stats.Verdict, l
     statistics as at equal G steps, on those FIDs; ``changes`` says in words when the two units disagree. None for a
     study run before arms were judged there."""
     done = study.complete
-    if study.keys is None or pd.to_numeric(done["fid_flops"], errors="coerce").notna().sum() == 0:
+    if study.names is None or pd.to_numeric(done["fid_flops"], errors="coerce").notna().sum() == 0:
         return None
     groups = seed_groups(study, order, "fid_flops")
-    verdict = stats.verdict(groups, study.keys.fid)
+    verdict = stats.verdict(groups, study.names.fid)
     at_flops = choices_answer(study, groups, learned) if choices is not None else None
     steps = {arm: int(done.loc[done["arm"] == arm, "g_steps_flops"].median()) for arm in order
              if done.loc[done["arm"] == arm, "g_steps_flops"].notna().any()}
@@ -503,7 +503,7 @@ def equal_compute(study: StudyData, order: list[str], at_steps: stats.Verdict, l
     # a reference that has not learned in the budget (the width study's narrowest arm) spends so little that no arm
     # has learned at its compute: the verdict there ranks untrained generators, and the page must say so
     there = learning(study, order, groups)
-    unlearned = (f"No arm had learned by then (each arm's {study.keys.fid} there is above half its step-0 value, "
+    unlearned = (f"No arm had learned by then (each arm's {study.names.fid} there is above half its step-0 value, "
                  f"paired over seeds): {reference} spends too little compute in {_budget_words(study)} for equal "
                  f"compute to rank the arms, so the verdict below compares untrained generators") \
         if there and not any(x.learned for x in there.values()) else None
@@ -561,7 +561,7 @@ def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stat
     if verdict.best is None or not learned:
         return verdict.text
     if not any(x.learned for x in learned.values()):
-        return (f"No arm learned in {budget}: every arm's {study.keys.fid} stayed near its untrained value "
+        return (f"No arm learned in {budget}: every arm's {study.names.fid} stayed near its untrained value "
                 f"(e.g. {verdict.best}: {learned[verdict.best].text}), so the arms compare untrained generators.")
     notes, noted = [], set()  # said after the answer: the base arm (or the blog's setting) did not learn here
     for who, arm in (("the base arm", base_arm), ("the blog's setting", blog)):
@@ -569,14 +569,14 @@ def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stat
             noted.add(arm)
             x = learned[arm]
             ci = f", {x.level:.0%} CI {stats.ratio_text(x.lo)}–{stats.ratio_text(x.hi)}" if x.has_ci else ""
-            notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.keys.fid} went to "
+            notes.append(f"Note: {who} {arm} did not learn in {budget} (its {study.names.fid} went to "
                          f"{stats.ratio_text(x.ratio)} its step-0 value{ci}).")
     said = "".join(" " + n for n in notes) if with_notes else ""
     if choices is not None:
         text = _sentence(choices["verdict"].text)
         whole = choices["blog_vs_reference"]
         if whole is not None and not math.isnan(whole.ratio):  # what the blog's own setting costs, all together
-            text += (f" The blog's setting as a whole has {stats.ratio_text(whole.ratio)} the {study.keys.fid} of "
+            text += (f" The blog's setting as a whole has {stats.ratio_text(whole.ratio)} the {study.names.fid} of "
                      f"\u201c{choices['reference']}\u201d ({whole.detail()}).")
         return text + said
     comparison = next((c for c in verdict.comparisons if c.b == blog), None)
@@ -588,7 +588,7 @@ def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stat
     tail = (f"it clearly costs ({stats.ALPHA:.0%} level, Holm over {len(verdict.comparisons)} comparisons)" if clear
             else "the two cannot be told apart at this number of seeds")
     overall = f"{verdict.best} is clearly best overall." if verdict.significant else "No arm is clearly best overall."
-    return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.keys.fid} of the best "
+    return (f"The blog's setting {blog} has {stats.ratio_text(against.ratio)} the {study.names.fid} of the best "
             f"arm, {verdict.best} ({against.detail(p, 'p_holm')}): {tail}. {overall}{said}")
 
 
@@ -602,7 +602,7 @@ def base_section(study: StudyData, kind: str) -> dict:
         "kind": kind, "name": study.name, "anchor": study_anchor(study.name), "study": study.kind,
         "question": study.question, "knob": study.knob,
         "budget_text": budget_text(study), "shrunk": shrunk(study), "counts": counts(study.trials),
-        "mk": study.keys, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
+        "names": study.names, "floor": study.attrs.get("floor") or {}, "figures": {}, "kid_note": None,
         "planned_seeds": study.attrs.get("seeds"), "choices": None, "curves_note": None, "order": [], "table": [],
         "samples": [], "memorization": None, "compute": None,
         "answer": "", "base_name": study.attrs.get("base", "–"), "base_why": study.attrs.get("base_why") or "",
@@ -638,7 +638,7 @@ def importances(study: StudyData) -> tuple[dict[str, float], str | None]:
 
 
 def joint_section(study: StudyData) -> dict:
-    k = study.keys
+    k = study.names
     sid = anchor(study.name)
     section = base_section(study, "joint")
     done = study.complete.dropna(subset=["value"]).sort_values("value")

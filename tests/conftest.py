@@ -78,3 +78,53 @@ def flip_tensor_bytes(path, n: int = 64) -> None:
     assert info.compress_type == zipfile.ZIP_STORED and info.file_size >= n
     data[start:start + n] = bytes(b ^ 0xFF for b in data[start:start + n])
     Path(path).write_bytes(data)
+
+
+# --- the judging tests' shared real side (test_metrics.py, test_features.py, test_evaluation.py), per module ---
+
+
+@pytest.fixture(scope="module")
+def embedded(split):
+    return split
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="module")
+def ref(embedded, cache_dir):
+    from gan_core.judging import evaluation
+
+    return evaluation.Reference(embedded, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def heldout(ref):
+    return ref.heldout()
+
+
+@pytest.fixture(scope="module")
+def floor_draw(embedded):
+    from gan_core.judging import evaluation
+
+    return evaluation.balanced_draw(embedded.train, embedded.train_labels, 1000)
+
+
+@pytest.fixture(scope="module")
+def floor_features(ref, floor_draw):
+    return ref.extractors[""](floor_draw)
+
+
+@pytest.fixture(scope="module")
+def floor1k(ref):
+    return ref.floor(1000)
+
+
+@pytest.fixture(scope="module")
+def mild(embedded):
+    """The held-out digits with a little pixel noise: the mildest degradation the metrics must see."""
+    from tests.metric_helpers import add_noise
+
+    return add_noise(embedded.heldout, 8)

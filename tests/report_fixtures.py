@@ -134,24 +134,24 @@ def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eva
     return study
 
 
-def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: dict, budget: dict,
+def _run_folder(runs: Path, study: str, arm: str, seed: int, cfg: dict, final: dict, spent: dict,
                 n_intermediate: int, sharpness: float, rng: np.random.Generator, evals: int = 3) -> str:
     """A run folder as a trial leaves it; neighbours.png only when its metrics hold the memorization check."""
     folder = runs / study / slug(arm) / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "metrics.json").write_text(json.dumps(final))
-    steps = budget["g_steps"]
+    steps = spent["g_steps"]
     fid_final = final[next(k for k in final if k.startswith("fid"))]
     with open(folder / "stats.jsonl", "w") as f:
         for i in range(1, 5):
-            f.write(json.dumps({"g_step": steps * i // 4, "d_step": steps * i // 4, "wall_s": budget["wall_s"] * i / 4,
-                                "loss_d": 1.2, "loss_g": 0.8, "g_images_per_s": budget["g_images_per_s"]}) + "\n")
+            f.write(json.dumps({"g_step": steps * i // 4, "d_step": steps * i // 4, "wall_s": spent["wall_s"] * i / 4,
+                                "loss_d": 1.2, "loss_g": 0.8, "g_images_per_s": spent["g_images_per_s"]}) + "\n")
     with open(folder / "evals.jsonl", "w") as f:
         for i in range(1, evals + 1):
             fid = fid_final * (1 + 2.0 * (evals - i) / evals) + rng.normal(0, 0.5)
             row = {"g_step": steps * i // evals, "d_step": steps * i // evals,
-                   "wall_s": round(budget["wall_s"] * i / evals, 4), **metrics(n_intermediate, fid, fid / 15, rng)}
+                   "wall_s": round(spent["wall_s"] * i / evals, 4), **metrics(n_intermediate, fid, fid / 15, rng)}
             f.write(json.dumps(row) + "\n")
         f.write('{"g_step": 9999, "torn li')  # a worker killed mid-write: the reader must skip this line
     samples_png(folder / "samples.png", sharpness, seed)
@@ -214,10 +214,10 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
             if second_fid is not None:
                 final.update(second_judge_metrics(eval_n, second_fid(arm.label, fid, rng_second), rng_second))
             wall = float(rng.uniform(20, 40))
-            budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": b.g_steps * 100, "wall_s": wall,
+            spent = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": b.g_steps * 100, "wall_s": wall,
                       "flops": 1e12, "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
             sharp = float(np.clip(1 - (fid - 30) / 100, 0, 1))
-            run_dir = _run_folder(fx.runs, name, arm.label, seed, cfg, final, budget, b.eval_n_intermediate, sharp, rng)
+            run_dir = _run_folder(fx.runs, name, arm.label, seed, cfg, final, spent, b.eval_n_intermediate, sharp, rng)
             step0 = {f"fid{count_tag(eval_n)}": float(400 + rng.normal(0, 30)), f"modes{count_tag(eval_n)}": 1.0}
             at_flops = {}
             if flops_of is not None:
@@ -226,9 +226,9 @@ def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dic
                 at_flops = {"metrics_equal_flops": metrics(eval_n, flops_fid, flops_fid / 15, rng_flops),
                             "equal_flops": {"g_steps": flops_steps, "flops": 1.71e12 * flops_steps / b.g_steps,
                                             "reference_flops": 1.71e12, "reference": "the base"}}
-                budget["g_steps"] = max(b.g_steps, flops_steps)  # as the runner: a cheap arm trains on to its point
+                spent["g_steps"] = max(b.g_steps, flops_steps)  # as the runner: a cheap arm trains on to its point
             _grid_trial(study, spec, arm.label, seed, TrialState.COMPLETE,
-                        {**common, "run_dir": run_dir, "metrics": final, "budget": budget, "metrics_step0": step0,
+                        {**common, "run_dir": run_dir, "metrics": final, "spent": spent, "metrics_step0": step0,
                          **at_flops}, value=fid)
     # bookkeeping trials of parallel workers: never results
     _grid_trial(study, spec, spec.arms[0].label, 0, TrialState.PRUNED, {"spare": True})
@@ -291,17 +291,17 @@ def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
         if number < complete:
             final = metrics(eval_n, fid, fid / 15, rng)
             wall = float(rng.uniform(20, 40))
-            budget = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": 1, "wall_s": wall, "flops": 1e12,
+            spent = {"g_steps": b.g_steps, "d_steps": b.g_steps, "real_images": 1, "wall_s": wall, "flops": 1e12,
                       "g_images_per_s": b.g_steps * 100 / wall, "device": "cpu"}
-            run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"], final, budget,
+            run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"], final, spent,
                                   b.eval_n_intermediate, 0.5, rng)
             study.add_trial(create_trial(state=TrialState.COMPLETE, value=fid, params=params, distributions=dists,
-                                         user_attrs={**attrs, "run_dir": run_dir, "metrics": final, "budget": budget},
+                                         user_attrs={**attrs, "run_dir": run_dir, "metrics": final, "spent": spent},
                                          intermediate_values={50: fid / 10, 100: fid / 14}))
         elif number < complete + 2:  # pruned by the median pruner after two reports
-            budget = {"g_steps": 100, "wall_s": 10.0, "g_images_per_s": 1000.0}
+            spent = {"g_steps": 100, "wall_s": 10.0, "g_images_per_s": 1000.0}
             run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"],
-                                  metrics(eval_n, fid, fid / 15, rng), budget, b.eval_n_intermediate, 0.2, rng, evals=2)
+                                  metrics(eval_n, fid, fid / 15, rng), spent, b.eval_n_intermediate, 0.2, rng, evals=2)
             study.add_trial(create_trial(state=TrialState.PRUNED, params=params, distributions=dists,
                                          user_attrs={**attrs, "run_dir": run_dir},
                                          intermediate_values={50: fid / 8, 100: fid / 9}))
@@ -313,10 +313,10 @@ def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
 
 
 STEP_RATIO_FID = {"5:1": 80.0, "2:1": 70.0, "1:1": 40.0, "1:2": 60.0, "1:5": 75.0}
-# blog_quirks: "reused noise" is clearly the costliest choice, "Adadelta lr=1e-3" and "9 blocks" cost too, the rest
+# blog_quirks: "reused noise" is clearly the costliest choice, "Adadelta lr=1e-3" and "9-block stack" cost too, the rest
 # cost nothing once everything else is fixed
 QUIRK_FID = {"blog": 90.0, "all fixed": 30.0, "Adadelta lr=1e-3": 55.0, "D:G 1:5": 30.0, "reused noise": 85.0,
-             "BatchNorm before Sigmoid": 30.0, "3 channels": 30.0, "900 images": 30.0, "9 blocks": 45.0,
+             "BatchNorm before Sigmoid": 30.0, "3 channels": 30.0, "900 images": 30.0, "9-block stack": 45.0,
              "unshuffled epochs": 30.0}
 DEPTH_FID = {str(d): 100.0 - 5 * d for d in range(4, 10)}
 # step_ratio at equal compute: (FID, G steps there); the cheap 1:2 trains on to 1,265 G steps and is clearly best there,

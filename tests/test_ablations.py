@@ -61,19 +61,19 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
         assert len(study.trials) == 3
     assert "real-data floor" in out and f"shrank every model's channels by {spec.base('smoke').shrink:g}" in out
     t = complete[0]
-    assert {"config", "metrics", "budget", "provenance", "run_dir", "metrics_step0", "channels"} <= set(t.user_attrs)
+    assert {"config", "metrics", "spent", "provenance", "run_dir", "metrics_step0", "channels"} <= set(t.user_attrs)
     assert t.user_attrs["metrics_step0"]["fid100"] > 0  # the untrained generator, at the final sample count
     cfg = RunConfig.from_dict(t.user_attrs["config"])  # the smoke budget's shrinking stops at 8 channels:
     asked = channel_lists(override(cfg, {"model.shrink": 1.0}))
     for net in ("G", "D"):
         assert all(min(a, 8) <= s for a, s in zip(asked[net], t.user_attrs["channels"][net], strict=True))
-    assert t.user_attrs["budget"]["flops"] > 0 and t.value == t.user_attrs["metrics"]["fid100"]
+    assert t.user_attrs["spent"]["flops"] > 0 and t.value == t.user_attrs["metrics"]["fid100"]
     if spec.is_grid:  # trained to the budget's 4 G steps and to the reference's compute, whichever is later
         at_flops = t.user_attrs["equal_flops"]["g_steps"]
-        assert t.user_attrs["budget"]["g_steps"] == max(4, at_flops)
+        assert t.user_attrs["spent"]["g_steps"] == max(4, at_flops)
         assert t.user_attrs["metrics_equal_flops"]["fid100"] > 0
     else:
-        assert t.user_attrs["budget"]["g_steps"] == 4
+        assert t.user_attrs["spent"]["g_steps"] == 4
     assert (tmp_path / "runs" / f"{name}-{base}-smoke").is_dir()
     run_dir = t.user_attrs["run_dir"]
     for f in ("config.json", "stats.jsonl", "samples.png", "checkpoint.pt", "metrics.json", "evals.jsonl",
@@ -196,7 +196,7 @@ def check_step_ratio_changes_only_the_schedule(trials):
     configs = {t.user_attrs["arm"]: t.user_attrs["config"] for t in trials}
     assert configs["1:5"]["schedule"]["d_steps"] == 1 and configs["1:5"]["schedule"]["g_steps"] == 5
     assert configs["5:1"]["schedule"]["d_steps"] == 5 and configs["5:1"]["schedule"]["g_steps"] == 1
-    budgets = {t.user_attrs["arm"]: t.user_attrs["budget"] for t in trials}
+    budgets = {t.user_attrs["arm"]: t.user_attrs["spent"] for t in trials}
     assert budgets["5:1"]["d_steps"] == 20  # 4 G steps (its equal-compute point came on the way, at 2)
     assert budgets["1:5"]["g_steps"] == 7 and budgets["1:5"]["d_steps"] == 2  # on to the 1:1 base's compute
     for cfg in configs.values():  # everything else is the study's base (the DCGAN member), shrunk by the budget
@@ -590,7 +590,7 @@ def test_packed_seeds_are_trials_of_their_own_and_a_pack_too_big_trains_one_by_o
     assert len(passes) == 3 + 3 and passes.count((1 / 8, 1)) == 2  # 3 packs of 2; the too-big one, then 2 alone
     for t in complete:
         together = [0, 1] if t.user_attrs["arm"] != "1/8" else [t.params["seed"]]
-        assert t.user_attrs["budget"]["seeds_in_pass"] == together, t.user_attrs["arm"]
+        assert t.user_attrs["spent"]["seeds_in_pass"] == together, t.user_attrs["arm"]
         summary = RunFolder(t.user_attrs["run_dir"]).read_json("summary.json")
         assert summary.get("seeds_in_pass", [t.params["seed"]]) == together
     by_seed = {}
@@ -797,7 +797,7 @@ def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute
     assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
     study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
     trials = {t.user_attrs["arm"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    reference = trials["1:1"].user_attrs["budget"]["flops"]  # the base's FLOPs in the budget's 4 G steps
+    reference = trials["1:1"].user_attrs["spent"]["flops"]  # the base's FLOPs in the budget's 4 G steps
     for arm, t in trials.items():
         cfg, eq = RunConfig.from_dict(t.user_attrs["config"]), t.user_attrs["equal_flops"]
         n = len(data.training_images(data.load(cfg.data), cfg.data))
@@ -809,5 +809,5 @@ def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute
                 "metrics.json")
             assert t.user_attrs[attr]["fid100"] == final["fid100"], (arm, attr)
     assert trials["5:1"].user_attrs["equal_flops"]["g_steps"] < 4 < trials["1:5"].user_attrs["equal_flops"]["g_steps"]
-    assert trials["1:5"].user_attrs["budget"]["g_steps"] == trials["1:5"].user_attrs["equal_flops"]["g_steps"]
+    assert trials["1:5"].user_attrs["spent"]["g_steps"] == trials["1:5"].user_attrs["equal_flops"]["g_steps"]
     assert trials["1:1"].user_attrs["metrics"] == trials["1:1"].user_attrs["metrics_equal_flops"]

@@ -119,7 +119,7 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
     assert len(trials) == 4
     on = {}
     for t in trials:  # whole arms per worker, their seeds in one pass, each trial's config naming its GPU
-        assert t.user_attrs["budget"]["seeds_in_pass"] == [0, 1]
+        assert t.user_attrs["spent"]["seeds_in_pass"] == [0, 1]
         on.setdefault(t.user_attrs["arm"], set()).add(t.user_attrs["config"]["device"]["device"])
     assert sorted(map(sorted, on.values())) == [["cuda:0"], ["cuda:1"]]
 

@@ -122,8 +122,8 @@ VALID_TRIAL = {"arm": "1/2", "seed": 0, "run_dir": "runs/x/1_2/seed0", "config":
                "provenance": {"git_commit": "abc", "git_dirty": False},
                "metrics": {"fid100": 279.3, "kid100_mean": 41.3, "modes100": 1.0, "share100_8": 1.0},
                "metrics_step0": {"fid100": 280.7}, "channels": {"g": [16, 8]},
-               "budget": {"g_steps": 4, "d_steps": 4, "real_images": 64, "wall_s": 1.1, "flops": 2.5e8,
-                          "g_images_per_s": 88.2, "device": "cpu", "device_name": "cpu", "seeds_in_pass": [0]}}
+               "spent": {"g_steps": 4, "d_steps": 4, "real_images": 64, "wall_s": 1.1, "flops": 2.5e8,
+                         "g_images_per_s": 88.2, "device": "cpu", "device_name": "cpu", "seeds_in_pass": [0]}}
 
 
 @FAST

@@ -83,8 +83,8 @@ def parse(html: str) -> Node:
 
 # ---- fixtures ---------------------------------------------------------------------------------------------
 
-# One xdist worker runs this module (pyproject's --dist loadgroup): its report fixture, five studies trained at the
-# smoke budget, takes about 20 s to build, and a module fixture is built once per worker that runs a test using it.
+# One xdist worker runs this module (the test command's --dist loadgroup): its report fixture, five studies trained at
+# the smoke budget, takes about 20 s to build, and a module fixture is built once per worker that runs a test using it.
 pytestmark = pytest.mark.xdist_group("report_fixture")
 
 @pytest.fixture(scope="module")
@@ -198,11 +198,11 @@ def test_verdicts_follow_the_data(fx, page):
     assert "restoring “reused noise” alone (all else fixed) raises fid1k" in choice and "costs the most" in choice
     costs = {r.attrs["data-arm"]: r.find("td", data_col="costs").text() for r in
              sec.find("table", class_="choices").find_all("tr", data_arm=True)}
-    assert {a for a, c in costs.items() if c == "yes"} == {"reused noise", "Adadelta lr=1e-3", "9 blocks"}
-    assert list(costs)[:3] == ["reused noise", "Adadelta lr=1e-3", "9 blocks"]  # costliest first
+    assert {a for a, c in costs.items() if c == "yes"} == {"reused noise", "Adadelta lr=1e-3", "9-block stack"}
+    assert list(costs)[:3] == ["reused noise", "Adadelta lr=1e-3", "9-block stack"]  # costliest first
     guesses = {li.attrs["data-guess"]: li.text() for li in sec.find("ol", class_="guesses").find_all("li")}
     assert list(guesses) == ["structure", "settings", "data"]  # the blog's order
-    assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks) : Restoring “9 blocks”")
+    assert guesses["structure"].startswith("The network (a plain deep stack of CBR blocks) : Restoring “9-block stack”")
     assert "it clearly costs" in guesses["structure"]
     assert "depth-blog-smoke" in guesses["structure"]  # the depth study is on the page: linked
     assert "Restoring “900 images”" in guesses["data"] and "does not clearly cost" in guesses["data"]
@@ -233,7 +233,7 @@ def test_numbers_on_the_page_equal_the_storage(fx, page):
                     # the t-interval of the mean, computed independently
                     want = scipy.stats.t.interval(0.95, len(values) - 1, loc=mean, scale=scipy.stats.sem(values))
                     assert (lo, hi) == pytest.approx(want, rel=1e-9), (kind, arm, col)
-            ips = np.mean([t.user_attrs["budget"]["g_images_per_s"] for t in done])
+            ips = np.mean([t.user_attrs["spent"]["g_images_per_s"] for t in done])
             assert float(cells["images_per_s"].attrs["data-value"]) == pytest.approx(ips, rel=1e-12)
             # a failure is shown with its reason only when its arm x seed never finished
             final = [t for t in trials if t.user_attrs["arm"] == arm and t.state.name == "FAIL"
@@ -657,7 +657,7 @@ def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5"
     from gan_core.judging.metrics import MetricNames
 
     study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": base_arm}, baseline=blog,
-                            keys=MetricNames.for_count(1000))
+                            names=MetricNames.for_count(1000))
     learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
     return sections.answer(study, stats.verdict(final, "fid1k"), learned, None)
 
@@ -708,7 +708,7 @@ def choices_text(final: dict, step0: dict) -> str:
     choices = [{"label": a, "guess": "", "see_also": ""} for a in final if a not in ("blog", "all fixed")]
     study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": "blog", "reference": "all fixed",
                                    "choices": choices, "guesses": {}}, baseline="blog",
-                            keys=MetricNames.for_count(1000))
+                            names=MetricNames.for_count(1000))
     learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
     return sections.answer(study, stats.verdict(final, "fid1k"), learned,
                            sections.choices_answer(study, final, learned))
@@ -716,9 +716,9 @@ def choices_text(final: dict, step0: dict) -> str:
 
 def test_no_choice_is_ranked_when_even_all_fixed_did_not_learn():
     seeds = range(5)
-    step0 = {a: {s: 700.0 + s for s in seeds} for a in ("blog", "all fixed", "reused noise", "9 blocks")}
+    step0 = {a: {s: 700.0 + s for s in seeds} for a in ("blog", "all fixed", "reused noise", "9-block stack")}
     final = {"blog": {s: 720.0 + 3 * s for s in seeds}, "all fixed": {s: 690.0 + 2 * s for s in seeds},
-             "reused noise": {s: 1400.0 + 4 * s for s in seeds}, "9 blocks": {s: 100.0 + s % 2 for s in seeds}}
+             "reused noise": {s: 1400.0 + 4 * s for s in seeds}, "9-block stack": {s: 100.0 + s % 2 for s in seeds}}
     text = choices_text(final, step0)
     assert text.startswith("Even with every choice fixed, “all fixed” did not learn in 900 G steps")
     assert "costs the most" not in text and "Note: the base arm blog did not learn" in text
@@ -779,7 +779,7 @@ def test_equal_compute_where_no_arm_has_learned_says_it_cannot_rank_the_arms(fx)
 
     (data,) = [d for d in load.load_studies(fx.storage) if d.name == fx.studies["step_ratio"]]
     order = sections.arm_order(data)
-    at_steps = stats.verdict(sections.seed_groups(data, order, "fid"), data.keys.fid)
+    at_steps = stats.verdict(sections.seed_groups(data, order, "fid"), data.names.fid)
     learned = sections.learning(data, order, sections.seed_groups(data, order, "fid"))
     compute = sections.equal_compute(data, order, at_steps, learned, None)
     assert compute["unlearned"] is None and compute["changes"]  # the fixture's arms learned at equal FLOPs

@@ -1,4 +1,4 @@
-"""Unit and calibration tests of the report's statistics (reports/stats.py), plus the report's small readers.
+"""Unit and calibration tests of the report's statistics (reports/stats.py).
 
 The calibration tests simulate studies with the model the suite sees: log FID = log 50 + seed effect
 + arm effect + arm x seed noise, the seed effect N(0, SEED_SD^2) shared by every arm of a seed, the
@@ -7,16 +7,13 @@ each states its Monte Carlo (MC) standard error, and the thresholds leave room f
 """
 
 import inspect
-import json
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gan_core import files
-from gan_core.errors import mask_passwords
-from reports import load, stats
+from reports import stats
 
 SEED_SD, NOISE_SD = 0.5, 0.2
 
@@ -533,26 +530,3 @@ def test_fmt_shows_four_significant_digits():
 
 
 # ------------------------------------------------------------------------------------------- readers
-
-
-def test_postgres_passwords_are_masked():
-    assert mask_passwords("postgresql://gan:s3cret@db:5432/studies") == "postgresql://gan:***@db:5432/studies"
-    assert mask_passwords("sqlite:///runs/ablations.db") == "sqlite:///runs/ablations.db"
-
-
-def test_a_torn_jsonl_line_is_skipped(tmp_path):
-    p = tmp_path / "evals.jsonl"
-    p.write_text('{"g_step": 1}\n{"g_step": 2}\n{"g_st')
-    assert files.read_jsonl(p) == [{"g_step": 1}, {"g_step": 2}]
-    assert files.read_jsonl(tmp_path / "missing.jsonl") == []
-
-
-def test_benchmark_json_with_missing_keys_is_read(tmp_path):
-    p = tmp_path / "b.json"
-    p.write_text(json.dumps({"benchmarks": [
-        {"name": "a", "group": None, "stats": None},  # --benchmark-disable leaves no stats
-        {"name": "b", "stats": {"min": 0.5}, "extra_info": {"g_images_per_s": 10.0, "config": {"x": 1}}},
-    ]}))
-    frame = load.load_benchmarks([p])
-    assert list(frame["name"]) == ["a", "b"] and frame.loc[1, "stat_min"] == 0.5
-    assert frame.loc[1, "g_images_per_s"] == 10.0 and "config" not in frame  # nested values stay out of the table

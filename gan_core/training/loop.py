@@ -116,8 +116,8 @@ class GanSteps:
         self.g_noise = torch.stack([g for _, g in pairs], 1)
         self.ones = torch.ones(sch.batch_size, device=device)
         self.zeros = torch.zeros(sch.batch_size, device=device)
-        self.loss_fn = gan_loss(sch.loss)
-        self.losses_fn = gan_loss(sch.loss, "none")
+        self.mean_loss = gan_loss(sch.loss)
+        self.loss_per_image = gan_loss(sch.loss, "none")
         mode = cfg.device.compile
         if graph_fallback(cfg, device):
             mode = "off"
@@ -145,8 +145,8 @@ class GanSteps:
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """[K]: each member's mean loss over its batch, as its solo run computes it (K > 1: in one kernel, not K)."""
         if self.k == 1:
-            return self.loss_fn(logits[:, 0], target).unsqueeze(0)
-        return self.losses_fn(logits, target[:, None].expand_as(logits)).mean(dim=0)
+            return self.mean_loss(logits[:, 0], target).unsqueeze(0)
+        return self.loss_per_image(logits, target[:, None].expand_as(logits)).mean(dim=0)
 
     def d_step(self, rows: slice | None = None) -> torch.Tensor:
         """One D step on a random batch, or on the real images ``rows`` (the blog's order; every member's)."""
