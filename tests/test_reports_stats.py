@@ -524,6 +524,12 @@ def test_no_ci_from_one_value_and_nothing_from_none():
     assert (same.lo, same.hi) == (2.5, 2.5)
 
 
+def test_ratios_read_as_plain_numbers_at_every_size():
+    """Seen on a page: "the blog has 1.3e+02x the fid1k of all fixed". A ratio of 100 or more is a whole number."""
+    assert [stats.ratio_text(x) for x in (130.4, 1084.2, 34.47, 0.5, 0.0012)] == ["130×", "1084×", "34.47×", "0.50×",
+                                                                                   "0.0012×"]
+
+
 def test_fmt_shows_four_significant_digits():
     assert [stats.fmt(x) for x in (180.712, 0.038581, -0.0386, 12345.0)] == ["180.7", "0.03858", "-0.0386", "1.234e+04"]
     assert stats.fmt(None) == stats.fmt(float("nan")) == "–"
