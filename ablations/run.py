@@ -167,9 +167,6 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
     from gan_core.training.config import override
 
     keys = [k for arm in study.trained_arms for k in arm.changes]
-    if "model.arch" in keys:
-        raise ConfigError(f"the {study.name} study's arms change the network itself (model.arch), so --arch cannot "
-                          f"replace it; run --arch with another study")
     if not study.is_grid:  # a searched study's knobs: the keys its space returns for one throwaway trial
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory"
@@ -177,7 +174,11 @@ def plugged_base(base: RunConfig, study) -> RunConfig:
             keys = list(study.space(optuna.create_study().ask()))
         finally:
             optuna.logging.set_verbosity(level)
-    plugin_arch.check_knobs(base.model.arch, keys, f"the {study.name} study's {'arms' if study.is_grid else 'trials'}")
+    who = f"the {study.name} study's {'arms' if study.is_grid else 'trials'}"
+    if "model.arch" in keys:
+        raise ConfigError(f"{who} change the network itself (model.arch), so --arch cannot replace it; run --arch "
+                          "with another study")
+    plugin_arch.check_knobs(base.model.arch, keys, who)
     if "shrink" not in plugin_arch.accepted_knobs(base.model.arch):  # the budget cannot shrink it: say so, not x1/8
         base = override(base, {"model.shrink": 1.0})
     base = plugin_arch.with_source_hash(base)

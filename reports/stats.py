@@ -279,7 +279,7 @@ class Comparison:
                 why = f"{self.n_a} and {self.n_b} seeds, not shared: no interval"
             return _join(why, failed)
         p = self.p if p is None else p
-        ci = f"{self.level:.0%} CI {ratio_digits(self.lo)}–{ratio_digits(self.hi)}, {_p(p, p_label)}"
+        ci = _ci_p(self, p, p_label)
         if self.paired:
             return _join(f"{ci}, paired over {self.n} seeds", failed)
         return _join(f"{ci}, unpaired (Welch) over {self.n_a} and {self.n_b} seeds: the arms share fewer than 2",
@@ -294,7 +294,7 @@ class Comparison:
         """'1:1 has 0.62× the fid1k of 1:5 (95% CI 0.51–0.75, p=0.003, paired over 5 seeds)'."""
         if math.isnan(self.ratio):
             return f"{self.a} and {self.b} cannot be compared on {metric} ({self.detail()})"
-        return f"{self.a} has {ratio_digits(self.ratio)}{TIMES} the {metric} of {self.b} ({self.detail()})"
+        return f"{self.a} has {ratio_text(self.ratio)} the {metric} of {self.b} ({self.detail()})"
 
 
 def compare(a: Arm, b: Arm, level: float = LEVEL, *, names: tuple[str, str] = ("a", "b"),
@@ -418,13 +418,13 @@ def verdict(groups: Mapping[str, Arm], metric: str, level: float = LEVEL, alpha:
     if thin:
         return Verdict(f"only one seed: no verdict on {metric} ({', '.join(thin)} "
                        f"{'has' if len(thin) == 1 else 'have'} fewer than 2 usable seeds; run more seeds; "
-                       f"{best} leads {runner} at {ratio_digits(comps[0].ratio)}{TIMES})",
+                       f"{best} leads {runner} at {ratio_text(comps[0].ratio)})",
                        best, runner, False, comps, adjusted)
     won = [p < alpha and c.ratio < 1 for c, p in zip(comps, adjusted, strict=True)]
     lead, p_lead = comps[0], adjusted[0]
     label = "p" if len(comps) == 1 else "p_holm"
     if all(won):
-        ci = f"{lead.level:.0%} CI {ratio_digits(lead.lo)}–{ratio_digits(lead.hi)}"
+        ci = _ci(lead)
         if len(comps) == 1:
             claim = f"({ci}, {_p(p_lead)}), a significant difference"
         else:
@@ -437,8 +437,8 @@ def verdict(groups: Mapping[str, Arm], metric: str, level: float = LEVEL, alpha:
     i = won.index(False)
     other = comps[i]
     return Verdict(f"no arm is clearly best on {metric}: {best} beats the runner-up {runner} "
-                   f"({ratio_digits(lead.ratio)}{TIMES}, {_ci_p(lead, p_lead, label)}) but not {other.b} "
-                   f"({ratio_digits(other.ratio)}{TIMES}, {_ci_p(other, adjusted[i], label)}) ({_join(seeds, failed)})",
+                   f"({ratio_text(lead.ratio)}, {_ci_p(lead, p_lead, label)}) but not {other.b} "
+                   f"({ratio_text(other.ratio)}, {_ci_p(other, adjusted[i], label)}) ({_join(seeds, failed)})",
                    best, runner, False, comps, adjusted)
 
 
@@ -494,8 +494,13 @@ def agreement(first_groups: Mapping[str, Arm], second_groups: Mapping[str, Arm],
     return Agreement(tau, p, len(both), tuple(flips))
 
 
+def _ci(c: Comparison) -> str:
+    """'95% CI 0.51–0.75'."""
+    return f"{c.level:.0%} CI {ratio_digits(c.lo)}–{ratio_digits(c.hi)}"
+
+
 def _ci_p(c: Comparison, p: float, label: str) -> str:
-    return f"{c.level:.0%} CI {ratio_digits(c.lo)}–{ratio_digits(c.hi)}, {_p(p, label)}"
+    return f"{_ci(c)}, {_p(p, label)}"
 
 
 @dataclass(frozen=True)
@@ -547,7 +552,7 @@ def costliest_choice(groups: Mapping[str, Arm], reference: str, choices: Sequenc
               f"({_ci_p(vs_ref, p_ref, 'p_holm')})")
     if not (p_ref < alpha and vs_ref.ratio > 1):
         return Choices(Verdict(f"no restored choice clearly raises {metric} above {ref}'s ({holm_note}): the "
-                               f"largest, {quoted}, gives {ratio_digits(vs_ref.ratio)}{TIMES} "
+                               f"largest, {quoted}, gives {ratio_text(vs_ref.ratio)} "
                                f"({_join(_ci_p(vs_ref, p_ref, 'p_holm'), seeds, failed)})", top, second), **out)
     if second is None:
         return Choices(Verdict(f"{raises}; it is the only restored choice ({_join(seeds, failed)})", top, None, True,
@@ -555,12 +560,12 @@ def costliest_choice(groups: Mapping[str, Arm], reference: str, choices: Sequenc
     vs_second = compare(restored[top], restored[second], level, names=(top, second), worst=worst)
     comps = (vs_ref, vs_second)
     if vs_second.p < alpha and vs_second.ratio > 1:
-        return Choices(Verdict(f"{raises} and to {ratio_digits(vs_second.ratio)}{TIMES} the next costliest "
+        return Choices(Verdict(f"{raises} and to {ratio_text(vs_second.ratio)} the next costliest "
                                f"\u201c{second}\u201d's ({_ci_p(vs_second, vs_second.p, 'p')}): of the blog's "
                                f"choices, that one costs the most ({_join(holm_note, seeds, failed)})",
                                top, second, True, comps, (p_ref, vs_second.p)), **out)
     return Choices(Verdict(f"{raises}, but restoring \u201c{second}\u201d costs about as much ({quoted} has "
-                           f"{ratio_digits(vs_second.ratio)}{TIMES} its {metric}, "
+                           f"{ratio_text(vs_second.ratio)} its {metric}, "
                            f"{_join(_ci_p(vs_second, vs_second.p, 'p'), seeds, failed)}), so no single choice is "
                            "clearly the costliest", top, second, False, comps, (p_ref, vs_second.p)), **out)
 
@@ -598,7 +603,7 @@ def learned(step0: Arm, final: Arm, level: float = LEVEL, max_ratio: float = 0.5
     logs = np.array([0.0 if s in failed else math.log(max(float(final[s]), FLOOR)) - math.log(
         max(float(step0[s]), FLOOR)) for s in seeds])
     fail_note = f"{_seeds(failed)} failed, counted as not learned (ratio 1)" if failed else ""
-    bound = f"{ratio_digits(max_ratio)}{TIMES}"
+    bound = ratio_text(max_ratio)
     if len(logs) == 0:
         return Learning(0, math.nan, math.nan, math.nan, False,
                         f"no seed has both a step-0 and a final {metric}: cannot tell whether it learned", (), level)
@@ -607,7 +612,7 @@ def learned(step0: Arm, final: Arm, level: float = LEVEL, max_ratio: float = 0.5
         ok = ratio < max_ratio
         head = "learned" if ok else "did not learn"
         return Learning(1, ratio, math.nan, math.nan, ok,
-                        f"{head}: {metric} went to {ratio_digits(ratio)}{TIMES} its step-0 value "
+                        f"{head}: {metric} went to {ratio_text(ratio)} its step-0 value "
                         f"({_join('one seed: no interval', fail_note)})", failed, level)
     m = float(logs.mean())
     lo, hi, _ = _t_interval(m, float(logs.std(ddof=1)) / math.sqrt(len(logs)), len(logs) - 1, level)
@@ -615,9 +620,9 @@ def learned(step0: Arm, final: Arm, level: float = LEVEL, max_ratio: float = 0.5
     ok = hi < max_ratio
     ci = f"{level:.0%} CI {ratio_digits(lo)}–{ratio_digits(hi)}, {len(logs)} seeds"
     if ok:
-        text = (f"learned: {metric} fell to {ratio_digits(ratio)}{TIMES} its step-0 value "
+        text = (f"learned: {metric} fell to {ratio_text(ratio)} its step-0 value "
                 f"({_join(ci, fail_note)}; the whole interval is below {bound})")
     else:
-        text = (f"not clearly learned: {metric} went to {ratio_digits(ratio)}{TIMES} its step-0 value "
+        text = (f"not clearly learned: {metric} went to {ratio_text(ratio)} its step-0 value "
                 f"({_join(ci, fail_note)}; the interval reaches {bound} or above)")
     return Learning(len(logs), ratio, lo, hi, ok, text, failed, level)
