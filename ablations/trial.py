@@ -205,7 +205,9 @@ def on_eval_for(ctx: Context, planned: Planned):
 
     def on_eval(point):
         metrics = ctx.intermediate(point)
-        if point.g_step == 0:  # the untrained generator, at the final count too: what "did it learn?" compares with
+        # the untrained generator, at the final count too: what "did it learn?" compares with. Where the final count is
+        # the anytime count (smoke), the anytime metrics are those already: same first judge, same noise seed
+        if point.g_step == 0 and ctx.budget.eval_n != ctx.budget.eval_n_intermediate:
             full = evaluate_generator(point.generator, cfg.model.head, ctx.split, ctx.budget.eval_n,
                                       reference=ctx.reference, judges=FIRST_JUDGE_ONLY)
             metrics.update({k: full[k] for k in _step0_keys(ctx)})

@@ -62,7 +62,9 @@ def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name)
     assert "real-data floor" in out and f"shrank every model's channels by {spec.base('smoke').shrink:g}" in out
     t = complete[0]
     assert {"config", "metrics", "spent", "provenance", "run_dir", "metrics_step0", "channels"} <= set(t.user_attrs)
-    assert t.user_attrs["metrics_step0"]["fid100"] > 0  # the untrained generator, at the final sample count
+    # the untrained generator at the final sample count, all five of its metrics (at smoke they are the anytime ones)
+    assert set(t.user_attrs["metrics_step0"]) == {"fid100", "kid100_mean", "precision100", "recall100", "modes100"}
+    assert t.user_attrs["metrics_step0"]["fid100"] > 0
     cfg = RunConfig.from_dict(t.user_attrs["config"])  # the smoke budget's shrinking stops at 8 channels:
     asked = channel_lists(override(cfg, {"model.shrink": 1.0}))
     for net in ("G", "D"):
