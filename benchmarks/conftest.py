@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks.harness import Comparisons, MatmulPeak
+from gan_core import devices
 from gan_core.training import data
 from gan_core.training.config import DataConfig, RunConfig
 
@@ -27,14 +27,7 @@ def torch_threads():
         return
     if not threads.isdigit() or int(threads) < 1:
         raise pytest.UsageError(f"{THREADS_ENV} must be a whole number of threads >= 1, got {threads!r}")
-    torch.set_num_threads(int(threads))
-    with contextlib.ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: numpy then keeps its own thread count
-            pass
-        else:
-            stack.enter_context(threadpool_limits(limits=int(threads), user_api="blas"))
+    with devices.threads(int(threads)):
         yield torch.get_num_threads()
 
 

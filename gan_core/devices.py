@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -57,6 +58,21 @@ def set_threads(n: int) -> None:
 
     torch.set_num_threads(n)
     threadpool_limits(limits=n, user_api="blas")
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """set_threads(n) for a block (tests, benchmarks); torch's and the BLAS libraries' counts come back after it."""
+    import scipy.linalg  # noqa: F401 - loaded before the counts are noted, so that its own come back too
+    from threadpoolctl import threadpool_limits
+
+    was = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None, user_api="blas"):  # the limits as they are now, restored on leaving
+            set_threads(n)
+            yield
+    finally:
+        torch.set_num_threads(was)
 
 
 def pin(name: str) -> torch.device:

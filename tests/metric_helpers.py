@@ -3,13 +3,13 @@ and a generator that replays real images (to push real data through the "generat
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from gan_core import devices
 from gan_core.training import data, sampling
 from gan_core.training.config import DataConfig
 
@@ -19,26 +19,13 @@ def embedded_split() -> data.Split:
     return data.load(DataConfig(source="embedded"))
 
 
-@contextlib.contextmanager
 def one_thread():
     """Torch and numpy's BLAS on one thread while these tests run.
 
     On the 2 shared cores of the dev machines, with a second busy process, 2 threads were ~9x slower than 1
     for torch and ~25x slower for numpy's OpenBLAS (KID's kernel matrices) because of oversubscription.
     """
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with contextlib.ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: without it numpy keeps its own thread count (slower when the CPU is shared)
-            pass
-        else:
-            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(was)
+    return devices.threads(1)
 
 
 def add_noise(images: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:

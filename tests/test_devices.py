@@ -28,3 +28,26 @@ def test_set_threads_holds_numpy_and_scipy_openblas_to_the_share_too():
     pools = json.loads(out.stdout)
     assert len(pools["before"]) >= 2 and max(pools["before"]) > 1  # numpy's and scipy's, on every core by default
     assert pools["after"] == [1] * len(pools["before"]) and pools["torch"] == 1
+
+
+SCOPED = """
+import json, scipy.linalg, torch
+from threadpoolctl import threadpool_info
+from gan_core import devices
+blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+before = {"blas": blas(), "torch": torch.get_num_threads()}
+with devices.threads(1):
+    inside = {"blas": blas(), "torch": torch.get_num_threads()}
+print(json.dumps({"before": before, "inside": inside, "after": {"blas": blas(), "torch": torch.get_num_threads()}}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread already")
+def test_threads_holds_every_pool_for_a_block_and_gives_the_counts_back_after_it():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}
+    out = json.loads(subprocess.run([sys.executable, "-c", SCOPED], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert max(out["before"]["blas"]) > 1 and out["before"]["torch"] > 1
+    assert out["inside"] == {"blas": [1] * len(out["before"]["blas"]), "torch": 1}
+    assert out["after"] == out["before"]
