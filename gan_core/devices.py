@@ -71,8 +71,8 @@ def threads(n: int):
         with threadpool_limits(limits=None, user_api="blas"):  # the limits as they are now, restored on leaving
             set_threads(n)
             yield
-    finally:
-        torch.set_num_threads(was)
+    finally:  # with torch's MKL (this machine's build) threadpoolctl's restore gives torch its count back too;
+        torch.set_num_threads(was)  # a torch on another BLAS relies on this line
 
 
 def pin(name: str) -> torch.device:

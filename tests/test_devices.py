@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+SEVERAL_CORES = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread already")
+
 POOLS = """
 import json, scipy.linalg
 from threadpoolctl import threadpool_info
@@ -17,18 +19,6 @@ import torch
 print(json.dumps({"before": before, "after": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"],
                   "torch": torch.get_num_threads()}))
 """
-
-
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread already")
-def test_set_threads_holds_numpy_and_scipy_openblas_to_the_share_too():
-    # the suite's own process is held to one thread by conftest's environment; a worker's is not
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                            "MKL_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", POOLS], env=env, capture_output=True, text=True, check=True)
-    pools = json.loads(out.stdout)
-    assert len(pools["before"]) >= 2 and max(pools["before"]) > 1  # numpy's and scipy's, on every core by default
-    assert pools["after"] == [1] * len(pools["before"]) and pools["torch"] == 1
-
 
 SCOPED = """
 import json, scipy.linalg, torch
@@ -42,12 +32,25 @@ print(json.dumps({"before": before, "inside": inside, "after": {"blas": blas(), 
 """
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread already")
-def test_threads_holds_every_pool_for_a_block_and_gives_the_counts_back_after_it():
+def in_a_fresh_process(code: str) -> dict:
+    """What ``code`` prints as JSON, run where the pools start at their defaults: the suite's own process is held to
+    one thread by conftest's environment; a worker's is not."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                             "MKL_NUM_THREADS")}
-    out = json.loads(subprocess.run([sys.executable, "-c", SCOPED], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@SEVERAL_CORES
+def test_set_threads_holds_numpy_and_scipy_openblas_to_the_share_too():
+    pools = in_a_fresh_process(POOLS)
+    assert len(pools["before"]) >= 2 and max(pools["before"]) > 1  # numpy's and scipy's, on every core by default
+    assert pools["after"] == [1] * len(pools["before"]) and pools["torch"] == 1
+
+
+@SEVERAL_CORES
+def test_threads_holds_every_pool_for_a_block_and_gives_the_counts_back_after_it():
+    out = in_a_fresh_process(SCOPED)
     assert max(out["before"]["blas"]) > 1 and out["before"]["torch"] > 1
     assert out["inside"] == {"blas": [1] * len(out["before"]["blas"]), "torch": 1}
     assert out["after"] == out["before"]

@@ -70,4 +70,3 @@ def test_a_checkpoint_whose_content_changed_after_saving_is_refused(split, tiny,
     torch.save(ckpt, path)
     assert loop.train(tiny(steps=4), tmp_path / "r", split=split, resume=True).g_steps == 4
     assert CHECKSUM in torch.load(path, weights_only=False)  # and rewritten with one
-
