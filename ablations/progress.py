@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from ablations.trial_queue import trial_key
+from reports.record import Outcome, TrialRecord
 
 
 class StudyProgress:
@@ -40,26 +40,19 @@ class StudyProgress:
                 continue
 
     def poll(self) -> None:
-        from optuna.trial import TrialState
-
         from gan_core.training.run_folder import STATS, RunFolder
-        from reports.load import is_bookkeeping
 
         done, running = set(), []
-        for t in self.study.get_trials(deepcopy=False):
-            if is_bookkeeping(t.user_attrs):
-                continue
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-                    t.state == TrialState.FAIL and t.user_attrs.get("fail_kind")):
-                done.add(trial_key(t) or t.number)
-            elif t.state == TrialState.RUNNING:
+        for t in map(TrialRecord.of, self.study.get_trials(deepcopy=False)):
+            if t.outcome.ended:
+                done.add(t.key or t.number)
+            elif t.outcome is Outcome.RUNNING:
                 running.append(t)
         steps, notes = len(done) * self.g_steps, []
         for t in running:
-            last = (RunFolder(t.user_attrs["run_dir"]).read_jsonl(STATS) or [{}])[-1] \
-                if t.user_attrs.get("run_dir") else {}
+            last = (RunFolder(t.attrs["run_dir"]).read_jsonl(STATS) or [{}])[-1] if t.attrs.get("run_dir") else {}
             steps += last.get("g_step", 0)
-            notes.append(f"{t.user_attrs.get('arm', '?')} seed {t.user_attrs.get('seed', '?')} "
+            notes.append(f"{t.attrs.get('arm', '?')} seed {t.attrs.get('seed', '?')} "
                          f"{last.get('g_step', 0)}/{self.g_steps} ({last.get('g_images_per_s', 0):,.0f} img/s)")
         self.bar.n = min(steps, self.bar.total)
         self.bar.set_description(f"{min(len(done), self.planned)}/{self.planned} trials", refresh=False)

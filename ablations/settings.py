@@ -92,10 +92,10 @@ def study_identity(settings: Settings, ctx) -> dict:
 def check_study(study, identity: dict, settings: Settings) -> None:
     """Refuse, before anything is trained or written, a study that is not this command's: of another kind, base,
     budget, objective, data or judge, with several objectives or another direction, not created by ablations.run,
-    or holding attrs of the wrong type (reports.load's schema)."""
+    or holding attrs of the wrong type (reports.record's schema)."""
     import optuna
 
-    from reports.load import STUDY_ATTRS, TRIAL_ATTRS, checked_attrs
+    from reports.record import STUDY_ATTRS, TrialRecord, checked_attrs
 
     what = f"study {settings.study_name!r} in {mask_passwords(settings.storage)!r}"
     way_out = "give this run another --study-name"
@@ -110,7 +110,7 @@ def check_study(study, identity: dict, settings: Settings) -> None:
     try:
         attrs = checked_attrs(study.user_attrs, STUDY_ATTRS, f"study {settings.study_name!r}")
         for t in study.get_trials(deepcopy=False):
-            checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {settings.study_name!r} trial #{t.number}")
+            TrialRecord.of(t, settings.study_name)
     except UserError as e:
         raise UserError(f"{e}; {way_out}") from None
     if "study" not in attrs:

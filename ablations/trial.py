@@ -42,11 +42,10 @@ from gan_core.training.config import RunConfig, override
 from gan_core.training.data import Split, training_images
 from gan_core.training.loop import seed_folder, train_seeds
 from gan_core.training.run_folder import CHECKPOINT, EVALS, DamagedCheckpoint, FolderInUse, RunFolder
-from reports import artifacts
+from reports import artifacts, record
+from reports.record import Outcome
 
 FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is training into
-
-FINAL_FAILURES = ("diverged", "out of memory")  # results, not accidents: a rerun does not repeat them
 
 
 @dataclass
@@ -154,12 +153,12 @@ def plan(ctx: Context, trial: optuna.Trial) -> Planned:
     """A trial's config and run folder, recorded in its user attrs; TrialPruned for a trial with nothing to do."""
     if ctx.study.is_grid and "arm" not in trial.user_attrs:  # queued trials carry their arm (see enqueue_missing)
         # Another worker took the last queued trial between our check and our ask: nothing to do.
-        trial.set_user_attr("spare", True)
+        record.set_aside(trial, "spare")
         raise optuna.TrialPruned("no queued arm x seed left")
     cfg, arm = trial_config(ctx, trial)
     run_dir = seed_folder(ctx.runs_dir / slug(arm), cfg.seed)
     if ctx.study.is_grid and _duplicate(trial, arm, cfg.seed):
-        trial.set_user_attr("duplicate", True)
+        record.set_aside(trial, "duplicate")
         raise optuna.TrialPruned(f"{arm} seed {cfg.seed} already ran in another trial")
     trial.set_user_attr("arm", arm)
     trial.set_user_attr("config", cfg.to_dict())
@@ -346,7 +345,7 @@ def _interrupts_recorded(trials: list[optuna.Trial]):
     except KeyboardInterrupt as e:  # Ctrl-C, or ablations.workers' Stopped (SIGINT or SIGTERM)
         name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
         for trial in trials:
-            _fail(trial, "interrupted", f"stopped by {name}; rerun the command to resume it")
+            record.fail(trial, Outcome.INTERRUPTED, f"stopped by {name}; rerun the command to resume it")
         raise
 
 
@@ -364,11 +363,11 @@ def _failures_recorded(trial: optuna.Trial):
 def _record(trial: optuna.Trial, e: Exception) -> None:
     """A failed trial's kind and reason in its user attrs (the report and the table show them)."""
     if isinstance(e, Diverged):
-        _fail(trial, "diverged", str(e))
+        record.fail(trial, Outcome.DIVERGED, str(e))
     elif isinstance(e, torch.OutOfMemoryError):
-        _fail(trial, "out of memory", first_line(e))
+        record.fail(trial, Outcome.OUT_OF_MEMORY, first_line(e))
     elif not isinstance(e, optuna.TrialPruned):  # a bug or a fault: recorded with the trial, the study goes on
-        _fail(trial, "error", os_fault(e) or f"{type(e).__name__}: {e}")
+        record.fail(trial, Outcome.ERROR, os_fault(e) or f"{type(e).__name__}: {e}")
 
 
 def _train_when_free(group: list[Planned], start):
@@ -404,18 +403,13 @@ def _train_when_free(group: list[Planned], start):
             owner.trial.set_user_attr("restarted", reason)
 
 
-def _fail(trial: optuna.Trial, kind: str, reason: str) -> None:
-    trial.set_user_attr("fail_kind", kind)
-    trial.set_user_attr("fail_reason", reason)
-
-
 def _duplicate(trial: optuna.Trial, arm: str, seed: int) -> bool:
     """Another trial of the same arm and seed finished, or started before this one (workers raced to
     queue the same pair). The earlier trial runs; only the later one steps aside."""
-    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                 optuna.trial.TrialState.RUNNING)):
-        earlier = other.state == optuna.trial.TrialState.COMPLETE or other.number < trial.number
-        if other.number != trial.number and earlier and other.user_attrs.get("arm") == arm \
-                and other.user_attrs.get("seed") == seed and not other.user_attrs.get("duplicate"):
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    for other in map(record.TrialRecord.of, trial.study.get_trials(deepcopy=False, states=states)):
+        earlier = other.outcome is Outcome.COMPLETE or other.number < trial.number
+        if other.number != trial.number and earlier and other.key == (arm, seed) \
+                and other.outcome is not Outcome.BOOKKEEPING:
             return True
     return False

@@ -1,6 +1,7 @@
 """The trial queue: grid studies queue every arm x seed once (enqueue_missing), and workers pop queued trials
 (or ask new ones, for a searched study) until none is left (work), one trial at a time or an arm's seeds in one
-pass (work_pass). A trial is known by its (arm, seed) key (trial_key)."""
+pass (work_pass). A trial is known by its (arm, seed) key, and what happened to it by its outcome, both read from
+its record (reports.record.TrialRecord)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 
 from ablations.settings import Settings, make_context, open_study
-
-
-def trial_key(t) -> tuple | None:
-    """(arm, seed) of a grid trial: set as user attrs when queued, copied by Optuna into retries."""
-    a = t.user_attrs
-    return (a["arm"], a["seed"]) if "arm" in a and "seed" in a else None
+from reports.record import Outcome, TrialRecord
 
 
 def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
@@ -66,22 +62,18 @@ def tuning_choice(study, spec) -> dict[str, str] | None:
     """{tuned arm: its family's candidate with the lowest objective on the tuning seeds} (reports.stats.best_of: a
     failed or diverged tuning trial counts as worst), from the stored trials alone, so that every worker and every
     rerun makes the same choice; None while a tuning trial is queued, running, or not yet tried."""
-    from optuna.trial import TrialState
-
     from reports import stats
-    from reports.load import is_bookkeeping
 
     values, failed, pending = {}, set(), set()
-    for t in study.get_trials(deepcopy=False):
-        key = trial_key(t)
-        if key is None or t.user_attrs.get("phase") != "tuning" or is_bookkeeping(t.user_attrs):
+    for t in map(TrialRecord.of, study.get_trials(deepcopy=False)):
+        if t.key is None or t.attrs.get("phase") != "tuning" or t.outcome is Outcome.BOOKKEEPING:
             continue
-        if t.state == TrialState.COMPLETE:
-            values[key] = t.value
-        elif t.state == TrialState.FAIL:
-            failed.add(key)
+        if t.outcome is Outcome.COMPLETE:
+            values[t.key] = t.value
+        elif t.outcome.failed:
+            failed.add(t.key)
         else:
-            pending.add(key)
+            pending.add(t.key)
     chosen = {}
     for family in spec.tuning.families:
         keys = [(c.label, seed) for c in family.candidates for seed in spec.tuning.seeds]
@@ -97,18 +89,11 @@ def tuning_choice(study, spec) -> dict[str, str] | None:
 
 def _enqueue(study, pairs: list[tuple[str, int, dict]], by_arm: bool) -> int:
     """Queue the (arm, seed, extra user attrs) pairs that are neither done, running, queued nor finally failed."""
-    from optuna.trial import TrialState
-
-    from ablations.trial import FINAL_FAILURES
-    from reports.load import is_bookkeeping
-
     taken = set()
-    for t in study.get_trials(deepcopy=False):
-        key = trial_key(t)
-        if key is None or is_bookkeeping(t.user_attrs):
-            continue
-        if t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") in FINAL_FAILURES:
-            taken.add(key)
+    for t in map(TrialRecord.of, study.get_trials(deepcopy=False)):
+        # done, running, queued, or a failure that is the arm's own: not queued again
+        if t.key is not None and (t.outcome.is_result or t.outcome in (Outcome.RUNNING, Outcome.QUEUED)):
+            taken.add(t.key)
     if by_arm:
         arms = list(dict.fromkeys(arm for arm, _, _ in pairs))
         pairs = sorted(pairs, key=lambda pair: arms.index(pair[0]))  # stable: each arm's seeds stay in order
@@ -295,14 +280,12 @@ def asking(lock):
 
 
 def print_trial(study, trial) -> None:
-    from reports.load import is_bookkeeping
-
-    attrs = trial.user_attrs
-    if is_bookkeeping(attrs):
+    t = TrialRecord.of(trial)
+    if t.outcome is Outcome.BOOKKEEPING:
         return
-    what = f"{study.study_name} #{trial.number} {attrs.get('arm', '?')} seed {attrs.get('seed', '?')}"
-    if trial.state.name == "COMPLETE":
-        wall = attrs.get("spent", {}).get("wall_s", 0)
-        print(f"{what}: {trial.value:.2f} ({wall:.0f} s training)", flush=True)
+    what = f"{study.study_name} #{t.number} {t.attrs.get('arm', '?')} seed {t.attrs.get('seed', '?')}"
+    if t.outcome is Outcome.COMPLETE:
+        wall = t.attrs.get("spent", {}).get("wall_s", 0)
+        print(f"{what}: {t.value:.2f} ({wall:.0f} s training)", flush=True)
     else:
-        print(f"{what}: {trial.state.name.lower()} ({attrs.get('fail_reason', 'see the trial')})", flush=True)
+        print(f"{what}: {t.state.lower()} ({t.reason or 'see the trial'})", flush=True)

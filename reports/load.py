@@ -23,122 +23,9 @@ from gan_core.judging.metrics import MetricNames
 from gan_core.judging.protocol import PROTOCOL_KEY
 from gan_core.training.run_folder import EVALS, METRICS, NEIGHBOURS, SAMPLES, RunFolder
 from reports import artifacts as artifact_store
+from reports.record import NUMBER, STUDY_ATTRS, Outcome, Required, TrialRecord, check, checked_attrs, number
 
-# ---- what ablations.run writes into a study (ablations/run.py, settings.py) and its trials (ablations/trial.py) ----
-# Each user attr with the JSON type it must have, checked by ``checked_attrs`` wherever a study is read (here, and
-# by ablations.run before it adds to a study), so that a study edited by hand or written by another program is named
-# in one line instead of failing deep inside the report. A kind is a type (or a tuple of them), a dict (an object
-# with those keys, each optional unless ``Required``; a ``str`` key gives the kind of every key not named), or
-# ``[kind]`` (a list of them). null stands for an absent object or list (not for a list's item).
-NUMBER = (int, float)
-SCALAR = (str, int, float, bool, type(None))
-
-
-@dataclass(frozen=True)
-class Required:
-    """An object's key that must be there."""
-
-    kind: object
-
-
-# a metric's value is checked where it is read (``number``); the protocol it was measured under travels with it
-METRICS_ATTR = {PROTOCOL_KEY: {str: SCALAR}, str: SCALAR}
-BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(None)), "eval_every": int,
-          "eval_n_intermediate": int, "batch_size": (int, type(None)), "seeds": Required(int),
-          "joint_trials": int, "note": str}
-STUDY_ATTRS = {
-    "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
-    "second_judge": (str, type(None)),
-    "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
-    "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
-    "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,
-    # a study with a tuning phase (ablations.studies.Tuning): what it sweeps, and each tuned arm's winning candidate
-    "tuning": {"knob": str, "seeds": [int], "families": [{"arm": Required(str), "candidates": Required([str]),
-                                                           "values": Required([NUMBER])}]},
-    "tuned": {str: str},
-}
-TRIAL_ATTRS = {
-    "arm": str, "seed": int, "spare": bool, "duplicate": bool, "run_dir": str,
-    "config": {"schedule": {"batch_size": int}}, "provenance": {str: SCALAR}, "metrics": METRICS_ATTR,
-    "metrics_step0": METRICS_ATTR, "metrics_equal_flops": METRICS_ATTR,
-    "equal_flops": {"g_steps": int, "flops": NUMBER, "reference_flops": NUMBER, "reference": str},
-    "channels": {str: [int]}, "fail_kind": str, "fail_reason": str, "restarted": str,
-    "phase": str, "family": str, "candidate": str,  # a tuning trial's phase and family; a tuned arm's candidate
-    artifact_store.SNAPSHOT: {"g_step": int, "files": {str: str}},
-    "spent": {"g_steps": int, "d_steps": int, "real_images": int, "wall_s": NUMBER, "flops": NUMBER,
-              "g_images_per_s": NUMBER, "device": str, "device_name": str, "seeds_in_pass": [int]},
-}
-WRITTEN_BY = "the study was not written by python -m ablations.run (edited by hand, or another program's)"
-
-
-def checked_attrs(attrs: dict, schema: dict, where: str) -> dict:
-    """``attrs`` if every attr named in ``schema`` has its kind (attrs it does not name are free), else a UserError
-    naming the first that has not, and where it is (``where``: "study 'x'", "study 'x' trial #3")."""
-    try:
-        for key, kind in schema.items():
-            if key in attrs:
-                check(attrs[key], kind, f"{where}: user attr {key!r}")
-    except UserError as e:
-        raise UserError(f"{e}; {WRITTEN_BY}") from None
-    return attrs
-
-
-def check(value, kind, what: str, item: bool = False) -> None:
-    """A UserError ("WHAT['key'][0] is a string, not a number") unless ``value`` is of ``kind`` (``item``: a list's,
-    where null is no absent object)."""
-    if isinstance(kind, list | dict) and value is None and not item:
-        return
-    if isinstance(kind, list):
-        _expect(value, list, what)
-        for i, x in enumerate(value):
-            check(x, kind[0], f"{what}[{i}]", item=True)
-    elif isinstance(kind, dict):
-        _expect(value, dict, what)
-        for k, v in value.items():
-            sub = kind.get(k, kind.get(str))
-            if sub is not None:
-                check(v, sub.kind if isinstance(sub, Required) else sub, f"{what}[{k!r}]")
-        missing = [k for k, sub in kind.items() if isinstance(sub, Required) and k not in value]
-        if missing:
-            raise UserError(f"{what} has no {missing[0]!r}")
-    else:
-        _expect(value, kind, what)
-
-
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null",
-               list: "a list", dict: "an object", object: "anything"}
-
-
-def _expect(value, kinds, what: str) -> None:
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    # JSON's true/false are not numbers, though Python's bool is an int
-    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds and object not in kinds):
-        return
-    wanted = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
-    found = next((_KIND_NAMES[k] for k in (bool, type(None), str, int, float, list, dict) if isinstance(value, k)),
-                 type(value).__name__)
-    raise UserError(f"{what} is {found}, not {wanted}")
-
-
-def number(value, what: str) -> float | None:
-    """A metric's value as the report uses it: a number or None (a NaN is a number: a diverged value)."""
-    if value is None:
-        return None
-    try:
-        _expect(value, NUMBER, what)
-    except UserError as e:
-        raise UserError(f"{e}; {WRITTEN_BY}") from None
-    return value
-
-
-# Bookkeeping trials of ablations.run (a worker that found no queued arm, a raced duplicate): not results.
-BOOKKEEPING_ATTRS = ("spare", "duplicate")
 DIGITS = range(10)
-
-
-def is_bookkeeping(attrs) -> bool:
-    """Whether a trial with these user attrs is bookkeeping, not a result: every count, table and queue skips it."""
-    return any(attrs.get(a) for a in BOOKKEEPING_ATTRS)
 
 
 @dataclass
@@ -268,8 +155,8 @@ def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> Stu
     recorded = attrs.get(artifact_store.STORE)
     if store is None and recorded and Path(recorded).is_dir():
         store = artifact_store.open_store(recorded, create=False)
-    rows = [trial_row(t, names, runs, study.study_name, store) for t in trials
-            if not is_bookkeeping(t.user_attrs)]
+    records = (TrialRecord.of(t, study.study_name) for t in trials)
+    rows = [trial_row(r, names, runs, study.study_name, store) for r in records if r.outcome is not Outcome.BOOKKEEPING]
     frame = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
     tuning = frame["phase"] == "tuning"
     frame, tuning = frame[~tuning].reset_index(drop=True), frame[tuning].reset_index(drop=True)
@@ -278,9 +165,9 @@ def study_data(study: optuna.Study, trials: list, runs: Path, store=None) -> Stu
                      names, frame, curves, study, tuning)
 
 
-def trial_row(t: optuna.trial.FrozenTrial, names: MetricNames | None, runs: Path, study_name: str,
-              store=None) -> dict:
-    a = checked_attrs(t.user_attrs, TRIAL_ATTRS, f"study {study_name!r} trial #{t.number}")
+def trial_row(t: TrialRecord, names: MetricNames | None, runs: Path, study_name: str, store=None) -> dict:
+    """A result's row of the trials frame, from its record."""
+    a = t.attrs
     metrics = a.get("metrics") or {}
     step0 = a.get("metrics_step0") or {}  # the untrained generator, same sample count (ablations.trial)
     spent = a.get("spent") or {}
@@ -293,11 +180,10 @@ def trial_row(t: optuna.trial.FrozenTrial, names: MetricNames | None, runs: Path
 
     run_dir, samples, neighbours = _run_folder(a, runs, store)
     row = {
-        "number": t.number, "state": t.state.name,
+        "number": t.number, "state": t.state,
         "arm": a.get("arm", t.params.get("arm", f"trial {t.number}")),
         "seed": a.get("seed", t.params.get("seed")),
-        # a multi-objective trial has values, not a value
-        "value": t.values[0] if t.values else None,
+        "value": t.value,
         "fid": metric(names and names.fid), "kid": metric(names and names.kid),
         "precision": metric(names and names.precision), "recall": metric(names and names.recall),
         "modes": metric(names and names.modes),
@@ -310,10 +196,9 @@ def trial_row(t: optuna.trial.FrozenTrial, names: MetricNames | None, runs: Path
         "channels": a.get("channels"),
         "g_images_per_s": spent.get("g_images_per_s"), "wall_s": spent.get("wall_s"),
         "g_steps": spent.get("g_steps"), "device": spent.get("device"),
-        "fail_kind": a.get("fail_kind") if t.state.name == "FAIL" else None,
-        "fail_reason": a.get("fail_reason") if t.state.name == "FAIL" else None,
+        "fail_kind": t.kind, "fail_reason": t.reason,
         "restarted": a.get("restarted"),  # why it trained again from scratch (its checkpoint was damaged)
-        "run_dir": run_dir, "samples": samples, "neighbours": neighbours, "params": dict(t.params),
+        "run_dir": run_dir, "samples": samples, "neighbours": neighbours, "params": t.params,
         "batch_size": (config.get("schedule") or {}).get("batch_size"),
         "protocol": metrics.get(PROTOCOL_KEY),  # how its metrics were measured (gan_core.judging.protocol)
         "phase": a.get("phase"), "family": a.get("family"),  # a tuning trial's (None for the verdict's)
@@ -325,9 +210,6 @@ def trial_row(t: optuna.trial.FrozenTrial, names: MetricNames | None, runs: Path
     row.update({column: metric(second and getattr(second, name))
                 for name, column in zip(SECOND_JUDGE_METRICS, SECOND_JUDGE_COLUMNS, strict=True)})
     row[SECOND_JUDGE_NAME] = metrics.get(SECOND_JUDGE_NAME)
-    if t.state.name == "FAIL" and not row["fail_kind"]:
-        # failed by Optuna itself (a worker's heartbeat went stale), not by the trial's own handler
-        row["fail_kind"], row["fail_reason"] = "worker lost", "its worker stopped sending heartbeats"
     return row
 
 

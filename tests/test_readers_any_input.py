@@ -3,7 +3,8 @@ one UserError (a clear line for the user), never another exception. Hypothesis d
 valid documents with one value replaced by anything, which is where a hostile or careless edit lands.
 
 Readers: stats.jsonl and evals.jsonl (RunFolder.read_jsonl), config.json (RunFolder.config), a pytest-benchmark
-file (reports.load.load_benchmarks), a study's and a trial's user attrs (reports.load.checked_attrs, trial_row).
+file (reports.load.load_benchmarks), a study's and a trial's user attrs (reports.record.checked_attrs,
+TrialRecord.of, reports.load.trial_row).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from gan_core.errors import UserError
 from gan_core.training.config import RunConfig
 from gan_core.training.run_folder import CONFIG, EVALS, STATS, RunFolder
-from reports import load
+from reports import load, record
 from tests import report_fixtures as rf
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -130,7 +131,7 @@ VALID_TRIAL = {"arm": "1/2", "seed": 0, "run_dir": "runs/x/1_2/seed0", "config":
 @given(attrs=json_values | edited(VALID_STUDY))
 def test_a_studys_attrs_are_of_their_kind_or_refused_in_one_line(attrs):
     if isinstance(attrs, dict):
-        result_or_user_error(lambda: load.checked_attrs(attrs, load.STUDY_ATTRS, "study 'x'"))
+        result_or_user_error(lambda: record.checked_attrs(attrs, record.STUDY_ATTRS, "study 'x'"))
 
 
 @FAST
@@ -138,7 +139,8 @@ def test_a_studys_attrs_are_of_their_kind_or_refused_in_one_line(attrs):
 def test_a_trials_attrs_read_as_a_row_or_are_refused_in_one_line(tmp_path, attrs, state):
     trial = optuna.trial.create_trial(state=optuna.trial.TrialState[state], user_attrs=attrs,
                                       value=1.0 if state == "COMPLETE" else None)
-    row = result_or_user_error(lambda: load.trial_row(trial, load.MetricNames.from_fid("fid100"), tmp_path, "x"))
+    row = result_or_user_error(lambda: load.trial_row(record.TrialRecord.of(trial, "x"),
+                                                      load.MetricNames.from_fid("fid100"), tmp_path, "x"))
     if row is not None:  # what reports.stats and reports.sections compute with
         for key in ("fid", "kid", "modes", "fid_step0", "g_images_per_s", "wall_s"):
             assert row[key] is None or isinstance(row[key], int | float) and not isinstance(row[key], bool), key

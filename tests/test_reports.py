@@ -732,11 +732,12 @@ def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path
     from optuna.trial import create_trial
 
     from reports.load import trial_row
+    from reports.record import TrialRecord
 
     reason = "runs/x/seed0/checkpoint.pt cannot be read (its content does not match its checksum); it is corrupt"
     t = create_trial(value=1.0, user_attrs={"arm": "1:5", "seed": 0, "restarted": reason})
-    assert trial_row(t, None, tmp_path, "s")["restarted"] == reason
-    assert trial_row(create_trial(value=1.0), None, tmp_path, "s")["restarted"] is None
+    assert trial_row(TrialRecord.of(t), None, tmp_path, "s")["restarted"] == reason
+    assert trial_row(TrialRecord.of(create_trial(value=1.0)), None, tmp_path, "s")["restarted"] is None
 
 
 def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_changes_the_answer(fx, page):
