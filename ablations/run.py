@@ -233,7 +233,7 @@ def summary_table(study, settings, floor: dict | None) -> str:
         return ""
     lines = []
     if data.is_grid:
-        rows = sections.arm_table(data, sections.arm_order(data), data.attrs.get("baseline"))
+        rows = sections.arm_table(data, sections.arm_order(data))
         w = max([len("real-data floor"), *(len(r["arm"]) for r in rows)])  # the widest arm label sets the column
         header = f"{'arm':<{w}} {'seeds':>5}  {k.fid + ' mean [95% CI]':<26} {k.kid + ' mean [95% CI]':<30} failed"
         lines = [header, "-" * len(header)]

@@ -152,5 +152,5 @@ def make_context(settings: Settings):
     n = budget.eval_n or default_n(split)
     return Context(spec, budget, base, split, reference,
                    Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
-                   Path(settings.runs) / settings.study_name, MetricNames.for_count(n).fid,
+                   Path(settings.runs) / settings.study_name, MetricNames.for_count(n),
                    artifacts.open_store(settings.artifacts, create=True) if settings.artifacts else None)

@@ -119,7 +119,7 @@ class Study:
     question: str  # the blog's question this study answers
     space: Callable[[optuna.Trial], dict]
     arms: tuple[Arm, ...] = ()  # empty for searched (not gridded) studies
-    baseline: str | None = None  # the arm that is the blog's own setting
+    blog_arm: str | None = None  # the arm that is the blog's own setting
     bases: Mapping[str, Base] = field(default_factory=lambda: BLOG_BASES)  # budget name -> base
     # What is special about the study, stored in its record for the report (which holds no study name): its kind
     # of verdict ("leave_one_out"), the arm that verdict is measured against, the page's heading, and so on.
@@ -174,7 +174,7 @@ class Study:
         the report reads it from the storage and never imports this registry."""
         tuning = {"tuning": self.tuning.description()} if self.tuning else {}
         return {"question": self.question, "knob": self.knob, "arms": [a.label for a in self.arms],
-                "baseline": self.baseline, **self.special, **tuning}
+                "blog_arm": self.blog_arm, **self.special, **tuning}
 
 
 REGISTRY: dict[str, Study] = {}
@@ -188,7 +188,7 @@ def register(study: Study) -> Study:
     return study
 
 
-def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str,
+def grid(name: str, knob: str, question: str, arms: list[Arm], blog_arm: str,
          bases: Mapping[str, Base] = BLOG_BASES, special: Mapping | None = None, tuning: Tuning | None = None) -> Study:
     """A grid study; with ``tuning``, one verdict arm per tuned family follows the fixed ``arms``."""
     arms = list(arms) + [Arm(f.label, {}) for f in (tuning.families if tuning else ())]
@@ -196,7 +196,7 @@ def grid(name: str, knob: str, question: str, arms: list[Arm], baseline: str,
     def space(trial: optuna.Trial) -> dict:
         return study.changes(trial.suggest_categorical("arm", study.labels), trial.user_attrs.get("candidate"))
 
-    study = Study(name, knob, question, space, tuple(arms), baseline, bases, special or {}, tuning)
+    study = Study(name, knob, question, space, tuple(arms), blog_arm, bases, special or {}, tuning)
     return register(study)
 
 
@@ -223,7 +223,7 @@ OPTIMIZER_ARMS = [
 
 grid("step_ratio", "D:G steps per iteration",
      "Does training the generator five times per discriminator step help?",
-     [_ratio(5, 1), _ratio(2, 1), _ratio(1, 1), _ratio(1, 2), _ratio(1, 5)], baseline="1:5",
+     [_ratio(5, 1), _ratio(2, 1), _ratio(1, 1), _ratio(1, 2), _ratio(1, 5)], blog_arm="1:5",
      bases=learning_bases())
 
 
@@ -243,7 +243,7 @@ def _family(name: str, usual: float, changes: Callable[[float], dict], label: Ca
 
 # Every optimizer family gets the same tuning budget: 3 learning rates a factor of 3 apart around its usual one
 # (Lucic et al. 2018 gave every model the same number of tuning trials before comparing). Adadelta is swept around
-# its usual 1.0; the blog's 1e-3 stays the baseline, untuned, as the blog ran it.
+# its usual 1.0; the blog's 1e-3 stays the blog's arm, untuned, as the blog ran it.
 OPTIMIZER_TUNING = Tuning("learning rate", (
     _family("Adadelta", 1.0, lambda lr: _optim("Adadelta", lr), _lr),
     _family("Adam", 2e-4, lambda lr: _optim("Adam", lr, ADAM), _lr),  # DCGAN's betas
@@ -254,12 +254,12 @@ OPTIMIZER_TUNING = Tuning("learning rate", (
 ))
 grid("optimizer", "optimizer", "Adadelta at lr 1e-3, or something else?",
      [Arm("Adadelta lr=1e-3", _optim("Adadelta", 1e-3))],  # the blog's
-     baseline="Adadelta lr=1e-3", bases=learning_bases(), tuning=OPTIMIZER_TUNING)
+     blog_arm="Adadelta lr=1e-3", bases=learning_bases(), tuning=OPTIMIZER_TUNING)
 # each extra block is a 3x3 convolution at 16x16 in G and in D: at full dcgan-cpu width depth 9 costs 3.6x depth 4
 # per G step (146 against 40 ms on one core), and the six arms would take 29 minutes at quick (22 at 3/4 of the
 # channels, measured); half the channels (the extra blocks' cost goes with their square) brings it under 20
 grid("depth", "blocks in G and D", "Is the plain 9-block stack too deep?",
-     [Arm(str(d), {"model.depth": d}) for d in range(4, 10)], baseline="9", bases=learning_bases(1 / 2))
+     [Arm(str(d), {"model.depth": d}) for d in range(4, 10)], blog_arm="9", bases=learning_bases(1 / 2))
 # widths are the blog's multipliers (1 = 768 channels at the top); at quick the widest arm would cost 64x
 # the base per step on the CPU, so the budget shrinks every arm by 1/4 (the floor of 8 channels holds).
 # Equal compute is the 1/4 arm's: the base (1/8) spends so little in the budget that no arm had learned at its
@@ -267,7 +267,7 @@ grid("depth", "blocks in G and D", "Is the plain 9-block stack too deep?",
 # and its tiny steps cost mostly overhead (36 ms an iteration on one core, against 49 for 1/4 and 68 for 1/2):
 # about 32 minutes for the study at quick; with 1/4 it trains on to about 2,800 G steps
 grid("width", "channel multiplier", "How wide must the layers be?",
-     [Arm(w, {"model.width": float(Fraction(w))}) for w in ("1/8", "1/4", "1/2", "1")], baseline="1",
+     [Arm(w, {"model.width": float(Fraction(w))}) for w in ("1/8", "1/4", "1/2", "1")], blog_arm="1",
      bases=learning_bases(1 / 4), special={"reference": "1/4"})
 
 # The blog's choices, each with the change that fixes it. The quirks study leaves one out at a time: every arm fixes
@@ -309,7 +309,7 @@ def _fixed_but(restored: str | None) -> dict:
 
 grid("blog_quirks", "choice restored (the others fixed)", "Why were the blog's digits blurry?",
      [Arm("blog", {}), Arm(ALL_FIXED, _fixed_but(None))] + [Arm(c.label, _fixed_but(c.label)) for c in BLOG_CHOICES],
-     baseline="blog", bases=QUIRK_BASES,
+     blog_arm="blog", bases=QUIRK_BASES,
      special={"verdict": "leave_one_out", "reference": ALL_FIXED, "heading": "Which of the blog's choices made its "
               "digits blurry?", "choices": [{"label": c.label, "guess": c.guess, "see_also": c.see_also}
                                             for c in BLOG_CHOICES], "guesses": BLOG_GUESSES})

@@ -57,8 +57,13 @@ class Context:
     reference: Reference  # held-out features for the final metrics, prepared once per worker
     intermediate: Evaluator  # smaller-n metrics during training (anytime curves, pruning)
     runs_dir: Path  # runs/<study name>/
-    objective: str  # the metric minimised, e.g. "fid1k"
+    names: MetricNames  # the final metrics' names, at the final sample count (fid1k, kid1k_mean...)
     artifacts: object | None = None  # an Optuna artifact store (reports.artifacts), or None: run folders stay local
+
+    @property
+    def objective(self) -> str:
+        """The metric minimised, e.g. "fid1k"."""
+        return self.names.fid
 
 
 def slug(text: str) -> str:
@@ -193,7 +198,7 @@ def _resume_from_artifacts(ctx: Context, trial: optuna.Trial, arm: str, seed: in
 
 
 def _step0_keys(ctx: Context) -> tuple[str, ...]:
-    final = MetricNames.from_fid(ctx.objective)
+    final = ctx.names
     return final.fid, final.kid, final.precision, final.recall, final.modes
 
 

@@ -60,12 +60,25 @@ class StudyData:
         return list(self.attrs.get("arms") or [])
 
     @property
-    def baseline(self) -> str | None:
-        return self.attrs.get("baseline")
+    def blog_arm(self) -> str | None:
+        """The arm that is the blog's own setting."""
+        return self.attrs.get("blog_arm")
+
+    @property
+    def base_arm(self) -> str | None:
+        """The arm that trains the study's base itself (ablations.run.base_arm)."""
+        return self.attrs.get("base_arm")
 
     @property
     def is_grid(self) -> bool:
         return bool(self.arms)
+
+    @property
+    def curve_names(self) -> MetricNames | None:
+        """The anytime metrics' names (``fid200``...): the budget's intermediate sample count, which the study
+        records (a curve's step-0 row also holds the final count's, fid1k, for "did it learn?"); None without it."""
+        n = (self.attrs.get("budget") or {}).get("eval_n_intermediate")
+        return MetricNames.for_count(n) if n else None
 
 
 # a grid arm judged at equal compute too (ablations.trial.equal_points): its FID and KID there, its G steps there, and
@@ -263,13 +276,6 @@ def anytime_curves(trials: pd.DataFrame) -> pd.DataFrame:
         if rows:
             frames.append(pd.DataFrame(rows).assign(trial=t.number, arm=t.arm, seed=t.seed, state=t.state.lower()))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def curve_names(curves: pd.DataFrame) -> MetricNames | None:
-    """The names of the intermediate metrics in the curves (``fid200``: their count differs from the final one):
-    the FID recorded at the most points (the step-0 row also holds the final count's FID, for "did it learn?")."""
-    found = {c: int(curves[c].notna().sum()) for c in curves.columns if MetricNames.from_fid(c) is not None}
-    return MetricNames.from_fid(max(sorted(found), key=found.get)) if found else None
 
 
 # ---- scored generators (python -m gan_core.evaluate --samples/--generator --out DIR/NAME) -----------------------

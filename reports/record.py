@@ -43,7 +43,7 @@ BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(
 STUDY_ATTRS = {
     "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
     "second_judge": (str, type(None)),
-    "question": str, "knob": str, "arms": [str], "baseline": (str, type(None)), "base_arm": (str, type(None)),
+    "question": str, "knob": str, "arms": [str], "blog_arm": (str, type(None)), "base_arm": (str, type(None)),
     "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
     "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,
     # a study with a tuning phase (ablations.studies.Tuning): what it sweeps, and each tuned arm's winning candidate

@@ -18,7 +18,7 @@ import pandas as pd
 from gan_core.errors import first_line
 from gan_core.training.run_folder import NEIGHBOURS, SAMPLES
 from reports import figures, stats
-from reports.load import SECOND_JUDGE_COLUMNS, SECOND_JUDGE_NAME, StudyData, curve_names, second_judge_names
+from reports.load import SECOND_JUDGE_COLUMNS, SECOND_JUDGE_NAME, StudyData, second_judge_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_STUDY = "python -m ablations.run --study {name}"
@@ -187,8 +187,7 @@ def learning(study: StudyData, order: list[str], final: dict[str, dict]) -> dict
             if any(v is not None for v in step0[arm].values())}
 
 
-def arm_table(study: StudyData, order: list[str], baseline: str | None,
-              learned: dict[str, stats.Learning] | None = None) -> list[dict]:
+def arm_table(study: StudyData, order: list[str], learned: dict[str, stats.Learning] | None = None) -> list[dict]:
     fails = failure_rows(study.trials)
     learned = learned or {}
     rows = []
@@ -200,12 +199,12 @@ def arm_table(study: StudyData, order: list[str], baseline: str | None,
         reasons = Counter((k or "error", r or "no reason recorded") for k, r in
                           zip(final["fail_kind"], final["fail_reason"], strict=True))
         rows.append({
-            "arm": arm, "baseline": arm == baseline, "seeds": len(done),
+            "arm": arm, "blog_arm": arm == study.blog_arm, "seeds": len(done),
             "seed_list": ", ".join(str(s) for s in sorted(done["seed"].dropna())),
             "fid": stats.summarise(done["fid"].tolist()), "kid": stats.summarise(done["kid"].tolist()),
             "fid_flops": stats.summarise(done["fid_flops"].dropna().tolist()),
             "g_steps_flops": int(done["g_steps_flops"].median()) if done["g_steps_flops"].notna().any() else None,
-            "learned": learned.get(arm), "base_arm": arm == study.attrs.get("base_arm"),
+            "learned": learned.get(arm), "base_arm": arm == study.base_arm,
             "channels": _first(done["channels"]) if len(done) else None,
             "precision": _mean(done["precision"]), "recall": _mean(done["recall"]), "modes": _mean(done["modes"]),
             "images_per_s": _mean(done["g_images_per_s"]), "wall_s": _mean(done["wall_s"]),
@@ -329,7 +328,6 @@ def _read_png(path: Path | None) -> bytes | None:
 def grid_section(study: StudyData) -> dict:
     k = study.names
     order = arm_order(study)
-    baseline = study.baseline
     floor = study.attrs.get("floor") or {}
     sid = anchor(study.name)
     complete = study.complete
@@ -337,13 +335,13 @@ def grid_section(study: StudyData) -> dict:
     section.update(memorization_section(study, order))
     section.update(second_judge(study, order))
     if k is None:
-        section.update(order=order, table=arm_table(study, order, baseline), samples=sample_grids(study, order))
+        section.update(order=order, table=arm_table(study, order), samples=sample_grids(study, order))
         section["verdict"] = stats.Verdict("the study records no objective: no verdict")
         section["answer"] = section["verdict"].text
         return section
     fid_groups = seed_groups(study, order, "fid")
     learned = learning(study, order, fid_groups)
-    section.update(order=order, table=arm_table(study, order, baseline, learned), samples=sample_grids(study, order))
+    section.update(order=order, table=arm_table(study, order, learned), samples=sample_grids(study, order))
     section["verdict"] = stats.verdict(fid_groups, k.fid)
     kid_verdict = stats.verdict(seed_groups(study, order, "kid"), k.kid)
     if section["verdict"].best and kid_verdict.best and kid_verdict.best != section["verdict"].best:
@@ -362,7 +360,7 @@ def grid_section(study: StudyData) -> dict:
                              *([("fid_flops", f"{k.fid} at equal FLOPs", floor.get(k.fid))] if section["compute"]
                                else []),
                              ("kid", k.kid, floor.get(k.kid))]),
-        figures.anytime_figure(f"{sid}-anytime", study.curves, order, _curve_columns(study.curves)),
+        figures.anytime_figure(f"{sid}-anytime", study.curves, order, _curve_columns(study)),
         figures.coverage_figure(f"{sid}-coverage", complete, order),
     ]
     section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}
@@ -452,7 +450,7 @@ def choices_answer(study: StudyData, fid_groups: dict, learned: dict[str, stats.
         g["sentence"] = " ".join(_cost_sentence(r, reference, metric) for r in g["rows"]) or \
             "no arm of this study tests it."
     unguessed = [r for r in rows if not r["guess"]]
-    blog = study.baseline
+    blog = study.blog_arm
     whole = stats.compare(fid_groups[blog], fid_groups[reference], names=(blog, reference)) \
         if blog in fid_groups and reference in fid_groups else None
     unguessed_text = "; ".join(f"\u201c{r['choice']}\u201d {stats.ratio_text(r['cmp'].ratio)}"
@@ -557,7 +555,7 @@ def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stat
                with_notes: bool = True) -> str:
     """``answer`` in one unit; ``with_notes``: say when the base arm or the blog's setting did not learn."""
     budget = _budget_words(study)
-    base_arm, blog = study.attrs.get("base_arm"), study.baseline
+    base_arm, blog = study.base_arm, study.blog_arm
     if verdict.best is None or not learned:
         return verdict.text
     if not any(x.learned for x in learned.values()):
@@ -592,8 +590,8 @@ def _answer_at(study: StudyData, verdict: stats.Verdict, learned: dict[str, stat
             f"arm, {verdict.best} ({against.detail(p, 'p_holm')}): {tail}. {overall}{said}")
 
 
-def _curve_columns(curves: pd.DataFrame) -> list[str | None]:
-    names = curve_names(curves)
+def _curve_columns(study: StudyData) -> list[str | None]:
+    names = study.curve_names
     return [names.fid, names.kid] if names is not None else [None, None]
 
 
@@ -662,7 +660,7 @@ def joint_section(study: StudyData) -> dict:
         figures.history_figure(f"{sid}-history", study.trials, label),
         figures.importance_figure(f"{sid}-importance", imp),
         figures.anytime_figure(f"{sid}-anytime", curves, ["complete", "pruned", "fail"],
-                               _curve_columns(curves), hue="state",
+                               _curve_columns(study), hue="state",
                                units="trial") if len(curves) else None,
     ]
     section["figures"] = {f.name.removeprefix(f"{sid}-"): f for f in fig_list if f is not None}

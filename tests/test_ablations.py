@@ -720,7 +720,7 @@ def pair_study():
     import dataclasses
 
     width = REGISTRY["width"]
-    return dataclasses.replace(width, name="pair", arms=width.arms[:2], baseline=width.arms[0].label, special={})
+    return dataclasses.replace(width, name="pair", arms=width.arms[:2], blog_arm=width.arms[0].label, special={})
 
 
 def host_that_dies_mid_trial() -> None:

@@ -117,7 +117,7 @@ VALID_STUDY = {"study": "width", "base": "dcgan-cpu", "budget": {"name": "smoke"
                "eval_every": 4, "eval_n_intermediate": 100, "batch_size": 16, "seeds": 1, "joint_trials": 3,
                "note": "x"}, "objective": "fid100", "data": "embedded", "split": [4000, 1000],
                "extractor": "mnist-cnn-v1-81967625", "question": "q", "knob": "k", "arms": ["1/2", "1"],
-               "baseline": None, "base_arm": "1/2", "base_why": "", "shrink": 0.125, "seeds": 1,
+               "blog_arm": None, "base_arm": "1/2", "base_why": "", "shrink": 0.125, "seeds": 1,
                "floor": {"fid100": 1.27}, "catalogue": [{"name": "width", "question": "q"}]}
 VALID_TRIAL = {"arm": "1/2", "seed": 0, "run_dir": "runs/x/1_2/seed0", "config": {"schedule": {"batch_size": 16}},
                "provenance": {"git_commit": "abc", "git_dirty": False},

@@ -656,7 +656,7 @@ def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5"
 
     from gan_core.judging.metrics import MetricNames
 
-    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": base_arm}, baseline=blog,
+    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}}, blog_arm=blog, base_arm=base_arm,
                             names=MetricNames.for_count(1000))
     learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
     return sections.answer(study, stats.verdict(final, "fid1k"), learned, None)
@@ -688,15 +688,19 @@ def test_an_answer_compares_the_blogs_setting_with_the_best_arm_paired():
 
 def test_anytime_curves_use_the_intermediate_metric_not_the_step_0_extra():
     """The step-0 row also holds the final count's FID (fid1k, for "did it learn?"): the curves must still plot the
-    intermediate one, recorded at every point (seen: a curve of one point, step 0)."""
+    intermediate one, recorded at every point (seen: a curve of one point, step 0). Its count is the budget's."""
     import pandas as pd
 
     from reports import load
 
     frame = pd.DataFrame([{"g_step": 0, "fid200": 400.0, "kid200_mean": 9.0, "fid1k": 380.0},
                           {"g_step": 450, "fid200": 50.0, "kid200_mean": 1.0}, {"g_step": 900, "fid200": 9.0}])
-    names = load.curve_names(frame)
+    budget = {"name": "quick", "g_steps": 900, "eval_n": 1000, "eval_n_intermediate": 200, "seeds": 5}
+    study = load.StudyData("s", "step_ratio", {"budget": budget}, ["minimize"], load.MetricNames.for_count(1000),
+                           pd.DataFrame(), frame, study=None)
+    names = study.curve_names
     assert (names.fid, names.kid) == ("fid200", "kid200_mean")
+    assert load.StudyData("s", None, {}, ["minimize"], None, pd.DataFrame(), frame, study=None).curve_names is None
 
 
 def choices_text(final: dict, step0: dict) -> str:
@@ -706,8 +710,8 @@ def choices_text(final: dict, step0: dict) -> str:
     from gan_core.judging.metrics import MetricNames
 
     choices = [{"label": a, "guess": "", "see_also": ""} for a in final if a not in ("blog", "all fixed")]
-    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "base_arm": "blog", "reference": "all fixed",
-                                   "choices": choices, "guesses": {}}, baseline="blog",
+    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "reference": "all fixed",
+                                   "choices": choices, "guesses": {}}, blog_arm="blog", base_arm="blog",
                             names=MetricNames.for_count(1000))
     learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
     return sections.answer(study, stats.verdict(final, "fid1k"), learned,
@@ -857,6 +861,16 @@ def test_the_page_says_which_learning_rate_each_family_won_with_and_shows_the_sw
     figure = section.find("figure", data_role="tuning")
     assert figure.find("img").attrs["src"].startswith("data:image/png;base64,")
     assert (tmp / "figures" / f"{sections.anchor(fx.studies['optimizer'])}-tuning.png").is_file()
+
+
+def test_only_the_blogs_own_arm_is_marked_as_the_blogs_and_a_chosen_candidate_as_chosen(tuned_page):
+    """The page's CSS writes " (blog)" after the first cell of a row of class blog-arm. Until 2026-12-03 a chosen
+    tuning candidate's row borrowed that class, so its family's cell read "Adam tuned (blog)"."""
+    fx, _, dom = tuned_page
+    section = dom.find("section", id=sections.study_anchor(fx.studies["optimizer"]))
+    assert [r.attrs["data-arm"] for r in section.find_all("tr", class_="blog-arm")] == ["Adadelta lr=1e-3"]
+    assert [r.attrs["data-arm"] for r in section.find_all("tr", class_="chosen")] == list(TUNED.values())
+    assert 'tr.blog-arm td:first-child::after { content: " (blog)"' in dom.find("style").text()
 
 
 def test_tuning_trials_are_no_arm_of_the_verdict(tuned_page):
