@@ -86,7 +86,7 @@ def study_identity(settings: Settings, ctx) -> dict:
             "split": [len(ctx.split.train), len(ctx.split.heldout)], "extractor": ctx.reference.extractor_name,
             # the second judge's weights too: its FIDs from two versions of it would be ranked together
             "second_judge": ctx.reference.second_judge_name,
-            "arms": [a.label for a in ctx.study.arms]}
+            "arms": [a.label for a in ctx.spec.arms]}
 
 
 def check_study(study, identity: dict, settings: Settings) -> None:

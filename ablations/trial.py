@@ -50,7 +50,7 @@ FOLDER_WAIT_S = 1.0  # between looks at a run folder that another worker is trai
 
 @dataclass
 class Context:
-    study: Study
+    spec: Study  # the study's spec (ablations.studies); an Optuna study is a trial's .study
     budget: Budget
     base: RunConfig
     split: Split
@@ -94,15 +94,15 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
     for TPE to tune: it is the number of the trial it started as (its "seed" user attr, which Optuna
     copies into a retry), so that a retry trains the same run and resumes its run folder.
     """
-    changes = ctx.study.space(trial)
-    if ctx.study.is_grid:
+    changes = ctx.spec.space(trial)
+    if ctx.spec.is_grid:
         seed, arm = trial.suggest_int("seed", 0, 1_000_000), trial.params["arm"]
     else:
         seed = trial.user_attrs.get("seed", trial.number)
         trial.set_user_attr("seed", seed)
         arm = f"trial {seed}"
     cfg = _budgeted(ctx, override(ctx.base, changes), seed)
-    if ctx.study.is_grid:  # trained on to the reference's compute too, evaluated at both points (equal_points)
+    if ctx.spec.is_grid:  # trained on to the reference's compute too, evaluated at both points (equal_points)
         points = equal_points(ctx, cfg)
         cfg = override(cfg, {"steps": max(points), "eval_at": list(points)})
     return cfg, arm
@@ -121,8 +121,8 @@ def _budgeted(ctx: Context, cfg: RunConfig, seed: int) -> RunConfig:
 def reference_flops(ctx: Context) -> float:
     """The model FLOPs the study's compute reference spends in the budget's G steps: its base, or the arm its record
     names as the reference of its verdict (leave-one-out: "all fixed"). What "equal compute" gives every arm."""
-    label = ctx.study.special.get("reference")
-    ref = _budgeted(ctx, override(ctx.base, ctx.study.arm(label).changes if label else {}), 0)
+    label = ctx.spec.special.get("reference")
+    ref = _budgeted(ctx, override(ctx.base, ctx.spec.arm(label).changes if label else {}), 0)
     return flops_at(ref, ctx.budget.g_steps, len(training_images(ctx.split, ref.data)))
 
 
@@ -156,13 +156,13 @@ class Planned:
 
 def plan(ctx: Context, trial: optuna.Trial) -> Planned:
     """A trial's config and run folder, recorded in its user attrs; TrialPruned for a trial with nothing to do."""
-    if ctx.study.is_grid and "arm" not in trial.user_attrs:  # queued trials carry their arm (see enqueue_missing)
+    if ctx.spec.is_grid and "arm" not in trial.user_attrs:  # queued trials carry their arm (see enqueue_missing)
         # Another worker took the last queued trial between our check and our ask: nothing to do.
         record.set_aside(trial, "spare")
         raise optuna.TrialPruned("no queued arm x seed left")
     cfg, arm = trial_config(ctx, trial)
     run_dir = seed_folder(ctx.runs_dir / slug(arm), cfg.seed)
-    if ctx.study.is_grid and _duplicate(trial, arm, cfg.seed):
+    if ctx.spec.is_grid and _duplicate(trial, arm, cfg.seed):
         record.set_aside(trial, "duplicate")
         raise optuna.TrialPruned(f"{arm} seed {cfg.seed} already ran in another trial")
     trial.set_user_attr("arm", arm)
@@ -220,7 +220,7 @@ def on_eval_for(ctx: Context, planned: Planned):
                                       trained_on=training_images(ctx.split, cfg.data))
             # its numbers: the judges' names are the final judgement's protocol's (an evals.jsonl line holds no others)
             metrics.update({k: v for k, v in full.items() if k != PROTOCOL_KEY and not isinstance(v, str)})
-        if not ctx.study.is_grid:  # only the searched study prunes; a grid arm always runs to the end
+        if not ctx.spec.is_grid:  # only the searched study prunes; a grid arm always runs to the end
             trial.report(metrics[kid_key], point.g_step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at G step {point.g_step} ({kid_key} {metrics[kid_key]:.4f})")
@@ -253,12 +253,12 @@ def finish(ctx: Context, planned: Planned, result) -> float:
 
     at_budget = judged_at(ctx.budget.g_steps)
     trial.set_user_attr("metrics", at_budget)
-    if ctx.study.is_grid:
+    if ctx.spec.is_grid:
         flops_steps = equal_points(ctx, cfg)[1]
         trial.set_user_attr("metrics_equal_flops", judged_at(flops_steps))
         trial.set_user_attr("equal_flops", {
             "g_steps": flops_steps, "flops": flops_at(cfg, flops_steps, len(trained_on)),
-            "reference_flops": reference_flops(ctx), "reference": ctx.study.special.get("reference") or "the base"})
+            "reference_flops": reference_flops(ctx), "reference": ctx.spec.special.get("reference") or "the base"})
     step0 = evals.get(0, {})
     trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
     trial.set_user_attr("channels", channel_lists(cfg))

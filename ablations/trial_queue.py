@@ -131,10 +131,10 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
     while True:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, then queued again
         trials = study.get_trials(deepcopy=False)
-        if ctx.study.is_grid:
-            if not any(t.state == TrialState.WAITING for t in trials) and ctx.study.tuning is not None:
+        if ctx.spec.is_grid:
+            if not any(t.state == TrialState.WAITING for t in trials) and ctx.spec.tuning is not None:
                 with asking(asks):  # one local worker queues the verdict phase, the others then find it queued
-                    queue_next_phase(study, ctx.study, settings.seeds, settings.pack > 1)
+                    queue_next_phase(study, ctx.spec, settings.seeds, settings.pack > 1)
                 trials = study.get_trials(deepcopy=False)  # with what this worker or another has just queued
             if not any(t.state == TrialState.WAITING for t in trials):
                 running = sum(t.state == TrialState.RUNNING for t in trials)

@@ -43,10 +43,10 @@ def _trajectory(cfg, images, device, iterations: int, seeds=()) -> tuple[torch.T
     losses, best = [], float("inf")
     for _ in range(iterations):
         t0 = time.perf_counter()
-        d, g = steps.iteration()
+        timeline = steps.iteration()
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-        losses.append(torch.stack(d + g))
+        losses.append(torch.stack([loss for _, loss in timeline]))  # D steps, then G steps
     return torch.stack(losses).float().cpu(), best
 
 

@@ -62,6 +62,20 @@ def trained_steps(monkeypatch, then=lambda steps: None) -> list:
     return made
 
 
+def timeline(schedule, at_tick, d_vals: torch.Tensor, g_vals: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """(networks, losses) as the loop records a member's steps since ``at_tick`` (its G and D counters): the k-th
+    D loss of ``d_vals`` at the k-th D step the schedule's phases place after the tick, the same for G; steps past
+    the end of either list get a finite loss."""
+    from gan_core.training import order
+
+    g_total = len(g_vals)
+    while order.d_steps_in(schedule.phases(at_tick.g_step, g_total)) < len(d_vals):
+        g_total += 1
+    values = {order.D: iter(d_vals.tolist()), order.G: iter(g_vals.tolist())}
+    nets = [phase.net for phase in schedule.phases(at_tick.g_step, g_total) for _ in range(phase.count)]
+    return nets, torch.tensor([next(values[net], 0.0) for net in nets])
+
+
 def flip_tensor_bytes(path, n: int = 64) -> None:
     """Flip ``n`` bytes in the middle of the largest array stored in a zip file (a torch checkpoint or cache entry,
     an .npz): damage that torch.load takes without a word, unlike a cut-short file."""

@@ -15,7 +15,7 @@ from gan_core.errors import ConfigError, Diverged
 from gan_core.training import loop, order
 from gan_core.training.config import override, preset
 from tests.blog_reference import blog_loop
-from tests.conftest import trained_steps
+from tests.conftest import timeline, trained_steps
 
 N, BATCH, EPOCHS = 90, 10, 3  # the blog's 900 images in batches of 100, at a tenth: 9 iterations an epoch
 
@@ -98,13 +98,13 @@ def test_a_divergence_in_the_blogs_order_names_the_blogs_steps(tick, bad_d, bad_
         g_vals[bad_g] = float("nan")
     at_tick = loop.Progress(preset("blog"), 0.0, 0.0, "cpu", *tick)
     with pytest.raises(Diverged, match=f"diverged at {where}"):
-        loop.check_finite(d_vals, g_vals, at_tick, order.BlogEpochs(N, BATCH, 1, 5))
+        loop.check_finite(*timeline(order.BlogEpochs(N, BATCH, 1, 5), at_tick, d_vals, g_vals), at_tick)
 
 
 def test_an_epoch_ends_on_a_short_batch_and_d_steps_repeat_on_the_iterations_batch():
     blog = order.BlogEpochs(25, 10, 2, 2)  # 3 iterations: 10, 10, 5 images; D (twice) on iterations 0 and 2
     assert [blog.trains_d(s) for s in range(6)] == [True, False, True] * 2
     assert [blog.batch_of(s) for s in (2, 3)] == [slice(20, 25), slice(0, 10)]
-    assert [blog.d_done_after_g(0, 0, k) for k in range(4)] == [2, 2, 4, 6]
+    assert [order.d_steps_in(blog.phases(0, k + 1)) for k in range(4)] == [2, 2, 4, 6]  # D steps done by G step k+1
     with pytest.raises(ConfigError, match="needs at least one full batch: the train set has 9 images"):
         order.BlogEpochs(9, 10, 1, 5)

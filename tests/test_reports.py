@@ -325,25 +325,6 @@ def test_a_second_judge_that_agrees_shows_no_flag_and_a_study_without_one_says_s
     assert line.text().startswith("no second judge in this study")
 
 
-def test_agreement_flags_a_verdict_significant_under_one_judge_only():
-    # the same best arm under both judges, clearly ahead under the first, within noise under the second
-    seeds = range(5)
-    clear = {"a": {s: 10.0 + 0.1 * s for s in seeds}, "b": {s: 20.0 + 0.1 * s for s in seeds}}
-    noisy = {"a": dict(zip(seeds, (15.0, 7.0, 12.0, 8.0, 10.0), strict=True)),
-             "b": dict(zip(seeds, (8.4, 14.7, 9.45, 13.65, 10.5), strict=True))}
-    first, second = stats.verdict(clear, "fid"), stats.verdict(noisy, "fid_lenet")
-    assert first.best == second.best == "a" and first.significant and not second.significant
-    agree = stats.agreement(clear, noisy, first, second)
-    assert agree.flipped and agree.flips == ("the verdict is significant under the first judge and not under the "
-                                             "second judge",)
-    assert agree.tau == 1.0 and agree.arms == 2
-    reversed_ = {"a": clear["b"], "b": clear["a"]}
-    assert stats.agreement(clear, reversed_, first, stats.verdict(reversed_, "fid_lenet")).tau == -1.0
-    held = stats.agreement(clear, clear, first, first)
-    assert not held.flipped and held.tau == 1.0
-    assert stats.agreement({"a": clear["a"]}, {"a": clear["a"]}, first, first).tau is None  # one arm: no ranking
-
-
 def test_floor_joint_and_benchmark_numbers_equal_their_sources(fx, page):
     _, _, dom = page
     for name in fx.studies.values():
@@ -613,20 +594,6 @@ def test_a_multi_objective_joint_study_in_a_journal_storage_shows_its_pareto_fro
     assert "single-objective studies only" in section.find(data_role="importances").text()
 
 
-def test_importances_are_guarded_against_too_few_trials(tmp_path):
-    from reports import load, sections
-
-    url = f"sqlite:///{tmp_path}/s.db"
-    study = optuna.create_study(study_name="joint-one", storage=url)
-    study.set_user_attr("study", "joint")
-    dists = rf.joint_distributions()
-    params = {p: (d.choices[0] if hasattr(d, "choices") else d.low) for p, d in dists.items()}
-    study.add_trial(optuna.trial.create_trial(value=1.0, params=params, distributions=dists))
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params=params, distributions=dists))
-    (data,) = load.load_studies(url)
-    assert sections.importances(data) == ({}, "needs at least 2 complete trials, has 1")
-
-
 def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
     _, _, dom = page
     answers = dom.find("section", id="answers")
@@ -648,100 +615,6 @@ def test_the_answers_at_the_top_repeat_each_study_answer(fx, page):
     assert "the fid1k of the best arm, 1:2 (95% CI" in at_flops and "1:2 is clearly best overall" in at_flops
     assert at_flops.endswith("The unit changes the answer: at equal G steps 1:1 is clearly best, at equal FLOPs 1:2 "
                              "is clearly best.")
-
-
-def answer_for(final: dict, step0: dict, base_arm: str | None, blog: str = "1:5") -> str:
-    """sections.answer on a study whose arms have these {arm: {seed: fid}} values (final and step 0)."""
-    from types import SimpleNamespace
-
-    from gan_core.judging.metrics import MetricNames
-
-    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}}, blog_arm=blog, base_arm=base_arm,
-                            names=MetricNames.for_count(1000))
-    learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
-    return sections.answer(study, stats.verdict(final, "fid1k"), learned, None)
-
-
-STEP0 = {arm: {s: 400.0 + 10 * s for s in range(5)} for arm in ("1:1", "1:5", "5:1")}
-
-
-def test_an_answer_says_when_the_base_arm_did_not_learn():
-    final = {"1:1": {s: 390.0 + 10 * s for s in range(5)}, "1:5": {s: 20.0 + s for s in range(5)},
-             "5:1": {s: 30.0 + s for s in range(5)}}
-    text = answer_for(final, STEP0, base_arm="1:1")
-    assert text.startswith("1:5 is best on fid1k: 0.69")  # the arms that learned are still compared
-    assert "Note: the base arm 1:1 did not learn in 900 G steps (its fid1k went to 0.98" in text  # and it is said
-
-
-def test_an_answer_says_when_no_arm_learned():
-    final = {arm: {s: 380.0 + 10 * s + i for s in range(5)} for i, arm in enumerate(STEP0)}
-    assert answer_for(final, STEP0, base_arm=None).startswith("No arm learned in 900 G steps")
-
-
-def test_an_answer_compares_the_blogs_setting_with_the_best_arm_paired():
-    final = {"1:1": {s: 10.0 + s for s in range(5)}, "1:5": {s: 40.0 + 4 * s + (s % 2) for s in range(5)},
-             "5:1": {s: 200.0 + s for s in range(5)}}
-    text = answer_for(final, STEP0, base_arm="1:1")
-    assert text.startswith("The blog's setting 1:5 has 4.") and "the fid1k of the best arm, 1:1 (95% CI" in text
-    assert "paired over 5 seeds" in text and "it clearly costs" in text
-
-
-def test_anytime_curves_use_the_intermediate_metric_not_the_step_0_extra():
-    """The step-0 row also holds the final count's FID (fid1k, for "did it learn?"): the curves must still plot the
-    intermediate one, recorded at every point (seen: a curve of one point, step 0). Its count is the budget's."""
-    import pandas as pd
-
-    from reports import load
-
-    frame = pd.DataFrame([{"g_step": 0, "fid200": 400.0, "kid200_mean": 9.0, "fid1k": 380.0},
-                          {"g_step": 450, "fid200": 50.0, "kid200_mean": 1.0}, {"g_step": 900, "fid200": 9.0}])
-    budget = {"name": "quick", "g_steps": 900, "eval_n": 1000, "eval_n_intermediate": 200, "seeds": 5}
-    study = load.StudyData("s", "step_ratio", {"budget": budget}, ["minimize"], load.MetricNames.for_count(1000),
-                           pd.DataFrame(), frame, study=None)
-    names = study.curve_names
-    assert (names.fid, names.kid) == ("fid200", "kid200_mean")
-    assert load.StudyData("s", None, {}, ["minimize"], None, pd.DataFrame(), frame, study=None).curve_names is None
-
-
-def choices_text(final: dict, step0: dict) -> str:
-    """sections.answer on a leave-one-out study with these {arm: {seed: fid}} values (final and step 0)."""
-    from types import SimpleNamespace
-
-    from gan_core.judging.metrics import MetricNames
-
-    choices = [{"label": a, "guess": "", "see_also": ""} for a in final if a not in ("blog", "all fixed")]
-    study = SimpleNamespace(attrs={"budget": {"g_steps": 900}, "reference": "all fixed",
-                                   "choices": choices, "guesses": {}}, blog_arm="blog", base_arm="blog",
-                            names=MetricNames.for_count(1000))
-    learned = {arm: stats.learned(step0[arm], final[arm], metric="fid1k") for arm in final}
-    return sections.answer(study, stats.verdict(final, "fid1k"), learned,
-                           sections.choices_answer(study, final, learned))
-
-
-def test_no_choice_is_ranked_when_even_all_fixed_did_not_learn():
-    seeds = range(5)
-    step0 = {a: {s: 700.0 + s for s in seeds} for a in ("blog", "all fixed", "reused noise", "9-block stack")}
-    final = {"blog": {s: 720.0 + 3 * s for s in seeds}, "all fixed": {s: 690.0 + 2 * s for s in seeds},
-             "reused noise": {s: 1400.0 + 4 * s for s in seeds}, "9-block stack": {s: 100.0 + s % 2 for s in seeds}}
-    text = choices_text(final, step0)
-    assert text.startswith("Even with every choice fixed, “all fixed” did not learn in 900 G steps")
-    assert "costs the most" not in text and "Note: the base arm blog did not learn" in text
-    final["all fixed"] = {s: 40.0 + 3 * s + s % 2 for s in seeds}  # now it learns: the ranking is the answer
-    text = choices_text(final, step0)
-    assert text.startswith("Restoring “reused noise” alone (all else fixed) raises fid1k to")
-    assert "The blog's setting as a whole has" in text
-
-
-def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path):
-    from optuna.trial import create_trial
-
-    from reports.load import trial_row
-    from reports.record import TrialRecord
-
-    reason = "runs/x/seed0/checkpoint.pt cannot be read (its content does not match its checksum); it is corrupt"
-    t = create_trial(value=1.0, user_attrs={"arm": "1:5", "seed": 0, "restarted": reason})
-    assert trial_row(TrialRecord.of(t), None, tmp_path, "s")["restarted"] == reason
-    assert trial_row(TrialRecord.of(create_trial(value=1.0)), None, tmp_path, "s")["restarted"] is None
 
 
 def test_each_grid_study_answers_at_equal_flops_too_and_says_when_the_unit_changes_the_answer(fx, page):
@@ -796,18 +669,6 @@ def test_equal_compute_where_no_arm_has_learned_says_it_cannot_rank_the_arms(fx)
     assert compute["changes"] is None  # no "the unit changes the answer" drawn from untrained generators
     answer = sections.answer(untrained, at_steps, learned, None, compute)
     assert answer.endswith(compute["unlearned"] + ".") and answer.startswith("At equal G steps: ")
-
-
-def _costs(*labels: str) -> dict:
-    return {"rows": [{"choice": x, "costs": True} for x in labels]}
-
-
-def test_a_leave_one_out_answer_names_the_choices_whose_cost_changes_with_the_unit():
-    no = stats.Verdict("unused")
-    assert sections._unit_change(no, no, _costs("a", "b"), _costs("b", "a")) is None
-    assert sections._unit_change(no, no, _costs("a"), _costs("b", "c")) == (
-        "The unit changes the answer: at equal FLOPs \u201cb\u201d, \u201cc\u201d clearly cost too; \u201ca\u201d no "
-        "longer clearly cost.")
 
 
 # ---- a study with a tuning phase (the optimizer study) ------------------------------------------------------

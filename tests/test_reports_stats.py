@@ -536,3 +536,22 @@ def test_fmt_shows_four_significant_digits():
 
 
 # ------------------------------------------------------------------------------------------- readers
+
+
+def test_agreement_flags_a_verdict_significant_under_one_judge_only():
+    # the same best arm under both judges, clearly ahead under the first, within noise under the second
+    seeds = range(5)
+    clear = {"a": {s: 10.0 + 0.1 * s for s in seeds}, "b": {s: 20.0 + 0.1 * s for s in seeds}}
+    noisy = {"a": dict(zip(seeds, (15.0, 7.0, 12.0, 8.0, 10.0), strict=True)),
+             "b": dict(zip(seeds, (8.4, 14.7, 9.45, 13.65, 10.5), strict=True))}
+    first, second = stats.verdict(clear, "fid"), stats.verdict(noisy, "fid_lenet")
+    assert first.best == second.best == "a" and first.significant and not second.significant
+    agree = stats.agreement(clear, noisy, first, second)
+    assert agree.flipped and agree.flips == ("the verdict is significant under the first judge and not under the "
+                                             "second judge",)
+    assert agree.tau == 1.0 and agree.arms == 2
+    reversed_ = {"a": clear["b"], "b": clear["a"]}
+    assert stats.agreement(clear, reversed_, first, stats.verdict(reversed_, "fid_lenet")).tau == -1.0
+    held = stats.agreement(clear, clear, first, first)
+    assert not held.flipped and held.tau == 1.0
+    assert stats.agreement({"a": clear["a"]}, {"a": clear["a"]}, first, first).tau is None  # one arm: no ranking

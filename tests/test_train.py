@@ -8,7 +8,7 @@ from gan_core.errors import Diverged, UserError
 from gan_core.training import accounting, loop, order
 from gan_core.training.losses import blog_bce
 from gan_core.training.run_folder import RunFolder
-from tests.conftest import trained_steps
+from tests.conftest import timeline, trained_steps
 
 
 @pytest.fixture
@@ -160,8 +160,8 @@ def test_a_discriminator_divergence_names_its_g_step_and_d_step(tiny, d_steps, g
     d_vals = torch.zeros(10)
     d_vals[bad_d_index - 1] = float("nan")
     with pytest.raises(Diverged, match=f"diverged at {where}: discriminator loss is not finite"):
-        loop.check_finite(d_vals, torch.zeros(10), loop.Progress(cfg, 0.0, 0.0, "cpu"),
-                           order.schedule(cfg.schedule, 0))
+        at_tick = loop.Progress(cfg, 0.0, 0.0, "cpu")
+        loop.check_finite(*timeline(order.schedule(cfg.schedule, 0), at_tick, d_vals, torch.zeros(10)), at_tick)
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -252,14 +252,13 @@ def test_the_first_non_finite_loss_in_time_is_named_not_the_first_checked(tiny):
     d_vals, g_vals = torch.zeros(3), torch.zeros(6)
     g_vals[1] = float("nan")  # G step 2, in iteration 0; its NaN weights spoil D step 2 (iteration 1)
     d_vals[1:] = float("nan")
+    at_tick = loop.Progress(cfg, 0.0, 0.0, "cpu")
     with pytest.raises(Diverged, match="diverged at G step 2, D step 1: generator loss"):
-        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"),
-                           order.schedule(cfg.schedule, 0))
+        loop.check_finite(*timeline(order.schedule(cfg.schedule, 0), at_tick, d_vals, g_vals), at_tick)
     g_vals[:] = float("nan")
     d_vals[0] = float("nan")  # D step 1 comes before G step 1 in the same iteration
     with pytest.raises(Diverged, match="diverged at G step 0, D step 1: discriminator loss"):
-        loop.check_finite(d_vals, g_vals, loop.Progress(cfg, 0.0, 0.0, "cpu"),
-                           order.schedule(cfg.schedule, 0))
+        loop.check_finite(*timeline(order.schedule(cfg.schedule, 0), at_tick, d_vals, g_vals), at_tick)
 
 
 def test_eval_at_steps_are_evaluated_and_end_their_iteration_there(split, tiny, tmp_path):

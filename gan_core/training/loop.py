@@ -179,25 +179,18 @@ class GanSteps:
         self.opt_g.step()
         return losses.detach()
 
-    def iteration(self, g_steps: int | None = None, at: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """d_steps D steps, then g_steps G steps (fewer when the budget ends mid-iteration). In the blog's order:
-        the blog's next g_steps iterations from G step ``at`` (the G steps done), each a G step, some after D steps."""
+    def iteration(self, g_steps: int | None = None, at: int = 0) -> list[tuple[str, torch.Tensor]]:
+        """The schedule's next ``g_steps`` G steps from G step ``at`` (the G steps done) with the D steps it places
+        among them (GanSteps.order's phases): an iteration, d_steps D steps then g_steps G steps (fewer when the
+        budget ends mid-iteration), or the blog's next g_steps iterations. Returns the timeline: each step's network
+        (order.D or order.G) and its members' losses, in the order they ran."""
         g_steps = self.cfg.schedule.g_steps if g_steps is None else g_steps
-        if isinstance(self.order, order.BlogEpochs):
-            self.d_net.requires_grad_(False)  # a resumed run may start on an iteration without D steps
-            d_losses, g_losses = [], []
-            for g_step in range(at, at + g_steps):
-                if self.order.trains_d(g_step):
-                    d_losses += self._d_steps(self.order.batch_of(g_step))
-                g_losses.append(self.g_step())
-            return d_losses, g_losses
-        return self._d_steps(), [self.g_step() for _ in range(g_steps)]
-
-    def _d_steps(self, rows: slice | None = None) -> list[torch.Tensor]:
-        self.d_net.requires_grad_(True)
-        losses = [self.d_step(rows) for _ in range(self.cfg.schedule.d_steps)]
-        self.d_net.requires_grad_(False)  # G steps need no D weight gradients: skip that work
-        return losses
+        timeline = []
+        for phase in self.order.phases(at, g_steps):
+            d = phase.net == order.D
+            self.d_net.requires_grad_(d)  # a G phase needs no D weight gradients: skip that work
+            timeline += [(phase.net, self.d_step(phase.rows) if d else self.g_step()) for _ in range(phase.count)]
+        return timeline
 
     def generator(self, m: int = 0) -> nn.Module:
         """Member m's generator as its solo network (a copy, in training mode), for evaluation and samples."""
@@ -264,20 +257,15 @@ def crossed(every: int, before: int, now: int) -> bool:
     return every > 0 and now // every > before // every
 
 
-def check_finite(d_vals: torch.Tensor, g_vals: torch.Tensor, at_tick: Progress,
-                 schedule: order.Sampled | order.BlogEpochs) -> None:
-    """Raise Diverged naming the first non-finite loss since the last tick, in G steps and D steps; the run's
-    schedule (GanSteps.order) says where each step since the tick fell among the others."""
-    bad_d, bad_g = (~torch.isfinite(d_vals)).nonzero(), (~torch.isfinite(g_vals)).nonzero()
-    if len(bad_d):
-        k = int(bad_d[0])  # the k-th D step since the tick
-        g_before = schedule.g_done_before_d(at_tick.g_step, at_tick.d_step, k)
-        if not len(bad_g) or g_before <= at_tick.g_step + int(bad_g[0]):  # the first in time: D before those G steps
-            raise Diverged(g_before, at_tick.d_step + k + 1, "discriminator loss")
-    if len(bad_g):
-        k = int(bad_g[0])  # the k-th G step since the tick
-        raise Diverged(at_tick.g_step + k + 1, schedule.d_done_after_g(at_tick.g_step, at_tick.d_step, k),
-                       "generator loss")
+def check_finite(nets: Sequence[str], losses: torch.Tensor, at_tick: Progress) -> None:
+    """Raise Diverged naming the first non-finite loss since the last tick, in G steps and D steps: ``nets`` and
+    ``losses`` are a member's timeline since the tick (GanSteps.iteration), so the steps done by then are the steps
+    before it in the list, and itself."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        upto = list(nets[: int(bad[0]) + 1])
+        what = "discriminator loss" if upto[-1] == order.D else "generator loss"
+        raise Diverged(at_tick.g_step + upto.count(order.G), at_tick.d_step + upto.count(order.D), what)
 
 
 def save_samples(folder: RunFolder, generator: nn.Module, z: torch.Tensor, head: str) -> None:
@@ -438,8 +426,7 @@ class _Pass:
         self.evaluating = on_eval is not None and cfg.eval_every > 0
         self.intervals = (cfg.log_every, cfg.eval_every if self.evaluating else 0, cfg.sample_every,
                           cfg.checkpoint_every)
-        self.d_losses: list[torch.Tensor] = []
-        self.g_losses: list[torch.Tensor] = []
+        self.timeline: list[tuple[str, torch.Tensor]] = []  # the steps since the last tick (GanSteps.iteration)
         for member in members:
             member.fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, member.cfg.seed + 2, device)
 
@@ -454,11 +441,10 @@ class _Pass:
             before = progress.g_step
             # an iteration ends early at the budget and at an eval_at step (its G steps so far are a shorter run's)
             stop = min([cfg.steps, *(step for step in cfg.eval_at if step > progress.g_step)])
-            d_new, g_new = self.steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
-            self.d_losses += d_new
-            self.g_losses += g_new
-            progress.d_step += len(d_new)
-            progress.g_step += len(g_new)
+            steps = self.steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
+            self.timeline += steps
+            progress.d_step += sum(net == order.D for net, _ in steps)
+            progress.g_step += sum(net == order.G for net, _ in steps)
             end = progress.g_step == cfg.steps
             # a tick whenever any interval is due, not only the log's: a checkpoint asked for every 2 steps
             # must be written every 2 steps (and only after the losses since the last tick proved finite)
@@ -473,28 +459,28 @@ class _Pass:
 
     def _tick(self, end: bool) -> None:
         # note: the loop's host sync point; everything between ticks stays queued on the device.
-        # [steps since the tick, K]; the blog's order may have made no D step since the tick
-        d_vals = torch.stack(self.d_losses).cpu() if self.d_losses else torch.empty(0, self.steps.k)
-        g_vals = torch.stack(self.g_losses).cpu()
+        nets = [net for net, _ in self.timeline]
+        vals = torch.stack([loss for _, loss in self.timeline]).cpu()  # [steps since the tick, K]
         finite = self.steps.finite_members()
         now = time.perf_counter()
         self.progress.wall_s = now - self.t_start
         dt = max(now - self.t_tick, 1e-9)
         for i, member in enumerate(self.members):
-            self._log(member, d_vals[:, i], g_vals[:, i], bool(finite[i]), dt)
-        self.g_losses.clear()
-        self.d_losses.clear()
+            self._log(member, nets, vals[:, i], bool(finite[i]), dt)
+        self.timeline.clear()
         if self._drop_diverged():
             self._fire(end)
         self.at_tick = dataclasses.replace(self.progress)
         self.t_tick = time.perf_counter()
         self.t_start += self.t_tick - now  # evaluation, sampling and checkpoint writes are not training time
 
-    def _log(self, member: Member, d_vals: torch.Tensor, g_vals: torch.Tensor, finite: bool, dt: float) -> None:
-        """A member's stats.jsonl line for the steps since the last tick, or its end if they were not finite."""
+    def _log(self, member: Member, nets: list[str], losses: torch.Tensor, finite: bool, dt: float) -> None:
+        """A member's stats.jsonl line for its timeline since the last tick, or its end if it was not finite."""
         progress, at_tick, b = self.progress, self.at_tick, self.cfg.schedule.batch_size
+        # the blog's order may have made no D step since the tick
+        d_vals, g_vals = (losses[[i for i, n in enumerate(nets) if n == net]] for net in (order.D, order.G))
         try:
-            check_finite(d_vals, g_vals, at_tick, self.steps.order)
+            check_finite(nets, losses, at_tick)
             if not finite:
                 raise Diverged(progress.g_step, progress.d_step, "a weight")
         except Diverged as e:

@@ -12,7 +12,9 @@
   gen_init_tensor), no real image.
 
 The position in the blog's order is derived from the G step counter alone (one G step per iteration), so a run
-resumed mid-epoch goes on where it stopped. Both orders answer, for check_finite, where a step falls in time.
+resumed mid-epoch goes on where it stopped. Both orders are data: ``phases(at, g_steps)`` lists the next G steps
+with the D steps placed among them, as phases of one network with their counts (stylegan2-ada's phases), which the
+loop runs in order; its losses are thus one timeline, and a step's place in time is its place in that list.
 """
 
 from __future__ import annotations
@@ -25,22 +27,35 @@ import torch
 from gan_core.errors import ConfigError
 from gan_core.training.config import ScheduleConfig
 
+D, G = "D", "G"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """``count`` steps of one network, D or G, in a row; a D phase of the blog's order trains on the real images
+    ``rows`` (every step of it on the same ones), else each D step draws a random batch."""
+
+    net: str
+    count: int
+    rows: slice | None = None
+
+
+def d_steps_in(phases: list[Phase]) -> int:
+    return sum(p.count for p in phases if p.net == D)
+
 
 @dataclass(frozen=True)
 class Sampled:
-    """Iterations of d_steps D steps, then g_steps G steps, counted from a tick (ticks fall between iterations; a
-    resumed run's earlier iterations may have been cut short by the budget, so counting from 0 would be wrong)."""
+    """Iterations of d_steps D steps, then g_steps G steps. An iteration starts wherever the loop asks for one (a
+    budget or an eval_at step may have cut the one before it short), so ``at`` does not move it."""
 
     d_steps: int
     g_steps: int
 
-    def g_done_before_d(self, tick_g: int, tick_d: int, k: int) -> int:
-        """G steps done when the k-th D step since the tick (0-based) starts."""
-        return tick_g + k // self.d_steps * self.g_steps
-
-    def d_done_after_g(self, tick_g: int, tick_d: int, k: int) -> int:
-        """D steps done when the k-th G step since the tick (0-based) ends: all of its iteration's."""
-        return tick_d + (k // self.g_steps + 1) * self.d_steps
+    def phases(self, at: int, g_steps: int) -> list[Phase]:
+        """The next ``g_steps`` G steps as iterations: each its D steps, then up to g_steps G steps."""
+        return [phase for start in range(0, g_steps, self.g_steps)
+                for phase in (Phase(D, self.d_steps), Phase(G, min(self.g_steps, g_steps - start)))]
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,18 @@ class BlogEpochs:
     def iterations(self) -> int:  # batches per epoch; the last one short when batch does not divide n
         return math.ceil(self.n / self.batch)
 
-    @property
-    def d_per_epoch(self) -> int:  # iterations of an epoch that train D
-        return math.ceil(self.iterations / self.g_steps)
+    def phases(self, at: int, g_steps: int) -> list[Phase]:
+        """G steps ``at``..``at + g_steps - 1``, each iteration's D steps (on its batch) before its G step; runs of
+        G steps as one phase."""
+        out: list[Phase] = []
+        for g_step in range(at, at + g_steps):
+            if self.trains_d(g_step):
+                out.append(Phase(D, self.d_steps, self.batch_of(g_step)))
+            if out and out[-1].net == G:
+                out[-1] = Phase(G, out[-1].count + 1)
+            else:
+                out.append(Phase(G, 1))
+        return out
 
     def trains_d(self, g_step: int) -> bool:
         """Whether a D step comes before G step number g_step (0-based)."""
@@ -74,14 +98,6 @@ class BlogEpochs:
         """The real images of G step g_step's iteration, as a slice of the ordered train set."""
         start = g_step % self.iterations * self.batch
         return slice(start, min(start + self.batch, self.n))
-
-    def g_done_before_d(self, tick_g: int, tick_d: int, k: int) -> int:
-        q = (tick_d + k) // self.d_steps  # the D iteration's number since the run began: the order is absolute
-        return q // self.d_per_epoch * self.iterations + q % self.d_per_epoch * self.g_steps
-
-    def d_done_after_g(self, tick_g: int, tick_d: int, k: int) -> int:
-        i = tick_g + k
-        return (i // self.iterations * self.d_per_epoch + i % self.iterations // self.g_steps + 1) * self.d_steps
 
 
 def schedule(sch: ScheduleConfig, n: int) -> Sampled | BlogEpochs:
