@@ -15,7 +15,7 @@ import signal
 import sys
 
 from ablations.progress import StudyProgress
-from ablations.settings import PROG, Settings, make_context, open_study, study_identity
+from ablations.settings import PROG, Settings, make_context, open_study, share_artifacts, study_identity, write_record
 from ablations.trial_queue import TUNED, enqueue_missing
 from ablations.workers import default_workers, run_workers
 from gan_core import cli
@@ -83,7 +83,6 @@ def listing() -> str:
         lines.append(f"  {b.name:<9} {b.g_steps:>6} G steps, {b.seeds} seed(s): {b.note}")
     lines.append("  auto      quick on a CPU, standard on CUDA")
     return "\n".join(lines)
-
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -219,49 +218,6 @@ def check_workers(asked: int | None, url: str, device, gpus: int) -> int:
     return workers
 
 
-def summary_table(study, settings, floor: dict | None) -> str:
-    """The report's own arm table (reports.sections.arm_table), as text: per arm its finished seeds, FID and KID
-    (mean and 95% t-interval over seeds) and its failures, by the report's rules (a retried failure is no result).
-    A searched study, which has no arms, gets its best trial."""
-    from pathlib import Path
-
-    from reports import load, sections
-
-    data = load.study_data(study, study.get_trials(deepcopy=False), Path(settings.runs))
-    k = data.names
-    if k is None:  # nothing was judged yet
-        return ""
-    lines = []
-    if data.is_grid:
-        rows = sections.arm_table(data, sections.arm_order(data))
-        w = max([len("real-data floor"), *(len(r["arm"]) for r in rows)])  # the widest arm label sets the column
-        header = f"{'arm':<{w}} {'seeds':>5}  {k.fid + ' mean [95% CI]':<26} {k.kid + ' mean [95% CI]':<30} failed"
-        lines = [header, "-" * len(header)]
-        for r in rows:
-            failed = [f"{f['count']} {f['kind']}" for f in r["failures"]] + \
-                [f"{n} {what}" for n, what in ((r["retried"], "retried"), (r["pruned"], "pruned")) if n]
-            lines.append(f"{r['arm']:<{w}} {r['seeds']:>5}  {_spread(r['fid']):<26} {_spread(r['kid']):<30} "
-                         f"{', '.join(failed) or '-'}")
-        if floor:
-            lines.append(f"{'real-data floor':<{w}} {'':>5}  {floor[k.fid]:<26.4g} {floor[k.kid]:<30.4g}")
-        if rows and not any(r["seeds"] for r in rows):
-            lines.append("every trial of this study failed: see the reasons above and in the run folders")
-    elif not data.complete.empty:
-        best = data.complete.sort_values("value").iloc[0]
-        lines.append(f"best trial #{best['number']}: {k.fid} {best['fid']:.4g} with {best['params']}")
-    if floor and not data.is_grid:
-        lines.append(f"real-data floor: {k.fid} {floor[k.fid]:.4g}")
-    return "\n".join(lines)
-
-
-def _spread(s) -> str:
-    """A reports.stats.Summary as the page's arm table writes it (stats.fmt): mean [lo, hi], the mean alone for one
-    seed, a dash for none."""
-    from reports.stats import fmt
-
-    return f"{fmt(s.mean)} [{fmt(s.lo)}, {fmt(s.hi)}]" if s.has_ci else fmt(s.mean)
-
-
 def main(argv: list[str] | None = None) -> int:
     return cli.run(_main, argv, prog=PROG)
 
@@ -287,7 +243,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     ctx = make_context(settings)  # loads the data: a missing data set fails here, before any storage write
     study = open_study(settings, study_identity(settings, ctx))  # a study that is not this run's: refused here
-    queued = prepare_study(settings, ctx, study)
+    write_record(settings, ctx, study)
+    queued = enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
     print(f"{plan}\n{queued} trial(s) queued now; storage {settings.storage}, study {study.study_name}",
           flush=True)
     if note := share_artifacts(study, settings):
@@ -305,7 +262,9 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as e:
         print("interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
-    print(summary_table(study, settings, study.user_attrs.get("floor")))
+    from reports.terminal import summary_table
+
+    print(summary_table(study, settings.runs, study.user_attrs.get("floor")))
     if tuned := study.user_attrs.get(TUNED):
         print("tuned on seed(s) " + ", ".join(map(str, spec.tuning.seeds)) + ": "
               + ", ".join(f"{arm} = {candidate}" for arm, candidate in tuned.items()))
@@ -328,50 +287,6 @@ def plan_text(settings: Settings, spec, budget) -> str:
             + f", budget {budget.name} ({budget.note})"
             + (f"\n{spec.tuning.text()} ({spec.tuning_trials} trials, before the verdict's)" if spec.tuning else "")
             + (f"\nbase: {settings.base_why}" if settings.base_why else ""))
-
-
-def prepare_study(settings: Settings, ctx, study) -> int:
-    """What every run of the command does to its study before the workers start: the study's record (what the
-    report shows), and the arm x seed pairs still missing queued. Returns how many were queued."""
-    from ablations.budgets import BUDGETS
-    from ablations.studies import REGISTRY, catalogue
-
-    spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
-    if study.user_attrs.get("study") is None:  # opened without its identity (a test's, a worker's open_study)
-        for key, value in study_identity(settings, ctx).items():
-            study.set_user_attr(key, value)
-    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
-                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
-    for key, value in description.items():
-        study.set_user_attr(key, value)
-    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
-    if "floor" not in study.user_attrs:
-        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
-    return enqueue_missing(study, spec, settings.seeds, by_arm=settings.pack > 1) if spec.is_grid else 0
-
-
-def base_arm(spec, base) -> str | None:
-    """The arm that trains the base itself (its changes change nothing): the one that must learn for the study
-    to answer anything. None when every arm changes the base (optimizer on dcgan-cpu: no arm has its lr)."""
-    from gan_core.training.config import override
-
-    return next((a.label for a in spec.fixed_arms if override(base, a.changes) == base), None)
-
-
-def share_artifacts(study, settings: Settings) -> str | None:
-    """Record the study's artifact store (the report's default), or say what a server storage without one lacks:
-    workers on other hosts cannot see this host's run folders."""
-    from gan_core import storage
-    from reports import artifacts
-
-    if settings.artifacts:
-        study.set_user_attr(artifacts.STORE, settings.artifacts)
-        return None
-    if storage.parse(settings.storage).kind == "rdb":
-        return ("note: run folders stay on the host that trained them: a page built elsewhere lacks their sample "
-                "grids and curves, and a retry elsewhere starts over; give every host --artifacts PATH, a folder "
-                "they all see")
-    return None
 
 
 def build_report(settings: Settings, out: str) -> str:

@@ -1,4 +1,5 @@
-"""One study run's settings, and what they open: the study (checked to be this command's) and the trials' context.
+"""One study run's settings, and what they open: the study (checked to be this command's, and its record written:
+write_record) and the trials' context.
 
 The CLI (ablations.run) builds the settings from its arguments; a worker process (ablations.workers) receives
 them pickled and opens the same study and context itself.
@@ -154,3 +155,46 @@ def make_context(settings: Settings):
                    Evaluator(n=budget.eval_n_intermediate, split=split, reference=reference),
                    Path(settings.runs) / settings.study_name, MetricNames.for_count(n),
                    artifacts.open_store(settings.artifacts, create=True) if settings.artifacts else None)
+
+
+def write_record(settings: Settings, ctx, study) -> None:
+    """What every run of the command writes into its study before the workers start: the study's record, what the
+    report shows (its identity, description, base arm, planned seeds, real-data floor)."""
+    from ablations.budgets import BUDGETS
+    from ablations.studies import REGISTRY, catalogue
+
+    spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
+    if study.user_attrs.get("study") is None:  # opened without its identity (a test's, a worker's open_study)
+        for key, value in study_identity(settings, ctx).items():
+            study.set_user_attr(key, value)
+    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
+                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
+    for key, value in description.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
+    if "floor" not in study.user_attrs:
+        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
+
+
+def base_arm(spec, base) -> str | None:
+    """The arm that trains the base itself (its changes change nothing): the one that must learn for the study
+    to answer anything. None when every arm changes the base (optimizer on dcgan-cpu: no arm has its lr)."""
+    from gan_core.training.config import override
+
+    return next((a.label for a in spec.fixed_arms if override(base, a.changes) == base), None)
+
+
+def share_artifacts(study, settings: Settings) -> str | None:
+    """Record the study's artifact store (the report's default), or say what a server storage without one lacks:
+    workers on other hosts cannot see this host's run folders."""
+    from gan_core import storage
+    from reports import artifacts
+
+    if settings.artifacts:
+        study.set_user_attr(artifacts.STORE, settings.artifacts)
+        return None
+    if storage.parse(settings.storage).kind == "rdb":
+        return ("note: run folders stay on the host that trained them: a page built elsewhere lacks their sample "
+                "grids and curves, and a retry elsewhere starts over; give every host --artifacts PATH, a folder "
+                "they all see")
+    return None

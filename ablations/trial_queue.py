@@ -115,7 +115,6 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
     from optuna.trial import TrialState
 
     from ablations.storage import open_storage
-    from ablations.trial import objective
 
     _set_up_worker(settings, threads)
     study = study or open_study(settings)
@@ -148,17 +147,23 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
             idle_since = None
         elif sum(t.state != TrialState.WAITING for t in trials) >= ctx.budget.joint_trials:  # running ones count
             return
-        try:
-            if settings.pack > 1:
-                waiting = sum(t.state == TrialState.WAITING for t in trials)
-                work_pass(study, ctx, min(settings.pack, waiting), asks, beats_to)
-            else:
-                study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[print_trial])
-        except ValueError as e:
-            # On SQLite two workers can pop the same queued trial (the pop is not atomic there); the
-            # one that finishes second cannot record it again. The trial is done: go on.
-            if "Cannot tell a" not in str(e):
-                raise
+        _run_next(study, ctx, settings.pack, sum(t.state == TrialState.WAITING for t in trials), asks, beats_to)
+
+
+def _run_next(study, ctx, pack: int, waiting: int, asks, beats_to) -> None:
+    """The worker's next trial (study.optimize's one), or its next pass of up to ``pack`` queued trials."""
+    from ablations.trial import objective
+
+    try:
+        if pack > 1:
+            work_pass(study, ctx, min(pack, waiting), asks, beats_to)
+        else:
+            study.optimize(partial(objective, ctx), n_trials=1, catch=(Exception,), callbacks=[print_trial])
+    except ValueError as e:
+        # On SQLite two workers can pop the same queued trial (the pop is not atomic there); the
+        # one that finishes second cannot record it again. The trial is done: go on.
+        if "Cannot tell a" not in str(e):
+            raise
 
 
 def _set_up_worker(settings: Settings, threads: int | None) -> None:

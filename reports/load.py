@@ -66,7 +66,7 @@ class StudyData:
 
     @property
     def base_arm(self) -> str | None:
-        """The arm that trains the study's base itself (ablations.run.base_arm)."""
+        """The arm that trains the study's base itself (ablations.settings.base_arm)."""
         return self.attrs.get("base_arm")
 
     @property

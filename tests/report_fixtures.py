@@ -30,7 +30,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from ablations.budgets import BUDGETS
-from ablations.run import base_arm
+from ablations.settings import base_arm
 from ablations.studies import REGISTRY, catalogue
 from ablations.trial import slug
 from gan_core.judging.extractor import SECOND

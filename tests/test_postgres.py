@@ -71,7 +71,7 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
 
     from ablations import run, trial_queue
     from ablations import trial as trial_module
-    from ablations.settings import make_context, open_study
+    from ablations.settings import make_context, open_study, share_artifacts, write_record
     from ablations.workers import worker_settings
     from gan_core import devices
     from reports import load, sections
@@ -99,8 +99,9 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
     workers = worker_settings(settings)
     contexts = [make_context(w) for w in workers]
     study = open_study(settings)
-    assert run.prepare_study(settings, contexts[0], study) == 4
-    run.share_artifacts(study, settings)
+    write_record(settings, contexts[0], study)
+    assert trial_queue.enqueue_missing(study, REGISTRY[settings.study], settings.seeds, by_arm=settings.pack > 1) == 4
+    share_artifacts(study, settings)
     errors, asks = [], threading.Lock()
 
     def work(k):
