@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gan_core.errors import UserError, first_line, mask_passwords
 from gan_core.training.config import RunConfig
+from reports import record
 
 PROG = "python -m ablations.run"  # the command that creates this package's studies (check_study names it)
 
@@ -64,8 +65,7 @@ def open_study(settings: Settings, identity: dict | None = None):
         except optuna.exceptions.DuplicatedStudyError:
             study, created = optuna.load_study(**where), False
         if created:  # first, so that a second command started with it finds the study marked as ours
-            for key, value in identity.items():
-                study.set_user_attr(key, value)
+            record.write_study(study, identity)
     except Exception as e:  # noqa: BLE001 - a storage that cannot hold the study: one line for the user
         raise UserError(f"cannot open study in {mask_passwords(settings.storage)!r}: {first_line(e)}") from None
     if identity is not None and not created:
@@ -164,16 +164,14 @@ def write_record(settings: Settings, ctx, study) -> None:
     from ablations.studies import REGISTRY, catalogue
 
     spec, budget = REGISTRY[settings.study], BUDGETS[settings.budget]
-    if study.user_attrs.get("study") is None:  # opened without its identity (a test's, a worker's open_study)
-        for key, value in study_identity(settings, ctx).items():
-            study.set_user_attr(key, value)
-    description = {**spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
-                   "base_why": settings.base_why, "shrink": settings.base.model.shrink}
-    for key, value in description.items():
-        study.set_user_attr(key, value)
-    study.set_user_attr("seeds", max(settings.seeds, study.user_attrs.get("seeds", 0)))
-    if "floor" not in study.user_attrs:
-        study.set_user_attr("floor", ctx.reference.floor(budget.eval_n))
+    attrs = study.user_attrs
+    # opened without its identity (a test's, a worker's open_study): that first
+    identity = study_identity(settings, ctx) if attrs.get("study") is None else {}
+    record.write_study(study, {
+        **identity, **spec.description(), "catalogue": catalogue(), "base_arm": base_arm(spec, settings.base),
+        "base_why": settings.base_why, "shrink": settings.base.model.shrink,
+        "seeds": max(settings.seeds, attrs.get("seeds", 0)),
+        **({} if "floor" in attrs else {"floor": ctx.reference.floor(budget.eval_n)})})
 
 
 def base_arm(spec, base) -> str | None:
@@ -191,7 +189,7 @@ def share_artifacts(study, settings: Settings) -> str | None:
     from reports import artifacts
 
     if settings.artifacts:
-        study.set_user_attr(artifacts.STORE, settings.artifacts)
+        record.write_study(study, {artifacts.STORE: settings.artifacts})
         return None
     if storage.parse(settings.storage).kind == "rdb":
         return ("note: run folders stay on the host that trained them: a page built elsewhere lacks their sample "

@@ -99,7 +99,7 @@ def trial_config(ctx: Context, trial: optuna.trial.BaseTrial) -> tuple[RunConfig
         seed, arm = trial.suggest_int("seed", 0, 1_000_000), trial.params["arm"]
     else:
         seed = trial.user_attrs.get("seed", trial.number)
-        trial.set_user_attr("seed", seed)
+        record.write_trial(trial, {"seed": seed})
         arm = f"trial {seed}"
     cfg = _budgeted(ctx, override(ctx.base, changes), seed)
     if ctx.spec.is_grid:  # trained on to the reference's compute too, evaluated at both points (equal_points)
@@ -165,10 +165,8 @@ def plan(ctx: Context, trial: optuna.Trial) -> Planned:
     if ctx.spec.is_grid and _duplicate(trial, arm, cfg.seed):
         record.set_aside(trial, "duplicate")
         raise optuna.TrialPruned(f"{arm} seed {cfg.seed} already ran in another trial")
-    trial.set_user_attr("arm", arm)
-    trial.set_user_attr("config", cfg.to_dict())
-    trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("provenance", provenance())
+    record.write_trial(trial, {"arm": arm, "config": cfg.to_dict(), "run_dir": str(run_dir),
+                               "provenance": provenance()})
     if ctx.artifacts is None:
         return Planned(trial, cfg, arm, run_dir)
     _resume_from_artifacts(ctx, trial, arm, cfg.seed, run_dir)
@@ -252,25 +250,25 @@ def finish(ctx: Context, planned: Planned, result) -> float:
                 for k, v in metrics.items()}
 
     at_budget = judged_at(ctx.budget.g_steps)
-    trial.set_user_attr("metrics", at_budget)
+    judged = {"metrics": at_budget}
     if ctx.spec.is_grid:
         flops_steps = equal_points(ctx, cfg)[1]
-        trial.set_user_attr("metrics_equal_flops", judged_at(flops_steps))
-        trial.set_user_attr("equal_flops", {
+        judged["metrics_equal_flops"] = judged_at(flops_steps)
+        judged["equal_flops"] = {
             "g_steps": flops_steps, "flops": flops_at(cfg, flops_steps, len(trained_on)),
-            "reference_flops": reference_flops(ctx), "reference": ctx.spec.special.get("reference") or "the base"})
+            "reference_flops": reference_flops(ctx), "reference": ctx.spec.special.get("reference") or "the base"}
     step0 = evals.get(0, {})
-    trial.set_user_attr("metrics_step0", {k: step0[k] for k in _step0_keys(ctx) if k in step0})
-    trial.set_user_attr("channels", channel_lists(cfg))
     device = next(result.generator.parameters()).device
-    trial.set_user_attr("spent", {  # what the trial spent, in every unit (the study's "budget" is its spec)
-        "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,
-        "wall_s": round(result.wall_s, 3), "flops": result.flops,
-        "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
-        "device": str(device),
-        "device_name": devices.name(device),
-        "seeds_in_pass": result.seeds_in_pass,  # trained together: wall_s and images/s are the whole pass's
-    })
+    record.write_trial(trial, {  # the trial's result, in one write
+        **judged, "metrics_step0": {k: step0[k] for k in _step0_keys(ctx) if k in step0},
+        "channels": channel_lists(cfg),
+        "spent": {  # what the trial spent, in every unit (the study's "budget" is its spec)
+            "g_steps": result.g_steps, "d_steps": result.d_steps, "real_images": result.real_images,
+            "wall_s": round(result.wall_s, 3), "flops": result.flops,
+            "g_images_per_s": result.g_steps * cfg.schedule.batch_size / max(result.wall_s, 1e-9),
+            "device": str(device), "device_name": devices.name(device),
+            "seeds_in_pass": result.seeds_in_pass,  # trained together: wall_s and images/s are the whole pass's
+        }})
     return at_budget[ctx.objective]
 
 
@@ -405,7 +403,7 @@ def _train_when_free(group: list[Planned], start):
             time.sleep(FOLDER_WAIT_S)
             continue
         if reason is not None:
-            owner.trial.set_user_attr("restarted", reason)
+            record.write_trial(owner.trial, {"restarted": reason})
 
 
 def _duplicate(trial: optuna.Trial, arm: str, seed: int) -> bool:

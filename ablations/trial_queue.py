@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 
 from ablations.settings import Settings, make_context, open_study
-from reports.record import Outcome, TrialRecord
+from reports.record import Outcome, TrialRecord, trial_attrs, write_study
 
 
 def enqueue_missing(study, spec, seeds: int, by_arm: bool = False) -> int:
@@ -44,7 +44,7 @@ def enqueue_verdict(study, spec, seeds: int, by_arm: bool = False) -> int:
         if chosen is None:
             return 0
         if TUNED not in study.user_attrs:
-            study.set_user_attr(TUNED, chosen)
+            write_study(study, {TUNED: chosen})
     return _enqueue(study, [(arm.label, seed, {"candidate": chosen[arm.label]} if arm.label in chosen else {})
                             for seed in range(seeds) for arm in spec.arms], by_arm)
 
@@ -100,7 +100,7 @@ def _enqueue(study, pairs: list[tuple[str, int, dict]], by_arm: bool) -> int:
     queued = 0
     for arm, seed, extra in pairs:
         if (arm, seed) not in taken:
-            study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs={"arm": arm, "seed": seed, **extra})
+            study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs=trial_attrs({"arm": arm, "seed": seed, **extra}))
             queued += 1
     return queued
 

@@ -1,9 +1,11 @@
 """A trial's record and a study's: what ablations.run writes into an Optuna study and the report reads back.
 
-One schema each (STUDY_ATTRS, TRIAL_ATTRS: the user attrs with their JSON kinds, checked wherever a study is read),
-and one reading of a trial (TrialRecord.of) whose ``outcome`` is the one place a trial's fate is decided: the
-queue (ablations.trial_queue), the progress bar, the printed lines and the page all ask it, and ablations.trial
-writes a failure or a bookkeeping trial through ``fail`` and ``set_aside`` here.
+One schema each (STUDY_ATTRS, TRIAL_ATTRS: the user attrs with their JSON kinds), checked wherever a study is read
+and wherever one is written: the runner and the report's test fixtures write attrs only through ``write_study``,
+``write_trial`` and ``trial_attrs``, which refuse a key the schema does not name, so the schema is the one list of
+what a record holds. One reading of a trial (TrialRecord.of), whose ``outcome`` is the one place a trial's fate is
+decided: the queue (ablations.trial_queue), the progress bar, the printed lines and the page all ask it, and
+ablations.trial writes a failure or a bookkeeping trial through ``fail`` and ``set_aside`` here.
 
 Here, not in ablations, because the report reads what the runner writes, and reports does not import ablations;
 no pandas here either: a worker imports this module.
@@ -50,6 +52,11 @@ STUDY_ATTRS = {
     "tuning": {"knob": str, "seeds": [int], "families": [{"arm": Required(str), "candidates": Required([str]),
                                                            "values": Required([NUMBER])}]},
     "tuned": {str: str},
+    # what is special about a study (ablations.studies.Study.special): its kind of verdict, the arm that verdict and
+    # equal compute are measured against, the page's heading, the choices a leave-one-out study restores and the
+    # blog's guesses they test
+    "verdict": str, "reference": str, "heading": str,
+    "choices": [{"label": Required(str), "guess": str, "see_also": str}], "guesses": {str: str},
 }
 TRIAL_ATTRS = {
     "arm": str, "seed": int, "spare": bool, "duplicate": bool, "run_dir": str,
@@ -219,14 +226,42 @@ class TrialRecord:
         return (self.attrs.get(FAIL_KIND) or self.outcome.value) if self.outcome.failed else None
 
 
+def _checked_for_writing(attrs: dict, schema: dict, where: str) -> dict:
+    """``attrs`` if the schema names every key and each value is of its kind; else a ValueError: the writer's bug,
+    found where it writes instead of by the report."""
+    unknown = sorted(set(attrs) - set(schema))
+    if unknown:
+        raise ValueError(f"{where}: user attr(s) {unknown} are not in reports.record's schema; add them there")
+    try:
+        return checked_attrs(attrs, schema, where)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+
+
+def trial_attrs(attrs: dict) -> dict:
+    """A trial's user attrs, checked against TRIAL_ATTRS (for enqueue_trial and create_trial)."""
+    return _checked_for_writing(attrs, TRIAL_ATTRS, "a trial")
+
+
+def write_trial(trial, attrs: dict) -> None:
+    """Set these user attrs of a trial, checked against TRIAL_ATTRS."""
+    for key, value in _checked_for_writing(attrs, TRIAL_ATTRS, f"trial #{trial.number}").items():
+        trial.set_user_attr(key, value)
+
+
+def write_study(study, attrs: dict) -> None:
+    """Set these user attrs of a study, checked against STUDY_ATTRS."""
+    for key, value in _checked_for_writing(attrs, STUDY_ATTRS, f"study {study.study_name!r}").items():
+        study.set_user_attr(key, value)
+
+
 def fail(trial, outcome: Outcome, reason: str) -> None:
     """Record why a trial failed (before it is told FAIL): what TrialRecord.of reads back as its outcome."""
     assert outcome.failed and outcome is not Outcome.LOST, outcome  # a lost trial is Optuna's to record
-    trial.set_user_attr(FAIL_KIND, outcome.value)
-    trial.set_user_attr(FAIL_REASON, reason)
+    write_trial(trial, {FAIL_KIND: outcome.value, FAIL_REASON: reason})
 
 
 def set_aside(trial, why: str) -> None:
     """Mark a trial as bookkeeping (``why``: one of BOOKKEEPING_ATTRS), before it is told pruned."""
     assert why in BOOKKEEPING_ATTRS, why
-    trial.set_user_attr(why, True)
+    write_trial(trial, {why: True})

@@ -2,7 +2,8 @@
 
 Running the real studies even at the smoke budget takes minutes on 2 cores, so the report tests
 use trials written straight into an Optuna storage with ``study.add_trial``: the same study and
-trial user attrs as ablations/run.py, settings.py and trial.py write, parameters drawn from the real
+trial user attrs as ablations/settings.py and trial.py write, through the same checked writers (reports.record's
+write_study and trial_attrs: a key its schema lacks fails here as it would there), parameters drawn from the real
 search spaces (ablations.studies), metric names from gan_core.judging.metrics.count_tag, and run folders
 with config.json, stats.jsonl, evals.jsonl, metrics.json and samples.png. test_reports checks that
 the metric keys here are the ones gan_core.judging.metrics.compare produces, so the two cannot drift apart.
@@ -38,6 +39,7 @@ from gan_core.judging.metrics import MetricNames, count_tag
 from gan_core.judging.protocol import Protocol
 from gan_core.training.accounting import channel_lists
 from gan_core.training.config import override, preset
+from reports import record
 
 EXTRACTOR = "mnist-cnn-v1-81967625"
 EXTRACTOR_SECOND = "mnist-lenet-v1-b0385881"
@@ -124,13 +126,12 @@ def _study(storage: str, name: str, kind: str, budget_name: str, seeds: int, eva
     shrink = REGISTRY[kind].base(budget_name).shrink
     objective = f"fid{count_tag(eval_n)}"
     floor_rng = np.random.default_rng(1)
-    for key, value in {"study": kind, "base": "blog", "budget": budget, "objective": objective, "data": "embedded",
-                       "split": SPLIT, "extractor": EXTRACTOR, "seeds": seeds,
-                       "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613},
-                       **REGISTRY[kind].description(), "catalogue": catalogue(), "shrink": shrink,
-                       "base_arm": base_arm(REGISTRY[kind], preset("blog")) if REGISTRY[kind].is_grid else None,
-                       "base_why": ""}.items():
-        study.set_user_attr(key, value)
+    record.write_study(study, {
+        "study": kind, "base": "blog", "budget": budget, "objective": objective, "data": "embedded", "split": SPLIT,
+        "extractor": EXTRACTOR, "seeds": seeds,
+        "floor": {**metrics(eval_n, 1.27, -0.0386, floor_rng), "floor_seed": 20240613},
+        **REGISTRY[kind].description(), "catalogue": catalogue(), "shrink": shrink,
+        "base_arm": base_arm(REGISTRY[kind], preset("blog")) if REGISTRY[kind].is_grid else None, "base_why": ""})
     return study
 
 
@@ -166,7 +167,7 @@ def _grid_trial(study: optuna.Study, spec, arm: str, seed: int, state: TrialStat
     study.add_trial(create_trial(
         state=state, value=value, params={"arm": arm, "seed": seed},
         distributions={"arm": CategoricalDistribution(labels), "seed": IntDistribution(0, 1_000_000)},
-        user_attrs={"arm": arm, "seed": seed, **attrs}))
+        user_attrs=record.trial_attrs({"arm": arm, "seed": seed, **attrs})))
 
 
 def grid_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: dict[str, float],
@@ -258,7 +259,7 @@ def tuned_study(fx: Fixture, kind: str, budget_name: str, seeds: int, fid_of: di
                     continue
                 final = metrics(eval_n, fid, fid / 15, rng)
                 _grid_trial(study, spec, c.label, seed, TrialState.COMPLETE, {**attrs, "metrics": final}, value=fid)
-    study.set_user_attr("tuned", chosen)
+    record.write_study(study, {"tuned": chosen})
     return study
 
 
@@ -296,19 +297,21 @@ def joint_study(fx: Fixture, complete: int = 8) -> optuna.Study:
             run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"], final, spent,
                                   b.eval_n_intermediate, 0.5, rng)
             study.add_trial(create_trial(state=TrialState.COMPLETE, value=fid, params=params, distributions=dists,
-                                         user_attrs={**attrs, "run_dir": run_dir, "metrics": final, "spent": spent},
+                                         user_attrs=record.trial_attrs({**attrs, "run_dir": run_dir, "metrics": final,
+                                                                        "spent": spent}),
                                          intermediate_values={50: fid / 10, 100: fid / 14}))
         elif number < complete + 2:  # pruned by the median pruner after two reports
             spent = {"g_steps": 100, "wall_s": 10.0, "g_images_per_s": 1000.0}
             run_dir = _run_folder(fx.runs, name, attrs["arm"], params["seed"], attrs["config"],
                                   metrics(eval_n, fid, fid / 15, rng), spent, b.eval_n_intermediate, 0.2, rng, evals=2)
             study.add_trial(create_trial(state=TrialState.PRUNED, params=params, distributions=dists,
-                                         user_attrs={**attrs, "run_dir": run_dir},
+                                         user_attrs=record.trial_attrs({**attrs, "run_dir": run_dir}),
                                          intermediate_values={50: fid / 8, 100: fid / 9}))
         else:
             study.add_trial(create_trial(state=TrialState.FAIL, params=params, distributions=dists,
-                                         user_attrs={**attrs, "fail_kind": "out of memory",
-                                                     "fail_reason": "CUDA out of memory. Tried to allocate 2.00 GiB"}))
+                                         user_attrs=record.trial_attrs({
+                                             **attrs, "fail_kind": "out of memory",
+                                             "fail_reason": "CUDA out of memory. Tried to allocate 2.00 GiB"})))
     return study
 
 

@@ -75,7 +75,7 @@ def test_the_workers_of_a_2_gpu_host_take_whole_arms_on_their_own_gpu_and_anothe
     from ablations.workers import worker_settings
     from gan_core import devices
     from reports import load, sections
-    from tests.test_ablations import fake_gpus, pair_study
+    from tests.study_helpers import fake_gpus, pair_study
 
     monkeypatch.setitem(REGISTRY, "pair", pair_study())
     fake_gpus(monkeypatch, 2)

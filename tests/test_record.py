@@ -71,3 +71,20 @@ def test_a_record_read_for_a_named_study_refuses_an_attr_of_the_wrong_kind_in_on
     with pytest.raises(UserError, match=r"^study 'x' trial #-1: user attr 'seed' is a string, not an integer; "
                                         r"the study was not written by python -m ablations.run"):
         TrialRecord.of(t, "x")
+
+
+def test_the_writers_refuse_an_attr_the_schema_does_not_name_or_of_the_wrong_kind():
+    """What the runner and the report's fixtures write goes through these, so the schema is the one list of what a
+    record holds: a new attr must be added there first, where the report's reader checks it too."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="w")
+    trial = study.ask()
+    record.write_trial(trial, {"arm": "1:5", "seed": 3})
+    assert trial.user_attrs == {"arm": "1:5", "seed": 3}
+    with pytest.raises(ValueError, match=r"trial #0: user attr\(s\) \['armm'\] are not in reports.record's schema"):
+        record.write_trial(trial, {"armm": "1:5"})
+    with pytest.raises(ValueError, match=r"user attr 'seed' is a string, not an integer"):
+        record.trial_attrs({"seed": "3"})
+    with pytest.raises(ValueError, match=r"study 'w': user attr\(s\) \['baseline'\] are not in"):
+        record.write_study(study, {"baseline": "1:5"})  # the blog's arm's old name
+    assert trial.user_attrs == {"arm": "1:5", "seed": 3} and study.user_attrs == {}  # nothing half-written
