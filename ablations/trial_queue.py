@@ -122,7 +122,9 @@ def work(settings: Settings, threads: int | None = None, ctx=None, study=None, a
     # a packed pass keeps its trials' heartbeats itself, through its own handle on the storage (optuna.Study has no
     # public one): opened once per worker, not once per pass
     beats_to = open_storage(settings.storage, settings.heartbeat) if settings.pack > 1 else None
-    poll = max(0.5, settings.heartbeat / 2)
+    # An idle worker looks again every second at most: it waits for the last trials of other workers, and a
+    # study ends only when its last worker sees them finished (at heartbeat / 2, that was 15 s late by default)
+    poll = min(1.0, max(0.5, settings.heartbeat / 2))
     # How long an idle worker waits for running trials: long enough for a dead worker's trial to go
     # stale (3 heartbeats) and be queued again. Live trials of other workers are theirs to finish.
     patience = 3 * settings.heartbeat + 2 * poll

@@ -79,8 +79,9 @@ def run_workers(settings: Settings, ctx, study) -> list[int]:
     worker, and Stopped is raised only once all have marked their trials and exited: none is left orphaned."""
     each = worker_settings(settings)
     if settings.workers == 1:
-        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}  # _stop_once changes both
-        signal.signal(signal.SIGTERM, _stop_once)  # SIGINT raises KeyboardInterrupt by itself
+        # Ctrl-C too: Python's own KeyboardInterrupt lands wherever the main thread is, the storage's code included
+        # (seen: SQLAlchemy's "Should not reach." and exit 1, or the stop lost and exit 0)
+        previous = {s: signal.signal(s, _stop_once) for s in STOP_SIGNALS}
         try:
             work(each[0], ctx=ctx, study=study)
         finally:

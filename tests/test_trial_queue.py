@@ -88,6 +88,27 @@ def test_two_workers_complete_a_grid_without_duplicates(tmp_path, storage):
     assert sorted(keys) == sorted((a.label, 0) for a in REGISTRY["width"].arms)
 
 
+
+def test_an_idle_worker_sees_the_last_trial_of_another_worker_finish_within_a_second(tmp_path, monkeypatch):
+    """A study ends when its last worker sees the other workers' trials finished: an idle worker looks again at
+    least every second, whatever the heartbeat (at heartbeat / 2, the default 30 s ended every multi-worker study
+    15 s after its last trial)."""
+    from ablations.settings import make_context, open_study
+
+    settings = run.settings_from_args(run.parser().parse_args(["--study", "step_ratio", *in_process(tmp_path)]))
+    assert settings.heartbeat == 30  # the default
+    study = open_study(settings)
+    others = study.ask()  # another worker's trial, still running; nothing is queued
+    naps = []
+
+    def sleep(seconds):
+        naps.append(seconds)
+        study.tell(others, 1.0)  # the other worker finishes it
+
+    monkeypatch.setattr(trial_queue.time, "sleep", sleep)
+    trial_queue.work(settings, threads=1, ctx=make_context(settings), study=study)
+    assert naps == [1.0]  # one look a second later, and the worker is done
+
 def test_packed_seeds_are_trials_of_their_own_and_a_pack_too_big_trains_one_by_one(tmp_path, monkeypatch, capsys):
     """Packing's arithmetic is tested in tests/test_packing.py; here, the study around it. The 1/8 arm's pack
     "runs out of memory": its seeds train one by one, from where the pass left them."""

@@ -427,6 +427,7 @@ class _Pass:
         self.intervals = (cfg.log_every, cfg.eval_every if self.evaluating else 0, cfg.sample_every,
                           cfg.checkpoint_every)
         self.timeline: list[tuple[str, torch.Tensor]] = []  # the steps since the last tick (GanSteps.iteration)
+        self.copies: dict[int, nn.Module] = {}  # member -> its generator as it is now (generator())
         for member in members:
             member.fixed_noise = sampling.noise(N_SAMPLES_PNG, cfg.model.latent_dim, member.cfg.seed + 2, device)
 
@@ -442,6 +443,7 @@ class _Pass:
             # an iteration ends early at the budget and at an eval_at step (its G steps so far are a shorter run's)
             stop = min([cfg.steps, *(step for step in cfg.eval_at if step > progress.g_step)])
             steps = self.steps.iteration(min(cfg.schedule.g_steps, stop - progress.g_step), at=progress.g_step)
+            self.copies.clear()
             self.timeline += steps
             progress.d_step += sum(net == order.D for net, _ in steps)
             progress.g_step += sum(net == order.G for net, _ in steps)
@@ -452,6 +454,14 @@ class _Pass:
                                                          for every in self.intervals):
                 self._tick(end)
         self._end()
+
+    def generator(self, i: int) -> nn.Module:
+        """Member i's solo generator as it is now, one copy per point: the evaluation, the samples and the final
+        judgement there share it, so its BatchNorm statistics are re-estimated once (sampling.with_fresh_batchnorm
+        keeps them per copy), not once each."""
+        if i not in self.copies:
+            self.copies[i] = self.steps.generator(i)
+        return self.copies[i]
 
     def _at_eval_point(self, before: int) -> bool:
         """Whether an eval_at step passed since G step ``before`` (the tick lands on it)."""
@@ -506,6 +516,7 @@ class _Pass:
         kept = [i for i, member in enumerate(self.members) if member.outcome is None]
         states = [self.steps.state_dict(i) for i in kept]
         self.members = [self.members[i] for i in kept]
+        self.copies.clear()
         if not self.members:
             return False
         self.steps = GanSteps(self.cfg, self.images, self.device, [member.cfg.seed for member in self.members])
@@ -519,7 +530,7 @@ class _Pass:
             self._evaluate_all()
         if crossed(cfg.sample_every, before, now) and not end:
             for i, member in enumerate(self.members):
-                save_samples(member.folder, self.steps.generator(i), member.fixed_noise, cfg.model.head)
+                save_samples(member.folder, self.generator(i), member.fixed_noise, cfg.model.head)
         if crossed(cfg.checkpoint_every, before, now) and not end:
             for i, member in enumerate(self.members):
                 member.folder.save_checkpoint(self.progress.checkpoint(member.cfg, self.steps.state_dict(i)))
@@ -528,7 +539,7 @@ class _Pass:
     def _evaluate_all(self) -> None:
         progress = self.progress
         for i, member in enumerate(self.members):
-            point = EvalPoint(progress.g_step, progress.d_step, progress.wall_s, self.steps.generator(i), member.cfg,
+            point = EvalPoint(progress.g_step, progress.d_step, progress.wall_s, self.generator(i), member.cfg,
                               self.device, member.folder.path)
             evaluate_at(self.on_eval, point, member.folder, member.result)
 
@@ -538,7 +549,7 @@ class _Pass:
         packed = {"seeds_in_pass": steps.seeds} if steps.k > 1 else {}
         for i, member in enumerate(self.members):
             r = member.result
-            r.generator = steps.generator(i)
+            r.generator = self.generator(i)
             save_samples(member.folder, r.generator, member.fixed_noise, self.cfg.model.head)
             member.folder.save_checkpoint(progress.checkpoint(member.cfg, steps.state_dict(i)))
             member.folder.write_json(SUMMARY, progress.summary("finished", **packed))
