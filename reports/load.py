@@ -26,6 +26,7 @@ from reports import artifacts as artifact_store
 from reports.record import NUMBER, STUDY_ATTRS, Outcome, Required, TrialRecord, check, checked_attrs, number
 
 DIGITS = range(10)
+OLD_BLOG_ARM = "baseline"  # the blog's arm in studies recorded before 2026-12-03 (blog_arm since)
 
 
 @dataclass
@@ -62,7 +63,8 @@ class StudyData:
     @property
     def blog_arm(self) -> str | None:
         """The arm that is the blog's own setting."""
-        return self.attrs.get("blog_arm")
+        old = self.attrs.get(OLD_BLOG_ARM)  # the writers refuse it (reports.record); a study of before may hold it
+        return self.attrs.get("blog_arm", old if isinstance(old, str) else None)
 
     @property
     def base_arm(self) -> str | None:

@@ -142,3 +142,29 @@ def mild(embedded):
     from tests.metric_helpers import add_noise
 
     return add_noise(embedded.heldout, 8)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``smoke_run(name)``: the study's run with its defaults at the smoke budget, one seed, in this process (as
+    tests.study_helpers.in_process), made once per test process for the tests that only read it (one costs 8-40 s
+    of the suite): (its folder, the tmp_path of in_process, and what the command printed). A test that changes the
+    study copies its storage first."""
+    import contextlib
+    import io
+
+    from ablations import run
+    from tests.study_helpers import in_process
+
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            folder = tmp_path_factory.mktemp(f"smoke-{name}")
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert run.main(["--study", name, *in_process(folder)]) == 0
+            made[name] = folder, out.getvalue()
+        return made[name]
+
+    return get

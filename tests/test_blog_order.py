@@ -108,3 +108,12 @@ def test_an_epoch_ends_on_a_short_batch_and_d_steps_repeat_on_the_iterations_bat
     assert [order.d_steps_in(blog.phases(0, k + 1)) for k in range(4)] == [2, 2, 4, 6]  # D steps done by G step k+1
     with pytest.raises(ConfigError, match="needs at least one full batch: the train set has 9 images"):
         order.BlogEpochs(9, 10, 1, 5)
+
+
+@pytest.mark.parametrize("schedule", [
+    order.Sampled(1, 1), order.Sampled(1, 5), order.Sampled(5, 1), order.Sampled(2, 3), order.BlogEpochs(25, 10, 2, 2),
+    order.BlogEpochs(900, 100, 1, 5), order.BlogEpochs(900, 100, 3, 1), order.BlogEpochs(250, 100, 1, 5)], ids=repr)
+def test_the_d_steps_counted_for_a_run_are_those_its_phases_place(schedule):
+    """accounting.flops_at counts a run's D steps without listing its phases: the same count for every length."""
+    assert [schedule.d_steps_before(n) for n in range(200)] == [order.d_steps_in(schedule.phases(0, n))
+                                                                 for n in range(200)]

@@ -43,3 +43,14 @@ def test_a_trial_that_trained_again_from_scratch_says_why_in_its_record(tmp_path
     t = create_trial(value=1.0, user_attrs={"arm": "1:5", "seed": 0, "restarted": reason})
     assert trial_row(TrialRecord.of(t), None, tmp_path, "s")["restarted"] == reason
     assert trial_row(TrialRecord.of(create_trial(value=1.0)), None, tmp_path, "s")["restarted"] is None
+
+
+def test_a_study_recorded_before_the_blog_arm_was_named_so_still_marks_the_blogs_arm():
+    """Studies recorded before 2026-12-03 name the blog's arm "baseline": their page still marks it."""
+    import pandas as pd
+
+    def study(attrs):
+        return load.StudyData("s", "step_ratio", attrs, ["minimize"], None, pd.DataFrame(), pd.DataFrame(), study=None)
+
+    assert study({"baseline": "1:5"}).blog_arm == study({"blog_arm": "1:5"}).blog_arm == "1:5"
+    assert study({}).blog_arm is None

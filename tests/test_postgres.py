@@ -46,8 +46,11 @@ def postgres_url():
 
 
 def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres_url):
+    # two commands (two hosts), each its one worker in its own process: spawned workers are tested on sqlite and
+    # journal storages (test_trial_queue), and here they would only add their start-up
     cmd = [sys.executable, "-m", "ablations.run", "--study", "step_ratio", "--seeds", "2", "--budget", "smoke",
-           "--storage", postgres_url, "--runs", str(tmp_path / "runs"), "--no-report", "--device", "cpu"]
+           "--storage", postgres_url, "--runs", str(tmp_path / "runs"), "--no-report", "--device", "cpu",
+           "--workers", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two workers on two cores
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(2)]

@@ -3,6 +3,7 @@ and the study as optuna-dashboard opens it."""
 
 import json
 import os
+import shutil
 
 import optuna
 import pytest
@@ -16,9 +17,8 @@ from tests.study_helpers import grid_keys, in_process, load
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_study_runs_end_to_end_at_the_smoke_budget(tmp_path, capsys, name):
-    assert run.main(["--study", name, *in_process(tmp_path)]) == 0
-    out = capsys.readouterr().out
+def test_every_study_runs_end_to_end_at_the_smoke_budget(smoke_run, capsys, name):
+    tmp_path, out = smoke_run(name)
     spec = REGISTRY[name]
     base = spec.base("smoke").preset
     study = load(tmp_path, f"{name}-{base}-smoke")
@@ -121,8 +121,8 @@ def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys):
     assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
 
 
-def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path):
-    assert run.main(["--study", "width", *in_process(tmp_path)]) == 0
+def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path, smoke_run):
+    shutil.copy(smoke_run("width")[0] / "s.db", tmp_path / "s.db")  # one seed run; its run folders stay there
     before = {t.number: t.datetime_complete for t in load(tmp_path, "width-dcgan-cpu-smoke").trials}
     assert run.main(["--study", "width", "--seeds", "2", *in_process(tmp_path)]) == 0
     study = load(tmp_path, "width-dcgan-cpu-smoke")
@@ -155,14 +155,14 @@ def test_a_study_where_every_trial_failed_says_so(tmp_path, capsys, monkeypatch)
     assert "every trial of this study failed" in out and out.count("1 error") == 4  # one row per arm
 
 
-def test_a_finished_study_opens_in_optuna_dashboard(tmp_path):
+def test_a_finished_study_opens_in_optuna_dashboard(tmp_path, smoke_run):
     """The README's `optuna-dashboard sqlite:///runs/ablations.db`: the dashboard's own WSGI app reads the study."""
     import json
     from wsgiref.util import setup_testing_defaults
 
     import optuna_dashboard
 
-    assert run.main(["--study", "width", *in_process(tmp_path)]) == 0
+    shutil.copy(smoke_run("width")[0] / "s.db", tmp_path / "s.db")  # the dashboard may write tables of its own
     app = optuna_dashboard.wsgi(f"sqlite:///{tmp_path}/s.db")
 
     def get(path: str) -> dict:

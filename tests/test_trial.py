@@ -176,12 +176,11 @@ def test_hosts_sharing_only_the_storage_resume_each_others_trials_and_build_a_co
                                                                                                        data.arms)
 
 
-def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute(tmp_path):
+def test_every_grid_arm_is_judged_at_equal_g_steps_and_at_the_references_compute(smoke_run):
     """step_ratio at smoke: 5:1 costs more per G step than the 1:1 base (judged at its equal-FLOPs step on the way
     to the budget), 1:5 less (trains on past it); each is judged at both points, and the judgement at the budget's
     G steps is the one a run of exactly that many steps gives (the iteration ends there)."""
-    assert run.main(["--study", "step_ratio", *in_process(tmp_path)]) == 0
-    study = load(tmp_path, "step_ratio-dcgan-cpu-smoke")
+    study = load(smoke_run("step_ratio")[0], "step_ratio-dcgan-cpu-smoke")
     trials = {t.user_attrs["arm"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
     reference = trials["1:1"].user_attrs["spent"]["flops"]  # the base's FLOPs in the budget's 4 G steps
     for arm, t in trials.items():

@@ -61,7 +61,7 @@ def flops_at(cfg: RunConfig, g_steps: int, n_images: int) -> float:
     """Model FLOPs of a run's first ``g_steps`` G steps with the D steps its order places among them (training
     ``n_images`` images: the blog's order depends on it)."""
     d_flops, g_flops = count_flops(cfg)
-    d_steps = order.d_steps_in(order.schedule(cfg.schedule, n_images).phases(0, g_steps))
+    d_steps = order.schedule(cfg.schedule, n_images).d_steps_before(g_steps)
     return g_steps * g_flops + d_steps * d_flops
 
 

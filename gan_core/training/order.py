@@ -57,6 +57,10 @@ class Sampled:
         return [phase for start in range(0, g_steps, self.g_steps)
                 for phase in (Phase(D, self.d_steps), Phase(G, min(self.g_steps, g_steps - start)))]
 
+    def d_steps_before(self, g_steps: int) -> int:
+        """d_steps_in(phases(0, g_steps)), without listing them (accounting asks for long runs many times)."""
+        return -(-g_steps // self.g_steps) * self.d_steps
+
 
 @dataclass(frozen=True)
 class BlogEpochs:
@@ -89,6 +93,12 @@ class BlogEpochs:
             else:
                 out.append(Phase(G, 1))
         return out
+
+    def d_steps_before(self, g_steps: int) -> int:
+        """d_steps_in(phases(0, g_steps)), without listing them: the iterations that train D, per whole epoch and
+        in the last, partial one."""
+        epochs, rest = divmod(g_steps, self.iterations)
+        return (epochs * -(-self.iterations // self.g_steps) + -(-rest // self.g_steps)) * self.d_steps
 
     def trains_d(self, g_step: int) -> bool:
         """Whether a D step comes before G step number g_step (0-based)."""
