@@ -35,13 +35,15 @@ MODELS: dict[str, tuple[str, dict]] = {
     "seed-d9-w0.25-b100": ("blog", {"model.width": 0.25}),
     "seed-d5-w0.125-b100": ("blog", {"model.depth": 5, "model.width": 0.125}),
     "dcgan-b64": ("dcgan", {}),  # the DCGAN-style member: depth 4, width 0.25, Adam, 1:1
+    "dcgan-cpu-b32": ("dcgan-cpu", {}),  # the CPU's study base at quick: width 0.125, batch 32
+    "blog-x0.0625-b32": ("blog", {"model.shrink": 1 / 16, "schedule.batch_size": 32}),  # blog_quirks' base at quick
     "dcgan-b256": ("dcgan", {"schedule.batch_size": 256}),
     "dcgan-b1024": ("dcgan", {"schedule.batch_size": 1024}),
     "dcgan-d6-b64": ("dcgan", {"model.depth": 6}),
     "dcgan-w0.5-b64": ("dcgan", {"model.width": 0.5}),
 }
 
-# Project-loop variants: RunConfig.device settings (CUDA only; on the CPU only fp32 runs).
+# Project-loop variants: RunConfig.device settings (on the CPU fp32, and bf16 on the CPU's study base).
 VARIANTS: dict[str, dict] = {
     "fp32": {},
     "bf16": {"device.amp": True},
@@ -81,6 +83,9 @@ def _cases() -> list[Case]:
         ("dcgan-d6-b64", ("project",)),
         ("dcgan-w0.5-b64", ("project",)),
     ] for loop in loops]
+    # bf16 autocast (ablations.run --amp) on the studies' CPU bases: worth it on a CPU with bf16 instructions
+    cpu += [Case("cpu", m, "project", variant)
+            for m in ("dcgan-cpu-b32", "blog-x0.0625-b32") for variant in ("fp32", "bf16")]
     # CUDA: every variant on the DCGAN member (the CUDA target is there, and its small steps are launch-bound);
     # torch.compile costs tens of seconds of compilation per case, so other models get few compiled variants.
     cuda = [Case("cuda", m, loop, variant) for m, loops, variants in [
@@ -232,7 +237,7 @@ PACKED_MODELS: dict[str, tuple[str, dict]] = {
     "blog-w0.25-b100": ("blog", {"model.width": 0.25}),
     "blog-3ch-b100": MODELS["blog-3ch-b100"],
     "dcgan-b64": MODELS["dcgan-b64"],  # the standard budget's base (step_ratio, optimizer, ...)
-    "dcgan-cpu-b32": ("dcgan-cpu", {}),  # the quick budget's base on the CPU
+    "dcgan-cpu-b32": MODELS["dcgan-cpu-b32"],
 }
 PACKED_K = (1, 3, 5, 15)
 PACKED_CASES = [("cuda", m, k) for m in ("blog-w0.125-b100", "blog-w0.25-b100", "blog-3ch-b100", "dcgan-b64")

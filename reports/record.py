@@ -42,9 +42,10 @@ METRICS_ATTR = {PROTOCOL_KEY: {str: SCALAR}, str: SCALAR}
 BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(None)), "eval_every": int,
           "eval_n_intermediate": int, "batch_size": (int, type(None)), "seeds": Required(int),
           "joint_trials": int, "note": str}
+PRECISION_BEFORE_RECORDED = "fp32"  # a study written before the "precision" attr trained in fp32 (no --amp then)
 STUDY_ATTRS = {
     "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
-    "second_judge": (str, type(None)),
+    "second_judge": (str, type(None)), "precision": str,
     "question": str, "knob": str, "arms": [str], "blog_arm": (str, type(None)), "base_arm": (str, type(None)),
     "base_why": str, "shrink": NUMBER, "seeds": int, "floor": METRICS_ATTR,
     "catalogue": [{"name": Required(str), "question": str}], artifact_store.STORE: str,

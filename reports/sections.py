@@ -17,7 +17,7 @@ import pandas as pd
 
 from gan_core.errors import first_line
 from gan_core.training.run_folder import NEIGHBOURS, SAMPLES
-from reports import figures, stats
+from reports import figures, record, stats
 from reports.load import SECOND_JUDGE_COLUMNS, SECOND_JUDGE_NAME, StudyData, second_judge_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +120,8 @@ def overview(studies: list[StudyData]) -> dict:
             "budget_text": budget_text(s), "counts": counts(s.trials),
             "data": s.attrs.get("data", "–"),
             "split": f"{split[0]:,} train / {split[1]:,} held-out" if len(split) == 2 else "–",
-            "devices": ", ".join(sorted(set(s.trials["device"].dropna()))) or "–",
+            "devices": (", ".join(sorted(set(s.trials["device"].dropna()))) or "–")
+                       + f" ({s.attrs.get('precision', record.PRECISION_BEFORE_RECORDED)})",
             "extractor": ex_name, "weights": ex_hash, "objective": s.attrs.get("objective", "–"),
         })
         floor = s.attrs.get("floor") or {}

@@ -207,6 +207,10 @@ ROWS = [
                  "-m ablations.run (edited by hand, or another program's); give this run another --study-name"),
         ("trial", "study 'trial' trial #0: user attr 'metrics' is a string, not an object"),
     ]],
+    # a study trained in fp32, recorded as such or from before the record said: not one to add bf16 trials to
+    *[("A", ["--study", "depth", "--amp", "--storage", "sqlite:///{STUDIES}", "--study-name", name],
+       "holds another experiment: its precision is 'fp32', this run's 'bf16 autocast'; give this run another "
+       "--study-name") for name in ("fp32", "unrecorded")],
     ("T", ["--out", "/proc/none/run"], "/proc/none: No such file or directory; the folder vanished while the "
                                         "command ran, or cannot be made there: check the path"),
     ("T", ["--out", "{DIR}/" + "a" * 300], "is 300 bytes long, more than the 255 its file system allows; choose a "
@@ -478,6 +482,8 @@ def make_studies(url: str) -> None:
         ("objective", {**ours, "budget": smoke, "objective": "fid1k"}, ["minimize"]),
         ("judge2", {**ours, "budget": smoke, "objective": "fid100", "second_judge": "mnist-lenet-v1-00000000"},
          ["minimize"]),
+        ("fp32", {**ours, "budget": smoke, "objective": "fid100", "precision": "fp32"}, ["minimize"]),
+        ("unrecorded", {**ours, "budget": smoke, "objective": "fid100"}, ["minimize"]),
         ("multi", {}, ["minimize", "minimize"]), ("max", {}, ["maximize"]), ("plain", {}, ["minimize"]),
         ("empty", {}, ["minimize"]), ("attr", {**ours, "seeds": "5"}, ["minimize"]), ("trial", ours, ["minimize"]),
     ]:

@@ -13,7 +13,7 @@ from ablations import run
 from ablations.studies import REGISTRY
 from gan_core.training.accounting import channel_lists
 from gan_core.training.config import RunConfig, override
-from tests.study_helpers import grid_keys, in_process, load
+from tests.study_helpers import grid_keys, in_process, load, settings_of
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -196,3 +196,11 @@ def test_each_study_has_its_own_base_at_quick_and_says_it(capsys, study, preset,
     assert (f"channels x{shrink:g}" in plan) == (shrink != 1)
     base = REGISTRY[study].base("quick")
     assert (base.preset, base.shrink, base.batch_size or batch) == (preset, shrink, batch)
+
+
+
+@pytest.mark.parametrize("extra, precision", [([], "fp32"), (["--amp"], "bf16 autocast"), (["--no-amp"], "fp32")])
+def test_a_study_trains_in_fp32_unless_amp_asks_for_bf16_and_its_plan_says_which(tmp_path, capsys, extra, precision):
+    assert settings_of(tmp_path, "--device", "cpu", *extra).base.device.precision == precision
+    assert run.main(["--study", "step_ratio", "--device", "cpu", *extra, "--dry-run"]) == 0
+    assert f", batch 32, {precision}, budget quick" in capsys.readouterr().out

@@ -168,7 +168,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class DeviceConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
-    amp: bool = False  # bf16 autocast (CUDA)
+    amp: bool = False  # bf16 autocast (CUDA, or a CPU with bf16 instructions, e.g. avx512_bf16: README)
     channels_last: bool = False
     compile: str = "off"
     cudnn_benchmark: bool = True
@@ -178,6 +178,11 @@ class DeviceConfig:
         if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
             raise ConfigError(f"device {d!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
         _choice("compile", self.compile, COMPILE_MODES)
+
+    @property
+    def precision(self) -> str:
+        """What the training computes in, for the record."""
+        return "bf16 autocast" if self.amp else "fp32"
 
 
 @dataclass(frozen=True)
