@@ -672,6 +672,10 @@ def test_a_folder_that_turns_read_only_or_vanishes_mid_run_is_one_line_naming_th
     from gan_core.training.run_folder import RunFolder
 
     monkeypatch.setenv(files.CACHE_ENV, str(shared_cache))
+    from gan_core.training import data
+    from gan_core.training.config import DataConfig
+
+    data.load(DataConfig())  # the shared digit cache filled first: the fault is the run folder's (whatever ran before)
 
     def read_only(_fd):  # the moment an atomic write commits: what a file system remounted read-only refuses
         raise OSError(errno.EROFS, "Read-only file system")
