@@ -73,8 +73,6 @@ def open_study(settings: Settings, identity: dict | None = None):
     return study
 
 
-# what a study created before its identity held these keys trained with (other missing keys: nothing to compare)
-BEFORE_RECORDED = {"precision": record.PRECISION_BEFORE_RECORDED}
 IDENTITY_WAIT_S = 1.0  # how long a study without its identity may be one another command created an instant ago
 
 
@@ -120,7 +118,7 @@ def check_study(study, identity: dict, settings: Settings) -> None:
     if "study" not in attrs:
         raise UserError(f"{what} was not created by {PROG} (it has no 'study' user attr); {way_out}")
     for key, ours in identity.items():
-        theirs = attrs.get(key, BEFORE_RECORDED.get(key, ours))  # a key an older version did not record
+        theirs = attrs.get(key, record.BEFORE_RECORDED.get(key, ours))  # unrecorded and unknown: nothing to compare
         if isinstance(ours, dict) and theirs.get("name") == ours.get("name"):  # a budget redefined since
             # its note is prose; its seeds are the default --seeds, which a run may change
             diff = [k for k in ours if k not in ("note", "seeds") and theirs.get(k) != ours[k]]

@@ -43,7 +43,7 @@ MODELS: dict[str, tuple[str, dict]] = {
     "dcgan-w0.5-b64": ("dcgan", {"model.width": 0.5}),
 }
 
-# Project-loop variants: RunConfig.device settings (on the CPU fp32, and bf16 on the CPU's study base).
+# Project-loop variants: RunConfig.device settings (on the CPU fp32, and bf16 on the studies' CPU bases).
 VARIANTS: dict[str, dict] = {
     "fp32": {},
     "bf16": {"device.amp": True},

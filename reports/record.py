@@ -42,7 +42,8 @@ METRICS_ATTR = {PROTOCOL_KEY: {str: SCALAR}, str: SCALAR}
 BUDGET = {"name": Required(str), "g_steps": Required(int), "eval_n": (int, type(None)), "eval_every": int,
           "eval_n_intermediate": int, "batch_size": (int, type(None)), "seeds": Required(int),
           "joint_trials": int, "note": str}
-PRECISION_BEFORE_RECORDED = "fp32"  # a study written before the "precision" attr trained in fp32 (no --amp then)
+# what a study written before its record held these keys had (other missing keys: unknown); no --amp then: fp32
+BEFORE_RECORDED = {"precision": "fp32"}
 STUDY_ATTRS = {
     "study": str, "base": str, "budget": BUDGET, "objective": str, "data": str, "split": [int], "extractor": str,
     "second_judge": (str, type(None)), "precision": str,

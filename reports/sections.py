@@ -121,7 +121,7 @@ def overview(studies: list[StudyData]) -> dict:
             "data": s.attrs.get("data", "–"),
             "split": f"{split[0]:,} train / {split[1]:,} held-out" if len(split) == 2 else "–",
             "devices": (", ".join(sorted(set(s.trials["device"].dropna()))) or "–")
-                       + f" ({s.attrs.get('precision', record.PRECISION_BEFORE_RECORDED)})",
+                       + f" ({s.attrs.get('precision', record.BEFORE_RECORDED['precision'])})",
             "extractor": ex_name, "weights": ex_hash, "objective": s.attrs.get("objective", "–"),
         })
         floor = s.attrs.get("floor") or {}

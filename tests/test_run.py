@@ -198,7 +198,6 @@ def test_each_study_has_its_own_base_at_quick_and_says_it(capsys, study, preset,
     assert (base.preset, base.shrink, base.batch_size or batch) == (preset, shrink, batch)
 
 
-
 @pytest.mark.parametrize("extra, precision", [([], "fp32"), (["--amp"], "bf16 autocast"), (["--no-amp"], "fp32")])
 def test_a_study_trains_in_fp32_unless_amp_asks_for_bf16_and_its_plan_says_which(tmp_path, capsys, extra, precision):
     assert settings_of(tmp_path, "--device", "cpu", *extra).base.device.precision == precision
