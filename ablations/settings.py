@@ -128,8 +128,10 @@ def check_study(study, identity: dict, settings: Settings) -> None:
                                 + f"; {way_out}")
         elif theirs != ours:
             shown = (theirs.get("name"), ours.get("name")) if isinstance(ours, dict) else (theirs, ours)
+            # the default precision depends on the CPU, so a study made elsewhere may need the flag named
+            how = ": --no-amp trains in fp32, --amp in bf16 autocast" if key == "precision" else ""
             raise UserError(f"{what} holds another experiment: its {key} is {shown[0]!r}, this run's {shown[1]!r}; "
-                            f"{way_out} (or run the one it holds)")
+                            f"{way_out} (or run the one it holds{how})")
 
 
 def make_context(settings: Settings):

@@ -210,7 +210,8 @@ ROWS = [
     # a study trained in fp32, recorded as such or from before the record said: not one to add bf16 trials to
     *[("A", ["--study", "depth", "--amp", "--storage", "sqlite:///{STUDIES}", "--study-name", name],
        "holds another experiment: its precision is 'fp32', this run's 'bf16 autocast'; give this run another "
-       "--study-name") for name in ("fp32", "unrecorded")],
+       "--study-name (or run the one it holds: --no-amp trains in fp32, --amp in bf16 autocast)")
+      for name in ("fp32", "unrecorded")],
     ("T", ["--out", "/proc/none/run"], "/proc/none: No such file or directory; the folder vanished while the "
                                         "command ran, or cannot be made there: check the path"),
     ("T", ["--out", "{DIR}/" + "a" * 300], "is 300 bytes long, more than the 255 its file system allows; choose a "

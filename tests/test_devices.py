@@ -54,3 +54,26 @@ def test_threads_holds_every_pool_for_a_block_and_gives_the_counts_back_after_it
     assert max(out["before"]["blas"]) > 1 and out["before"]["torch"] > 1
     assert out["inside"] == {"blas": [1] * len(out["before"]["blas"]), "torch": 1}
     assert out["after"] == out["before"]
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected",
+                         [(True, False, True), (False, True, True), (False, False, False)])
+def test_a_cpu_defaults_to_bf16_when_it_has_bf16_instructions_and_only_then(monkeypatch, avx512_bf16, amx, expected):
+    import torch
+
+    from gan_core import devices
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert devices.native_bf16(torch.device("cpu")) is expected
+    assert devices.native_bf16(torch.device("cuda", 0)) is False  # no study measured under bf16 on a GPU: fp32
+
+
+def test_a_torch_without_the_cpu_checks_counts_as_a_cpu_without_bf16(monkeypatch):
+    import torch
+
+    from gan_core import devices
+
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert devices.native_bf16(torch.device("cpu")) is False

@@ -114,7 +114,8 @@ def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys):
     old = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
     old.set_user_attr("study", "optimizer")
     old.set_user_attr("arms", ["Adadelta lr=1e-3", "Adadelta lr=1.0", "Adam 2e-4"])
-    assert run.main(["--study", "optimizer", *in_process(tmp_path)]) == 2
+    # --no-amp: a study from before the precision was recorded is fp32, which a CPU with bf16 would refuse first
+    assert run.main(["--study", "optimizer", *in_process(tmp_path), "--no-amp"]) == 2
     err = capsys.readouterr().err
     assert "holds another experiment: its arms is ['Adadelta lr=1e-3', 'Adadelta lr=1.0'" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -198,8 +199,14 @@ def test_each_study_has_its_own_base_at_quick_and_says_it(capsys, study, preset,
     assert (base.preset, base.shrink, base.batch_size or batch) == (preset, shrink, batch)
 
 
-@pytest.mark.parametrize("extra, precision", [([], "fp32"), (["--amp"], "bf16 autocast"), (["--no-amp"], "fp32")])
-def test_a_study_trains_in_fp32_unless_amp_asks_for_bf16_and_its_plan_says_which(tmp_path, capsys, extra, precision):
+@pytest.mark.parametrize("native, extra, precision", [
+    (True, [], "bf16 autocast"), (False, [], "fp32"), (False, ["--amp"], "bf16 autocast"), (True, ["--no-amp"], "fp32"),
+])
+def test_a_study_trains_in_bf16_where_the_cpu_has_it_unless_told_and_its_plan_says_which(tmp_path, capsys, monkeypatch,
+                                                                                         native, extra, precision):
+    from gan_core import devices
+
+    monkeypatch.setattr(devices, "native_bf16", lambda device: native and device.type == "cpu")
     assert settings_of(tmp_path, "--device", "cpu", *extra).base.device.precision == precision
     assert run.main(["--study", "step_ratio", "--device", "cpu", *extra, "--dry-run"]) == 0
     assert f", batch 32, {precision}, budget quick" in capsys.readouterr().out
