@@ -83,7 +83,7 @@ def _cases() -> list[Case]:
         ("dcgan-d6-b64", ("project",)),
         ("dcgan-w0.5-b64", ("project",)),
     ] for loop in loops]
-    # bf16 autocast (ablations.run --amp) on the studies' CPU bases: worth it on a CPU with bf16 instructions
+    # bf16 autocast on the studies' CPU bases: ablations.run's default on a CPU with bf16 instructions (--no-amp: fp32)
     cpu += [Case("cpu", m, "project", variant)
             for m in ("dcgan-cpu-b32", "blog-x0.0625-b32") for variant in ("fp32", "bf16")]
     # CUDA: every variant on the DCGAN member (the CUDA target is there, and its small steps are launch-bound);

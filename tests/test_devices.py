@@ -74,6 +74,6 @@ def test_a_torch_without_the_cpu_checks_counts_as_a_cpu_without_bf16(monkeypatch
 
     from gan_core import devices
 
-    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert devices.native_bf16(torch.device("cpu")) is False

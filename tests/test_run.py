@@ -210,3 +210,15 @@ def test_a_study_trains_in_bf16_where_the_cpu_has_it_unless_told_and_its_plan_sa
     assert settings_of(tmp_path, "--device", "cpu", *extra).base.device.precision == precision
     assert run.main(["--study", "step_ratio", "--device", "cpu", *extra, "--dry-run"]) == 0
     assert f", batch 32, {precision}, budget quick" in capsys.readouterr().out
+
+
+def test_a_study_on_gpus_trains_in_fp32_even_where_the_host_cpu_has_bf16(tmp_path, monkeypatch):
+    import torch
+
+    from tests.study_helpers import fake_gpus
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert settings_of(tmp_path, "--device", "cpu").base.device.precision == "bf16 autocast"  # the host's CPU has it
+    fake_gpus(monkeypatch, 2)
+    for device in ("auto", "cuda", "cuda:1", "cuda:0,cuda:1"):  # the precision follows the GPUs, not the CPU
+        assert settings_of(tmp_path, "--device", device).base.device.precision == "fp32", device

@@ -168,7 +168,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class DeviceConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
-    amp: bool = False  # bf16 autocast (CUDA, or a CPU with bf16 instructions, e.g. avx512_bf16: README)
+    amp: bool = False  # bf16 autocast; ablations.run turns it on for a CPU with bf16 instructions (devices.native_bf16)
     channels_last: bool = False
     compile: str = "off"
     cudnn_benchmark: bool = True
