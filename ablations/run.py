@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="train under bf16 autocast (default: on a CPU with bf16 instructions, avx512_bf16 or AMX, "
                         "where the main job took 1.22x (AMD EPYC) to 1.47x (Intel Xeon) less time with the same "
-                        "answers; fp32 on other CPUs and on CUDA: README)")
+                        "main-job answer; fp32 on other CPUs and on CUDA: README)")
     p.add_argument("--data", choices=SOURCES, help="data source (default: the base preset's, embedded)")
     p.add_argument("--data-root", help="folder of the mnist or folder data source")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between trial heartbeats (RDB storages)")

@@ -87,7 +87,7 @@ def pin(name: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether a study trains under bf16 autocast by default here: on a CPU that computes bf16 in hardware
     (avx512_bf16 or AMX), where it is faster and learns as well (README: the main job took 1.22x less time on
-    the AMD EPYC, 1.47x less on the Intel Xeon with AMX, with the same answers). Not on a CPU without them,
+    the AMD EPYC, 1.47x less on the Intel Xeon with AMX, with the same answer). Not on a CPU without them,
     which would emulate bf16, nor on CUDA, where no study has been measured under it: fp32 there."""
     # torch.cpu's checks are private but the only ones torch has; a torch without them counts as without bf16
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))

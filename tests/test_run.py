@@ -13,7 +13,7 @@ from ablations import run
 from ablations.studies import REGISTRY
 from gan_core.training.accounting import channel_lists
 from gan_core.training.config import RunConfig, override
-from tests.study_helpers import grid_keys, in_process, load, settings_of
+from tests.study_helpers import fake_gpus, grid_keys, in_process, load, settings_of
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -214,8 +214,6 @@ def test_a_study_trains_in_bf16_where_the_cpu_has_it_unless_told_and_its_plan_sa
 
 def test_a_study_on_gpus_trains_in_fp32_even_where_the_host_cpu_has_bf16(tmp_path, monkeypatch):
     import torch
-
-    from tests.study_helpers import fake_gpus
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert settings_of(tmp_path, "--device", "cpu").base.device.precision == "bf16 autocast"  # the host's CPU has it
