@@ -107,7 +107,7 @@ def check_study(study, identity: dict, settings: Settings) -> None:
                         f"minimises one, {identity['objective']}: {way_out}")
     waited = 0.0
     while "study" not in study.user_attrs and waited < IDENTITY_WAIT_S and not study.get_trials(deepcopy=False):
-        time.sleep(0.1)  # another command may have created it an instant ago and be writing its identity
+        time.sleep(0.1)  # another command may have created it an instant ago: its identity ends with "study"
         waited += 0.1
     try:
         attrs = checked_attrs(study.user_attrs, STUDY_ATTRS, f"study {settings.study_name!r}")

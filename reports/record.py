@@ -252,9 +252,13 @@ def write_trial(trial, attrs: dict) -> None:
 
 
 def write_study(study, attrs: dict) -> None:
-    """Set these user attrs of a study, checked against STUDY_ATTRS."""
-    for key, value in _checked_for_writing(attrs, STUDY_ATTRS, f"study {study.study_name!r}").items():
-        study.set_user_attr(key, value)
+    """Set these user attrs of a study, checked against STUDY_ATTRS. The "study" attr goes last: it marks the
+    identity written, and a second command opening the study the moment it appears (check_study) must not read
+    an identity key still missing as its value from BEFORE_RECORDED (seen: two hosts on a new PostgreSQL study, one
+    refused because "precision" was not yet there and so read as fp32 against its bf16)."""
+    checked = _checked_for_writing(attrs, STUDY_ATTRS, f"study {study.study_name!r}")
+    for key in sorted(checked, key=lambda k: k == "study"):
+        study.set_user_attr(key, checked[key])
 
 
 def fail(trial, outcome: Outcome, reason: str) -> None:
