@@ -675,13 +675,18 @@ def test_equal_compute_where_no_arm_has_learned_says_it_cannot_rank_the_arms(fx)
 
 OPTIMIZER_FID = {"Adadelta lr=1e-3": 300.0, "Adadelta tuned": 20.0, "Adam tuned": 30.0, "Adam TTUR tuned": 40.0,
                  "RMSprop tuned": 25.0, "SGD m=0.9 tuned": 60.0}
-# each family's best at another point of its sweep; SGD's highest rate diverged on the tuning seed
-TUNING_FID = {"Adadelta lr=0.33": 40.0, "Adadelta lr=1": 22.0, "Adadelta lr=3": 90.0,
-              "Adam lr=6.7e-5": 50.0, "Adam lr=2e-4": 35.0, "Adam lr=6e-4": 31.0,
+# each family's best at another point of its sweep; SGD's three highest rates diverged on the tuning seed
+TUNING_FID = {"Adadelta lr=0.33": 40.0, "Adadelta lr=1": 22.0, "Adadelta lr=3": 90.0, "Adadelta lr=9": 95.0,
+              "Adadelta lr=27": 99.0,
+              "Adam lr=6.7e-5": 50.0, "Adam lr=2e-4": 35.0, "Adam lr=6e-4": 31.0, "Adam lr=1.8e-3": 30.5,
+              "Adam lr=5.4e-3": 30.0,
               "Adam TTUR lr=3.3e-5/1.3e-4": 45.0, "Adam TTUR lr=1e-4/4e-4": 60.0, "Adam TTUR lr=3e-4/1.2e-3": 70.0,
-              "RMSprop lr=6.7e-5": 27.0, "RMSprop lr=2e-4": 29.0, "RMSprop lr=6e-4": 80.0,
-              "SGD m=0.9 lr=3.3e-3": 200.0, "SGD m=0.9 lr=0.01": 65.0, "SGD m=0.9 lr=0.03": None}
-TUNED = {"Adadelta tuned": "Adadelta lr=1", "Adam tuned": "Adam lr=6e-4",
+              "Adam TTUR lr=9e-4/3.6e-3": 75.0, "Adam TTUR lr=2.7e-3/0.011": 76.0,
+              "RMSprop lr=6.7e-5": 27.0, "RMSprop lr=2e-4": 29.0, "RMSprop lr=6e-4": 80.0, "RMSprop lr=1.8e-3": 85.0,
+              "RMSprop lr=5.4e-3": 86.0,
+              "SGD m=0.9 lr=3.3e-3": 200.0, "SGD m=0.9 lr=0.01": 65.0, "SGD m=0.9 lr=0.03": None,
+              "SGD m=0.9 lr=0.09": None, "SGD m=0.9 lr=0.27": None}
+TUNED = {"Adadelta tuned": "Adadelta lr=1", "Adam tuned": "Adam lr=5.4e-3",
          "Adam TTUR tuned": "Adam TTUR lr=3.3e-5/1.3e-4", "RMSprop tuned": "RMSprop lr=6.7e-5",
          "SGD m=0.9 tuned": "SGD m=0.9 lr=0.01"}
 
@@ -700,10 +705,10 @@ def test_the_page_says_which_learning_rate_each_family_won_with_and_shows_the_sw
     fx, tmp, dom = tuned_page
     section = dom.find("section", id=sections.study_anchor(fx.studies["optimizer"]))
     said = section.find("p", data_role="tuning").text()
-    assert "3 values of the learning rate on tuning seed(s) 10000" in said
+    assert "5 values of the learning rate on tuning seed(s) 10000" in said
     for arm, candidate in TUNED.items():
         assert f"{arm} won with {candidate}" in said
-    # Adadelta won with its middle value; the others at an edge of their sweeps, which the page says
+    # Adadelta and SGD won inside their sweeps; the others at an edge, which the page says
     edges = said.split("At the edge of its sweep: ")[1].split(". Its best value may lie beyond")[0]
     assert edges == ("Adam tuned (the highest value tried); Adam TTUR tuned (the lowest value tried); "
                      "RMSprop tuned (the lowest value tried)")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from ablations.studies import OPTIMIZER_TUNING
 from reports import stats
 
 SEED_SD, NOISE_SD = 0.5, 0.2
@@ -175,11 +176,12 @@ def test_a_clearly_costliest_choice_is_found():
 # The optimizer study's design (ablations.studies.OPTIMIZER_TUNING): each family's learning rate is chosen on one
 # tuning seed (stats.best_of, what ablations.trial_queue uses), and the verdict (stats.verdict, what the page uses)
 # is drawn on 5 other seeds between the blog's untuned arm and one arm per family at its chosen rate. The families
-# are equal at their best: each one's log FID against the 3 swept rates has the same minimum, only its shape
-# differs (flat, a shallow or a deep optimum in the middle, an optimum at either end). Noise per arm and seed sd 0.2-
-# 0.4 on log FID, the spread of the README's paired intervals.
+# are equal at their best: each one's log FID against the 5 swept rates has the same minimum, only its shape
+# differs (flat, a shallow or a deep optimum inside the sweep, an optimum at either end). Noise per arm and seed sd
+# 0.2-0.4 on log FID, the spread of the README's paired intervals.
 TUNED_NOISE_SD = 0.3
-FAMILY_CURVES = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [1.0, 0.0, 1.0], [0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+FAMILY_CURVES = np.array([[0.0, 0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.5, 1.0, 1.5], [1.0, 0.0, 1.0, 2.0, 3.0],
+                          [0.0, 1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0, 0.0]])
 BLOG_RATIO = 60.0  # the blog's Adadelta at lr 1e-3 does not learn: far above every family
 
 
@@ -209,14 +211,23 @@ def false_winner_rate(seed: int, reps: int, curves: np.ndarray, noise_sd: float,
                           for _ in range(reps)]))
 
 
+def test_the_simulated_families_follow_the_optimizer_studys_design():
+    """The calibration below holds for the study as it is: as many families and swept values, one tuning seed."""
+    assert FAMILY_CURVES.shape == (len(OPTIMIZER_TUNING.families), len(OPTIMIZER_TUNING.families[0].values))
+    assert {len(f.values) for f in OPTIMIZER_TUNING.families} == {FAMILY_CURVES.shape[1]}
+    assert len(OPTIMIZER_TUNING.seeds) == 1  # tuned_study's default tuning_seeds
+    assert (FAMILY_CURVES.min(axis=1) == 0).all()  # equal at their best
+
+
 @pytest.mark.parametrize("noise_sd", [0.2, TUNED_NOISE_SD, 0.4])
 def test_families_equal_at_their_best_rarely_give_a_winner_when_tuned_on_other_seeds(noise_sd):
     reps = 2000  # MC sd 0.005 at a rate of 0.05
     rate = false_winner_rate(int(noise_sd * 100), reps, FAMILY_CURVES, noise_sd)
     print(f"false-winner rate, 5 families equal at their best, tuned on 1 seed, noise sd {noise_sd}: {rate:.4f}")
-    # measured 0.0000, 0.0003 and 0.0008 (4,000 studies each): the winner must beat four other families at their
-    # best. Selecting on the verdict seeds themselves gave the same (0.0003, 0.0003, 0.0008): with five families
-    # that each pick the best of 3, the selection flatters every family alike, so this design shows no inflation.
+    # measured 0.0000, 0.0005 and 0.0005 (4,000 studies each): the winner must beat four other families at their
+    # best. Selecting on the verdict seeds themselves gave about the same (0.0003, 0.0000, 0.0003): with five
+    # families that each pick the best of 5, the selection flatters every family alike, so this design shows no
+    # inflation.
     assert rate <= 0.06
 
 
@@ -224,16 +235,17 @@ def test_with_two_families_one_tuning_seed_can_mistune_a_family_and_name_a_false
     # The limit of one tuning seed, measured: a family whose optimum is shallow (0.5 in log FID, 1.65x, a factor of 3
     # from its best rate) is often tuned to a wrong rate on one noisy seed, and then rightly loses at the verdict to
     # a flat family that is no better at its best. With two families (and the blog), nothing else stands between
-    # them: 0.15 of 4,000 studies named a false winner at noise sd 0.3 (0.14 of the 2,000 here; 0.086 with 2 tuning
-    # seeds, 0.065 with 3).
-    # Selecting on the verdict seeds named one in 0.059, the seeds' own noise: the risk of this design is the
-    # tuning seed's noise, not the selection's bias. With the study's five families it stays below 0.004 (above).
+    # them: 0.147 of 4,000 studies named a false winner at noise sd 0.3 (0.12 of the 2,000 here; 0.088 with 2 tuning
+    # seeds, 0.062 with 3).
+    # Selecting on the verdict seeds named one in 0.082 (the seeds' own noise, and the flattery of the best of 5
+    # seen on the seeds that judge it): the larger risk of this design is the tuning seed's noise. With the study's
+    # five families it stays below 0.001 (above).
     curves = FAMILY_CURVES[:2]
     rate = false_winner_rate(5, 2000, curves, TUNED_NOISE_SD)
     naive = false_winner_rate(6, 2000, curves, TUNED_NOISE_SD, naive=True)
     print(f"two families (flat, shallow optimum), one tuning seed: {rate:.4f}; "
           f"selected on the verdict seeds: {naive:.4f}")
-    assert rate > 0.1 and naive <= 0.08  # MC sd 0.008 and 0.005
+    assert rate > 0.1 > naive  # MC sd 0.008 and 0.006
 
 
 def test_best_of_takes_the_lowest_mean_log_and_counts_a_failure_as_worst():

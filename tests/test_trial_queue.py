@@ -54,7 +54,7 @@ def test_each_family_wins_with_its_own_lowest_tuning_fid_and_a_diverged_one_coun
     fids[adam.candidates[2].label] = 1.0
     spec, study = tuning_study(fids, {adam.candidates[2].label: TrialState.FAIL})
     assert trial_queue.tuning_choice(study, spec)["Adam tuned"] == want["Adam tuned"]
-    # a family whose every candidate diverged keeps its usual value (the middle one)
+    # a family whose every candidate diverged keeps its usual value (the second one swept)
     failed = {c.label: TrialState.FAIL for c in adam.candidates}
     spec, study = tuning_study(fids, failed)
     assert trial_queue.tuning_choice(study, spec)["Adam tuned"] == adam.candidates[1].label == "Adam lr=2e-4"
