@@ -38,8 +38,8 @@ BUDGETS = {
     "quick": Budget("quick", QUICK_G_STEPS, None, QUICK_G_STEPS // 6, 200, None, 5, 12,
                     f"{QUICK_G_STEPS:,} G steps, 5 seeds, with a base that learns digits in that budget: on a "
                     "2-core CPU with bf16 instructions (the default there: bf16 autocast) step_ratio takes 8 minutes, "
-                    "optimizer 12, depth 7, width 6, blog_quirks 13 at most (Intel Xeon with AMX); 12-22 minutes "
-                    "in fp32 (AMD EPYC; width on a Xeon; README)"),
+                    "optimizer 12, depth 7, width 6, blog_quirks 13 at most (Intel Xeon with AMX); 12-24 minutes "
+                    "in fp32 (AMD EPYC, the optimizer's estimated; width on a Xeon; README)"),
     "standard": Budget("standard", 5000, None, 500, 500, None, 5, 40, "5,000 G steps, 5 seeds (a GPU budget)"),
     "paper": Budget("paper", 20000, None, 1000, 1000, None, 5, 100, "20,000 G steps, 5 seeds"),
 }

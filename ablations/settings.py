@@ -73,7 +73,9 @@ def open_study(settings: Settings, identity: dict | None = None):
     return study
 
 
-IDENTITY_WAIT_S = 1.0  # how long a study without its identity may be one another command created an instant ago
+# how long a study without its identity may be one another command created an instant ago: the identity is a dozen
+# attr writes, one transaction each (Optuna has no batch), whose round trips to a remote server add up
+IDENTITY_WAIT_S = 3.0
 
 
 def study_identity(settings: Settings, ctx) -> dict:
@@ -88,7 +90,9 @@ def study_identity(settings: Settings, ctx) -> dict:
             # the second judge's weights too: its FIDs from two versions of it would be ranked together
             "second_judge": ctx.reference.second_judge_name,
             "precision": settings.base.device.precision,
-            "arms": [a.label for a in ctx.spec.arms]}
+            "arms": [a.label for a in ctx.spec.arms],
+            # and its tuning candidates, for the same reason (a sweep widened since: more "arm" choices)
+            **({"tuning": ctx.spec.tuning.description()} if ctx.spec.tuning else {})}
 
 
 def check_study(study, identity: dict, settings: Settings) -> None:
@@ -116,10 +120,11 @@ def check_study(study, identity: dict, settings: Settings) -> None:
     except UserError as e:
         raise UserError(f"{e}; {way_out}") from None
     if "study" not in attrs:
-        raise UserError(f"{what} was not created by {PROG} (it has no 'study' user attr); {way_out}")
+        raise UserError(f"{what} was not created by {PROG} (it has no 'study' user attr: another program made it, or "
+                        f"the command that made it stopped before marking it); {way_out}")
     for key, ours in identity.items():
         theirs = attrs.get(key, record.BEFORE_RECORDED.get(key, ours))  # unrecorded and unknown: nothing to compare
-        if isinstance(ours, dict) and theirs.get("name") == ours.get("name"):  # a budget redefined since
+        if key == "budget" and theirs.get("name") == ours.get("name"):  # a budget redefined since
             # its note is prose; its seeds are the default --seeds, which a run may change
             diff = [k for k in ours if k not in ("note", "seeds") and theirs.get(k) != ours[k]]
             if diff:
@@ -127,11 +132,22 @@ def check_study(study, identity: dict, settings: Settings) -> None:
                                 + ", ".join(f"{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in diff)
                                 + f"; {way_out}")
         elif theirs != ours:
-            shown = (theirs.get("name"), ours.get("name")) if isinstance(ours, dict) else (theirs, ours)
+            shown = (_shown(key, theirs), _shown(key, ours))
             # the default precision depends on the CPU, so a study made elsewhere may need the flag named
             how = ": --no-amp trains in fp32, --amp in bf16 autocast" if key == "precision" else ""
             raise UserError(f"{what} holds another experiment: its {key} is {shown[0]!r}, this run's {shown[1]!r}; "
                             f"{way_out} (or run the one it holds{how})")
+
+
+def _shown(key: str, value):
+    """An identity value as a refusal names it: a budget by its name, a tuning phase by its first family's sweep."""
+    if key == "budget":
+        return value.get("name")
+    if key == "tuning":
+        first = value["families"][0]
+        return (f"{len(first['values'])} {value['knob']} values a family ({first['arm']}: {min(first['values']):g}"
+                f"-{max(first['values']):g})")
+    return value
 
 
 def make_context(settings: Settings):

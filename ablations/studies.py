@@ -245,7 +245,8 @@ def _family(name: str, usual: float, changes: Callable[[float], dict], label: Ca
 # one to 27x it (Lucic et al. 2018 gave every model the same number of tuning trials before comparing). The sweep
 # reaches further up than down because the CPU budget's 900 G steps reward fast rates (Xeon, bf16, 2026-12-04): 3
 # values around the usual one (1/3, 1, 3) left 4 of the 5 winners at the top and Adam TTUR failing at every rate; a
-# 4th (9x) brought TTUR to fid1k 5.4 and left Adam and TTUR at the top still; 1/3 lost in every family.
+# 4th (9x) brought TTUR to fid1k 5.4 on the tuning seed and left Adam and TTUR at the top still; 1/3 lost in every
+# family.
 # Adadelta is swept from its usual 1.0; the blog's 1e-3 stays the blog's arm, untuned, as the blog ran it.
 OPTIMIZER_TUNING = Tuning("learning rate", (
     _family("Adadelta", 1.0, lambda lr: _optim("Adadelta", lr), _lr),

@@ -200,8 +200,8 @@ ROWS = [
         ("multi", "is a study to minimize, minimize (2 objective(s)); python -m ablations.run minimises one, fid100: "
                   "give this run another --study-name"),
         ("max", "is a study to maximize (1 objective(s))"),
-        ("plain", "was not created by python -m ablations.run (it has no 'study' user attr); give this run another "
-                  "--study-name"),
+        ("plain", "was not created by python -m ablations.run (it has no 'study' user attr: another program made it, "
+                  "or the command that made it stopped before marking it); give this run another --study-name"),
         ("empty", "was not created by python -m ablations.run"),
         ("attr", "study 'attr': user attr 'seeds' is a string, not an integer; the study was not written by python "
                  "-m ablations.run (edited by hand, or another program's); give this run another --study-name"),

@@ -122,6 +122,27 @@ def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys):
     assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
 
 
+def test_a_study_tuned_over_another_sweep_is_refused_in_one_line(tmp_path, capsys):
+    # the optimizer study as its 3-value sweep (1/3x-3x) recorded it: its verdict arms are today's, its tuning
+    # candidates are not. Once it holds trials, Optuna refuses every new trial whose "arm" choices differ from
+    # theirs; and its page would show a sweep it never ran
+    from ablations.studies import OPTIMIZER_TUNING
+    from reports import record
+
+    tuning = OPTIMIZER_TUNING.description()
+    tuning["families"] = [{**f, "candidates": f["candidates"][:3], "values": f["values"][:3]}
+                          for f in tuning["families"]]
+    old = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
+    record.write_study(old, {"study": "optimizer", "tuning": tuning,
+                             "arms": [a.label for a in REGISTRY["optimizer"].arms]})
+    assert run.main(["--study", "optimizer", *in_process(tmp_path), "--no-amp"]) == 2
+    err = capsys.readouterr().err
+    assert ("holds another experiment: its tuning is '3 learning rate values a family (Adadelta tuned: 0.333333-3)', "
+            "this run's '5 learning rate values a family (Adadelta tuned: 0.333333-27)'") in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
+
+
 def test_rerun_resumes_and_adds_seeds_without_rerunning(tmp_path, smoke_run):
     shutil.copy(smoke_run("width")[0] / "s.db", tmp_path / "s.db")  # one seed run; its run folders stay there
     before = {t.number: t.datetime_complete for t in load(tmp_path, "width-dcgan-cpu-smoke").trials}
