@@ -109,36 +109,35 @@ def check_step_ratio_changes_only_the_schedule(trials):
         assert cfg["model"]["arch"] == "dcgan" and cfg["data"]["train_limit"] is None
 
 
-def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys):
-    # the optimizer study as it was before its tuning phase: every new trial's arm choices would differ from its own
-    old = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
-    old.set_user_attr("study", "optimizer")
-    old.set_user_attr("arms", ["Adadelta lr=1e-3", "Adadelta lr=1.0", "Adam 2e-4"])
-    # --no-amp: a study from before the precision was recorded is fp32, which a CPU with bf16 would refuse first
-    assert run.main(["--study", "optimizer", *in_process(tmp_path), "--no-amp"]) == 2
-    err = capsys.readouterr().err
-    assert "holds another experiment: its arms is ['Adadelta lr=1e-3', 'Adadelta lr=1.0'" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
-
-
-def test_a_study_tuned_over_another_sweep_is_refused_in_one_line(tmp_path, capsys):
-    # the optimizer study as its 3-value sweep (1/3x-3x) recorded it: its verdict arms are today's, its tuning
-    # candidates are not. Once it holds trials, Optuna refuses every new trial whose "arm" choices differ from
-    # theirs; and its page would show a sweep it never ran
+def _sweep_of_3() -> dict:
+    """The optimizer study's tuning record as its 3-value sweep (1/3x-3x) wrote it."""
     from ablations.studies import OPTIMIZER_TUNING
-    from reports import record
 
     tuning = OPTIMIZER_TUNING.description()
     tuning["families"] = [{**f, "candidates": f["candidates"][:3], "values": f["values"][:3]}
                           for f in tuning["families"]]
-    old = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
-    record.write_study(old, {"study": "optimizer", "tuning": tuning,
-                             "arms": [a.label for a in REGISTRY["optimizer"].arms]})
+    return tuning
+
+
+# An optimizer study whose new trials would carry "arm" choices other than its own: once it holds trials, Optuna
+# refuses every one of them, and its page would mix two designs. The study as it was before its tuning phase, and as
+# its 3-value sweep recorded it (today's verdict arms, other tuning candidates).
+@pytest.mark.parametrize("old, message", [
+    (lambda: {"arms": ["Adadelta lr=1e-3", "Adadelta lr=1.0", "Adam 2e-4"]},
+     "holds another experiment: its arms is ['Adadelta lr=1e-3', 'Adadelta lr=1.0'"),
+    (lambda: {"arms": [a.label for a in REGISTRY["optimizer"].arms], "tuning": _sweep_of_3()},
+     "holds another experiment: its tuning is '3 learning rate values a family (Adadelta tuned: 0.333333-3)', "
+     "this run's '5 learning rate values a family (Adadelta tuned: 0.333333-27)'"),
+], ids=["before tuning", "3-value sweep"])
+def test_a_study_run_with_other_arms_is_refused_in_one_line(tmp_path, capsys, old, message):
+    from reports import record
+
+    study = optuna.create_study(study_name="optimizer-dcgan-cpu-smoke", storage=f"sqlite:///{tmp_path}/s.db")
+    record.write_study(study, {"study": "optimizer", **old()})
+    # --no-amp: a study from before the precision was recorded is fp32, which a CPU with bf16 would refuse first
     assert run.main(["--study", "optimizer", *in_process(tmp_path), "--no-amp"]) == 2
     err = capsys.readouterr().err
-    assert ("holds another experiment: its tuning is '3 learning rate values a family (Adadelta tuned: 0.333333-3)', "
-            "this run's '5 learning rate values a family (Adadelta tuned: 0.333333-27)'") in err
+    assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not load(tmp_path, "optimizer-dcgan-cpu-smoke").trials  # nothing queued
 
